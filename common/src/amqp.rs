@@ -1,0 +1,256 @@
+//! RabbitMQ: connecting, declaring the topology, publishing with confirms.
+//!
+//! Every process declares the whole topology at start. Declarations are
+//! idempotent, so whichever process starts first creates it and the others
+//! merely check it; a mismatch (say, a queue declared by an older version
+//! with other arguments) fails loudly at start instead of misrouting later.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::ExposeSecret;
+
+use crate::config::AmqpSettings;
+use crate::messages::{ATTEMPT_HEADER, AlertV1, JobV1};
+use crate::names::Names;
+
+/// What can go wrong talking to RabbitMQ.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    /// The client library reported an error (connection, channel, protocol).
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker refused to take responsibility for a message.
+    #[error("RabbitMQ did not confirm the message to {0} (nack)")]
+    Nacked(String),
+    /// Nothing was bound to the routing key: the message would be lost.
+    #[error("RabbitMQ returned the message to {0}: no queue is bound for it")]
+    Unroutable(String),
+}
+
+/// Connects to the broker; the URL (it may hold a password) is never logged.
+pub async fn connect(settings: &AmqpSettings, process: &str) -> Result<Connection, AmqpError> {
+    let props = ConnectionProperties::default().with_connection_name(process.into());
+    Ok(Connection::connect(settings.url.expose_secret(), props).await?)
+}
+
+/// Opens a channel with publisher confirms on.
+pub async fn confirmed_channel(conn: &Connection) -> Result<Channel, AmqpError> {
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+fn string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+fn durable_queue_args(settings: &AmqpSettings) -> FieldTable {
+    let mut args = FieldTable::default();
+    if let Some(expires) = settings.queue_expires {
+        args.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(expires.as_millis() as i64),
+        );
+    }
+    args
+}
+
+/// Declares the exchanges and queues every process relies on.
+///
+/// Per SaaS app: a quorum job queue (bounded redeliveries, dead-lettered to
+/// its dead-letter queue), one delay queue per retry delay (message TTL, then
+/// back to the job exchange) and a dead-letter queue. Plus the alert queue.
+pub async fn declare_topology(
+    channel: &Channel,
+    names: &Names,
+    settings: &AmqpSettings,
+    saas: &[String],
+    retry_delays: &[Duration],
+) -> Result<(), AmqpError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for exchange in [names.jobs_exchange(), names.dead_exchange()] {
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let queue_opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for app in saas {
+        // Quorum queue: replicated, and its delivery limit stops a message
+        // that crashes workers from looping forever.
+        let mut args = durable_queue_args(settings);
+        args.insert("x-queue-type".into(), string("quorum"));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(settings.delivery_limit)),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            string(&names.dead_exchange()),
+        );
+        args.insert("x-dead-letter-routing-key".into(), string(app));
+        let jobs = names.jobs_queue(app);
+        channel
+            .queue_declare(jobs.as_str().into(), queue_opts, args)
+            .await?;
+        bind(channel, &jobs, &names.jobs_exchange(), app).await?;
+
+        let mut args = durable_queue_args(settings);
+        args.insert("x-queue-type".into(), string("quorum"));
+        let dead = names.dead_queue(app);
+        channel
+            .queue_declare(dead.as_str().into(), queue_opts, args)
+            .await?;
+        bind(channel, &dead, &names.dead_exchange(), app).await?;
+
+        // One queue per delay, each with a queue-wide TTL: per-message TTLs
+        // in one queue would block a short delay behind a long one.
+        for delay in retry_delays {
+            let mut args = durable_queue_args(settings);
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(delay.as_millis() as i64),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                string(&names.jobs_exchange()),
+            );
+            args.insert("x-dead-letter-routing-key".into(), string(app));
+            channel
+                .queue_declare(
+                    names.retry_queue(app, *delay).as_str().into(),
+                    queue_opts,
+                    args,
+                )
+                .await?;
+        }
+    }
+    let mut args = durable_queue_args(settings);
+    args.insert("x-queue-type".into(), string("quorum"));
+    channel
+        .queue_declare(names.alerts_queue().as_str().into(), queue_opts, args)
+        .await?;
+    Ok(())
+}
+
+async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), AmqpError> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Properties of a job message: persistent JSON, `message_id` = job id.
+pub fn job_properties(job: &JobV1, attempt: u32) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(job.job_id.as_str().into())
+        .with_timestamp(job.enqueued_at.timestamp().max(0) as u64)
+        .with_headers(headers)
+}
+
+/// Reads an integer header, whatever integer type the publisher used.
+pub fn header_u32(props: &BasicProperties, name: &str) -> Option<u32> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(&ShortString::from(name))? {
+        AMQPValue::LongUInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
+        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortShortUInt(v) => Some(u32::from(*v)),
+        AMQPValue::ShortShortInt(v) => u32::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+/// Reads a string header.
+pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(&ShortString::from(name))? {
+        AMQPValue::LongString(v) => Some(v.to_string()),
+        AMQPValue::ShortString(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// Publishes one message with `mandatory` set and waits for its confirm.
+///
+/// `mandatory` turns "no queue bound" into an error instead of a silent drop.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), AmqpError> {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        )
+        .await?
+        .await?;
+    check_confirm(confirm, exchange, routing_key)
+}
+
+/// Turns a publisher confirmation into a result.
+pub fn check_confirm(
+    confirm: lapin::Confirmation,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), AmqpError> {
+    let target = || format!("exchange `{exchange}` key `{routing_key}`");
+    match confirm {
+        lapin::Confirmation::Ack(Some(_)) | lapin::Confirmation::Nack(Some(_)) => {
+            Err(AmqpError::Unroutable(target()))
+        }
+        lapin::Confirmation::Nack(None) => Err(AmqpError::Nacked(target())),
+        lapin::Confirmation::Ack(None) | lapin::Confirmation::NotRequested => Ok(()),
+    }
+}
+
+/// Publishes an alert to the alert queue and waits for the broker's confirm.
+pub async fn publish_alert(
+    channel: &Channel,
+    names: &Names,
+    alert: &AlertV1,
+) -> Result<(), AmqpError> {
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into());
+    publish_confirmed(channel, "", &names.alerts_queue(), &alert.encode(), props).await
+}

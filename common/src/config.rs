@@ -1,0 +1,960 @@
+//! Configuration: one TOML file, every key overridable from the environment.
+//!
+//! Loading happens in two steps. [`RawSettings`] is what the file and the
+//! environment say, deserialized strictly (an unknown key is an error, so a
+//! typo never silently falls back to a default). [`RawSettings::validate`]
+//! then turns it into [`Settings`], made of typed values, and reports *every*
+//! problem at once, each naming its key, so an operator fixes a broken
+//! deployment in one round trip instead of one per key.
+//!
+//! Environment overrides use `ROLECALL__` and `__` between key parts:
+//! `ROLECALL__REDIS__URL`, `ROLECALL__SAAS__LEVER_PROD__RATE__PER_SECOND`.
+//! Environment variable names cannot hold `-`, so a SaaS app whose values must
+//! be overridable from the environment should be named with `_`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+/// Environment prefix of every override.
+pub const ENV_PREFIX: &str = "ROLECALL";
+
+/// The connectors this build knows. Adding a vendor adds a variant here and a
+/// file in the worker's `connectors/` folder; the worker's exhaustive `match`
+/// makes a variant without a connector a compile error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectorKind {
+    /// Lever API v1 (Basic auth with the API key as user name).
+    Lever,
+}
+
+impl ConnectorKind {
+    /// Every connector, for error messages and contract tests.
+    pub const ALL: [ConnectorKind; 1] = [ConnectorKind::Lever];
+
+    /// The name used in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::Lever => "lever",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for ConnectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem in the configuration, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path, e.g. `saas.lever_prod.rate.per_second`.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment value could not be read or parsed.
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// The configuration parsed but has invalid values.
+    #[error("invalid configuration:\n{}", list(.0))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl ConfigError {
+    /// The problems, when the configuration parsed but was invalid.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            ConfigError::Load(_) => &[],
+        }
+    }
+}
+
+fn list(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// What the file says.
+// ---------------------------------------------------------------------------
+
+/// The configuration as written, before validation.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    /// Prefix of every queue, exchange and Redis key.
+    pub namespace: String,
+    /// RabbitMQ connection.
+    pub amqp: RawAmqp,
+    /// Redis connection.
+    pub redis: RawRedis,
+    /// Worker behaviour.
+    pub worker: RawWorker,
+    /// Scheduler behaviour.
+    pub scheduler: RawScheduler,
+    /// Where credentials come from.
+    pub credentials: RawCredentials,
+    /// Logging.
+    pub telemetry: RawTelemetry,
+    /// The SaaS apps, by name.
+    pub saas: BTreeMap<String, RawSaas>,
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAmqp {
+    pub url: String,
+    pub prefetch: u32,
+    pub delivery_limit: u32,
+    pub queue_expires_ms: Option<u64>,
+}
+
+impl Default for RawAmqp {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefetch: 20,
+            delivery_limit: 10,
+            queue_expires_ms: None,
+        }
+    }
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedis {
+    pub url: String,
+    pub done_ttl_s: u64,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            done_ttl_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWorker {
+    pub saas: Vec<String>,
+    pub attempt_timeout_ms: u64,
+    pub job_deadline_ms: u64,
+    pub attempts_in_process: u32,
+    pub retry_delays_s: Vec<u64>,
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for RawWorker {
+    fn default() -> Self {
+        Self {
+            saas: Vec::new(),
+            attempt_timeout_ms: 10_000,
+            job_deadline_ms: 60_000,
+            attempts_in_process: 3,
+            retry_delays_s: vec![10, 60, 300],
+            shutdown_grace_s: 25,
+        }
+    }
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScheduler {
+    pub publish_window: u32,
+}
+
+impl Default for RawScheduler {
+    fn default() -> Self {
+        Self {
+            publish_window: 512,
+        }
+    }
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCredentials {
+    pub env_prefix: String,
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for RawCredentials {
+    fn default() -> Self {
+        Self {
+            env_prefix: "ROLECALL_SECRET_".into(),
+            dir: None,
+        }
+    }
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    pub log_format: String,
+    pub log_level: String,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        Self {
+            log_format: "pretty".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSaas {
+    #[serde(default)]
+    pub connector: String,
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub credential: String,
+    #[serde(default)]
+    pub deactivate_missing: bool,
+    #[serde(default)]
+    pub criteria: Option<Vec<String>>,
+    #[serde(default)]
+    pub rate: Option<RawRate>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, RawRole>,
+    #[serde(default)]
+    pub default_role: Option<RawRole>,
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    pub per_second: f64,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRole {
+    pub role: String,
+    #[serde(default)]
+    pub seat_price: f64,
+}
+
+// ---------------------------------------------------------------------------
+// What the processes use.
+// ---------------------------------------------------------------------------
+
+/// Validated configuration shared by every Rolecall process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Prefix of every queue, exchange and Redis key ("" for none).
+    pub namespace: String,
+    /// RabbitMQ connection.
+    pub amqp: AmqpSettings,
+    /// Redis connection.
+    pub redis: RedisSettings,
+    /// Worker behaviour.
+    pub worker: WorkerSettings,
+    /// Scheduler behaviour.
+    pub scheduler: SchedulerSettings,
+    /// Where credentials come from.
+    pub credentials: CredentialSettings,
+    /// Logging.
+    pub telemetry: TelemetrySettings,
+    /// The SaaS apps, by name.
+    pub saas: BTreeMap<String, SaasSettings>,
+}
+
+/// RabbitMQ connection settings.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// Broker URL; may hold a password, so it is a secret.
+    pub url: SecretString,
+    /// Unacknowledged deliveries per SaaS consumer (bounds in-flight jobs).
+    pub prefetch: u16,
+    /// Deliveries of one message before the broker dead-letters it (crash loops).
+    pub delivery_limit: u32,
+    /// Unused queues expire after this long (tests set it so namespaces clean up).
+    pub queue_expires: Option<Duration>,
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Redis URL; may hold a password, so it is a secret.
+    pub url: SecretString,
+    /// How long a processed job's idempotency marker lives.
+    pub done_ttl: Duration,
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// SaaS apps this worker consumes; empty means all configured.
+    pub saas: Vec<String>,
+    /// Bound on one HTTP attempt at a vendor.
+    pub attempt_timeout: Duration,
+    /// Bound on one job's in-process attempts, token waits included.
+    pub job_deadline: Duration,
+    /// Attempts within one delivery before handing the job to a delay queue.
+    pub attempts_in_process: NonZeroU32,
+    /// Broker-side retry delays; their count is the number of redeliveries.
+    pub retry_delays: Vec<Duration>,
+    /// How long a stopping worker waits for in-flight jobs.
+    pub shutdown_grace: Duration,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    /// Publisher confirms outstanding at once.
+    pub publish_window: NonZeroU32,
+}
+
+/// Credential lookup settings.
+#[derive(Debug, Clone)]
+pub struct CredentialSettings {
+    /// Prefix of the environment variable holding a credential.
+    pub env_prefix: String,
+    /// Folder of mounted secret files (a Kubernetes Secret volume).
+    pub dir: Option<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// Output format.
+    pub log_format: LogFormat,
+    /// Default filter directive; `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+/// One SaaS app: which connector, where, with which credential and limits.
+#[derive(Debug, Clone)]
+pub struct SaasSettings {
+    /// The SaaS app's name (queue and key component).
+    pub name: String,
+    /// Which connector speaks to it.
+    pub connector: ConnectorKind,
+    /// The vendor's API base URL.
+    pub base_url: Url,
+    /// Name of the credential in the vault.
+    pub credential: String,
+    /// Whether users the vendor no longer knows are deactivated.
+    pub deactivate_missing: bool,
+    /// Inventory criteria (the Begin criteria), e.g. `status == active`.
+    pub criteria: Vec<Criterion>,
+    /// Vendor rate limit.
+    pub rate: RateSettings,
+    /// Raw vendor role (lower-case) to normalized role and seat price.
+    pub roles: HashMap<String, RoleMapping>,
+    /// Mapping for roles missing from `roles`; such roles are reported.
+    pub default_role: RoleMapping,
+}
+
+impl SaasSettings {
+    /// Maps a vendor's raw role; the flag says whether the role map knew it.
+    pub fn map_role(&self, raw: &str) -> (&RoleMapping, bool) {
+        match self.roles.get(&raw.trim().to_lowercase()) {
+            Some(m) => (m, true),
+            None => (&self.default_role, false),
+        }
+    }
+}
+
+/// A vendor's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSettings {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed at once after idling.
+    pub burst: NonZeroU32,
+}
+
+/// A normalized role and its seat price.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleMapping {
+    /// Normalized role name.
+    pub role: String,
+    /// Seat price per period in the organisation's currency.
+    pub seat_price: f64,
+}
+
+/// A field comparison used to select inventory rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Criterion {
+    /// Inventory field or free attribute name.
+    pub field: String,
+    /// Whether the field must equal (`==`) or differ from (`!=`) the value.
+    pub equals: bool,
+    /// The value, compared case-insensitively.
+    pub value: String,
+}
+
+impl Criterion {
+    /// Parses `field == value` or `field != value`.
+    pub fn parse(text: &str) -> Option<Criterion> {
+        let (field, equals, value) = if let Some((f, v)) = text.split_once("==") {
+            (f, true, v)
+        } else if let Some((f, v)) = text.split_once("!=") {
+            (f, false, v)
+        } else {
+            return None;
+        };
+        let field = field.trim();
+        let value = value.trim().trim_matches('"');
+        let valid_field = !field.is_empty()
+            && field
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        (valid_field && !value.is_empty()).then(|| Criterion {
+            field: field.to_string(),
+            equals,
+            value: value.to_string(),
+        })
+    }
+
+    /// Whether a field's value satisfies the criterion (missing fields are "").
+    pub fn matches(&self, actual: Option<&str>) -> bool {
+        actual.unwrap_or("").eq_ignore_ascii_case(&self.value) == self.equals
+    }
+}
+
+impl fmt::Display for Criterion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = if self.equals { "==" } else { "!=" };
+        write!(f, "{} {op} {}", self.field, self.value)
+    }
+}
+
+/// Loads settings from an optional TOML file and the process environment.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_with_env(path, None)
+}
+
+/// Like [`load`], with the environment given explicitly (tests never mutate
+/// the process environment). `None` reads the process environment.
+pub fn load_with_env(
+    path: Option<&Path>,
+    env: Option<HashMap<String, String>>,
+) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = path {
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    let env_source = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .with_list_parse_key("worker.saas")
+        .with_list_parse_key("worker.retry_delays_s")
+        .try_parsing(true)
+        .source(env.map(|m| m.into_iter().collect()));
+    let raw: RawSettings = builder.add_source(env_source).build()?.try_deserialize()?;
+    raw.validate()
+}
+
+/// Parses settings from TOML text (used by tests and `--check-config`).
+pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+    let raw: RawSettings = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()?
+        .try_deserialize()?;
+    raw.validate()
+}
+
+impl RawSettings {
+    /// Checks every value and builds typed [`Settings`], reporting all problems.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: String, reason: String| problems.push(ConfigProblem { key, reason });
+
+        if !self.namespace.is_empty() && !is_name(&self.namespace) {
+            bad(
+                "namespace".into(),
+                "use lower-case letters, digits, '_' and '-'".into(),
+            );
+        }
+        check_url(&self.amqp.url, &["amqp", "amqps"], "amqp.url", &mut bad);
+        check_url(&self.redis.url, &["redis", "rediss"], "redis.url", &mut bad);
+        let prefetch = u16::try_from(self.amqp.prefetch).ok().filter(|p| *p > 0);
+        if prefetch.is_none() {
+            bad("amqp.prefetch".into(), "must be between 1 and 65535".into());
+        }
+        if self.amqp.delivery_limit == 0 {
+            bad("amqp.delivery_limit".into(), "must be at least 1".into());
+        }
+        if self.redis.done_ttl_s == 0 {
+            bad("redis.done_ttl_s".into(), "must be at least 1".into());
+        }
+        if self.worker.attempt_timeout_ms == 0 {
+            bad(
+                "worker.attempt_timeout_ms".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.worker.job_deadline_ms < self.worker.attempt_timeout_ms {
+            bad(
+                "worker.job_deadline_ms".into(),
+                "must be at least worker.attempt_timeout_ms".into(),
+            );
+        }
+        let attempts = NonZeroU32::new(self.worker.attempts_in_process);
+        if attempts.is_none() {
+            bad(
+                "worker.attempts_in_process".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.worker.retry_delays_s.contains(&0) {
+            bad(
+                "worker.retry_delays_s".into(),
+                "delays must be at least 1 second".into(),
+            );
+        }
+        for name in &self.worker.saas {
+            if !self.saas.contains_key(name) {
+                bad(
+                    "worker.saas".into(),
+                    format!("SaaS app `{name}` has no [saas.{name}] table"),
+                );
+            }
+        }
+        let window = NonZeroU32::new(self.scheduler.publish_window);
+        if window.is_none() {
+            bad(
+                "scheduler.publish_window".into(),
+                "must be at least 1".into(),
+            );
+        }
+        let log_format = match self.telemetry.log_format.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                bad(
+                    "telemetry.log_format".into(),
+                    format!("`{other}` is not one of: pretty, json"),
+                );
+                LogFormat::Pretty
+            }
+        };
+        if self.credentials.env_prefix.is_empty() {
+            bad("credentials.env_prefix".into(), "must not be empty".into());
+        }
+
+        let mut saas = BTreeMap::new();
+        for (name, raw) in self.saas {
+            if let Some(s) = validate_saas(&name, raw, &mut bad) {
+                saas.insert(name, s);
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        // Every Option below is Some: a None recorded a problem above.
+        Ok(Settings {
+            namespace: self.namespace,
+            amqp: AmqpSettings {
+                url: SecretString::from(self.amqp.url),
+                prefetch: prefetch.unwrap_or(1),
+                delivery_limit: self.amqp.delivery_limit,
+                queue_expires: self.amqp.queue_expires_ms.map(Duration::from_millis),
+            },
+            redis: RedisSettings {
+                url: SecretString::from(self.redis.url),
+                done_ttl: Duration::from_secs(self.redis.done_ttl_s),
+            },
+            worker: WorkerSettings {
+                saas: self.worker.saas,
+                attempt_timeout: Duration::from_millis(self.worker.attempt_timeout_ms),
+                job_deadline: Duration::from_millis(self.worker.job_deadline_ms),
+                attempts_in_process: attempts.unwrap_or(NonZeroU32::MIN),
+                retry_delays: self
+                    .worker
+                    .retry_delays_s
+                    .iter()
+                    .map(|s| Duration::from_secs(*s))
+                    .collect(),
+                shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_s),
+            },
+            scheduler: SchedulerSettings {
+                publish_window: window.unwrap_or(NonZeroU32::MIN),
+            },
+            credentials: CredentialSettings {
+                env_prefix: self.credentials.env_prefix,
+                dir: self.credentials.dir,
+            },
+            telemetry: TelemetrySettings {
+                log_format,
+                log_level: self.telemetry.log_level,
+            },
+            saas,
+        })
+    }
+}
+
+fn validate_saas(
+    name: &str,
+    raw: RawSaas,
+    bad: &mut impl FnMut(String, String),
+) -> Option<SaasSettings> {
+    let key = |k: &str| format!("saas.{name}.{k}");
+    let mut ok = true;
+    if !is_name(name) {
+        bad(
+            format!("saas.{name}"),
+            "SaaS app names use lower-case letters, digits, '_' and '-'".into(),
+        );
+        ok = false;
+    }
+    let connector = if raw.connector.is_empty() {
+        bad(key("connector"), "missing".into());
+        None
+    } else {
+        let c = ConnectorKind::parse(&raw.connector);
+        if c.is_none() {
+            let known: Vec<_> = ConnectorKind::ALL.iter().map(|k| k.as_str()).collect();
+            bad(
+                key("connector"),
+                format!(
+                    "unknown connector `{}` (known: {})",
+                    raw.connector,
+                    known.join(", ")
+                ),
+            );
+        }
+        c
+    };
+    let base_url = match Url::parse(&raw.base_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+        Ok(_) => {
+            bad(key("base_url"), "must be an http(s) URL".into());
+            None
+        }
+        Err(e) if raw.base_url.is_empty() => {
+            let _ = e;
+            bad(key("base_url"), "missing".into());
+            None
+        }
+        Err(e) => {
+            bad(key("base_url"), format!("not a URL: {e}"));
+            None
+        }
+    };
+    if raw.credential.trim().is_empty() {
+        bad(
+            key("credential"),
+            "missing: name the credential this SaaS app uses".into(),
+        );
+        ok = false;
+    }
+    let rate = match raw.rate {
+        None => {
+            bad(
+                key("rate"),
+                "missing: every SaaS app needs a rate limit (per_second, burst)".into(),
+            );
+            None
+        }
+        Some(r) => {
+            let mut rate_ok = true;
+            if !(r.per_second.is_finite() && r.per_second > 0.0) {
+                bad(
+                    key("rate.per_second"),
+                    format!("must be a positive number, got {}", r.per_second),
+                );
+                rate_ok = false;
+            }
+            let burst = match r.burst {
+                None => NonZeroU32::new((r.per_second.ceil() as u32).max(1)),
+                Some(b) => NonZeroU32::new(b),
+            };
+            if burst.is_none() {
+                bad(key("rate.burst"), "must be at least 1".into());
+                rate_ok = false;
+            }
+            rate_ok.then(|| RateSettings {
+                per_second: r.per_second,
+                burst: burst.unwrap_or(NonZeroU32::MIN),
+            })
+        }
+    };
+    let criteria_text = raw
+        .criteria
+        .unwrap_or_else(|| vec!["status == active".into()]);
+    let mut criteria = Vec::new();
+    for (i, text) in criteria_text.iter().enumerate() {
+        match Criterion::parse(text) {
+            Some(c) => criteria.push(c),
+            None => {
+                bad(
+                    format!("saas.{name}.criteria[{i}]"),
+                    format!("`{text}` is not `field == value` or `field != value`"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let mut roles = HashMap::new();
+    for (raw_role, mapping) in raw.roles {
+        if mapping.role.trim().is_empty() {
+            bad(
+                format!("saas.{name}.roles.\"{raw_role}\".role"),
+                "must not be empty".into(),
+            );
+            ok = false;
+        }
+        if !(mapping.seat_price.is_finite() && mapping.seat_price >= 0.0) {
+            bad(
+                format!("saas.{name}.roles.\"{raw_role}\".seat_price"),
+                "must be zero or more".into(),
+            );
+            ok = false;
+        }
+        roles.insert(
+            raw_role.trim().to_lowercase(),
+            RoleMapping {
+                role: mapping.role,
+                seat_price: mapping.seat_price,
+            },
+        );
+    }
+    let default_role = raw
+        .default_role
+        .map(|r| RoleMapping {
+            role: r.role,
+            seat_price: r.seat_price,
+        })
+        .unwrap_or(RoleMapping {
+            role: "unknown".into(),
+            seat_price: 0.0,
+        });
+    Some(SaasSettings {
+        name: name.to_string(),
+        connector: connector?,
+        base_url: base_url?,
+        credential: raw.credential.trim().to_string(),
+        deactivate_missing: raw.deactivate_missing,
+        criteria,
+        rate: rate?,
+        roles,
+        default_role,
+    })
+    .filter(|_| ok)
+}
+
+fn check_url(value: &str, schemes: &[&str], key: &str, bad: &mut impl FnMut(String, String)) {
+    // The reason never repeats the value: a URL may carry a password.
+    match Url::parse(value) {
+        Ok(u) if schemes.contains(&u.scheme()) => {}
+        Ok(_) => bad(
+            key.into(),
+            format!("scheme must be one of: {}", schemes.join(", ")),
+        ),
+        Err(e) => bad(key.into(), format!("not a URL ({e})")),
+    }
+}
+
+/// Whether `s` is usable in queue names and Redis keys.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// A URL with any password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [saas.lever_prod]
+        connector = "lever"
+        base_url = "https://api.lever.co"
+        credential = "lever-prod"
+        deactivate_missing = true
+        rate = { per_second = 10, burst = 20 }
+        roles = { "Super Admin" = { role = "admin", seat_price = 45.0 } }
+    "#;
+
+    fn keys(err: ConfigError) -> Vec<String> {
+        err.problems().iter().map(|p| p.key.clone()).collect()
+    }
+
+    #[test]
+    fn a_good_file_validates_into_typed_values() {
+        let s = from_toml(GOOD).expect("valid");
+        let lever = &s.saas["lever_prod"];
+        assert_eq!(lever.connector, ConnectorKind::Lever);
+        assert_eq!(lever.rate.burst.get(), 20);
+        assert_eq!(
+            lever.criteria,
+            vec![Criterion::parse("status == active").unwrap()]
+        );
+        let (m, known) = lever.map_role("super admin");
+        assert!(known);
+        assert_eq!(m.seat_price, 45.0);
+        let (m, known) = lever.map_role("custom role");
+        assert!(!known);
+        assert_eq!(m.role, "unknown");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            [amqp]
+            prefetch = 0
+            [saas.a]
+            connector = "levr"
+            base_url = "https://x"
+            credential = "a"
+            rate = { per_second = 0 }
+            [saas.b]
+            connector = "lever"
+            base_url = "https://x"
+            rate = { per_second = 5 }
+        "#;
+        let err = from_toml(text).unwrap_err();
+        let keys = keys(err);
+        assert!(keys.contains(&"amqp.prefetch".to_string()), "{keys:?}");
+        assert!(keys.contains(&"saas.a.connector".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"saas.a.rate.per_second".to_string()),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&"saas.b.credential".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let text = format!("{GOOD}\nratee = 3\n");
+        let err = from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("ratee"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rolecall.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let env = HashMap::from([
+            (
+                "ROLECALL__SAAS__LEVER_PROD__RATE__PER_SECOND".to_string(),
+                "3.5".to_string(),
+            ),
+            ("ROLECALL__NAMESPACE".to_string(), "t1".to_string()),
+            (
+                "ROLECALL__WORKER__SAAS".to_string(),
+                "lever_prod".to_string(),
+            ),
+        ]);
+        let s = load_with_env(Some(&path), Some(env)).expect("valid");
+        assert_eq!(s.namespace, "t1");
+        assert_eq!(s.saas["lever_prod"].rate.per_second, 3.5);
+        assert_eq!(s.worker.saas, vec!["lever_prod".to_string()]);
+    }
+
+    #[test]
+    fn a_zero_rate_from_the_environment_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rolecall.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let env = HashMap::from([(
+            "ROLECALL__SAAS__LEVER_PROD__RATE__PER_SECOND".to_string(),
+            "0".to_string(),
+        )]);
+        let err = load_with_env(Some(&path), Some(env)).unwrap_err();
+        assert_eq!(
+            keys(err),
+            vec!["saas.lever_prod.rate.per_second".to_string()]
+        );
+    }
+
+    #[test]
+    fn url_problems_never_echo_the_url() {
+        let text = format!("{GOOD}\n[redis]\nurl = \"http://user:hunter2@host\"\n");
+        let err = from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("redis.url"));
+        assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn criteria_parse_and_match() {
+        let c = Criterion::parse("status == active").unwrap();
+        assert!(c.matches(Some("Active")));
+        assert!(!c.matches(Some("deactivated")));
+        assert!(!c.matches(None));
+        let c = Criterion::parse("department != \"sales\"").unwrap();
+        assert!(c.matches(Some("eng")));
+        assert!(Criterion::parse("status active").is_none());
+    }
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+    }
+}

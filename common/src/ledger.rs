@@ -1,0 +1,499 @@
+//! The run ledger in Redis: per-user results, per-run counters, the events
+//! stream, and the "run finished" decision.
+//!
+//! Every write that must not happen twice under at-least-once delivery goes
+//! through one Lua script, so "mark the job done, write the result, bump the
+//! counters, append the event, decide whether the run just finished" is one
+//! atomic step: a redelivered job is recognised by its marker and changes
+//! nothing, and exactly one caller learns that a run has finished.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
+
+use crate::config::RedisSettings;
+use crate::messages::JobV1;
+use crate::names::Names;
+
+/// Redis failed.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis: {0}")]
+pub struct LedgerError(#[from] redis::RedisError);
+
+/// Opens a reconnecting Redis connection; the URL is never logged.
+pub async fn connect(settings: &RedisSettings) -> Result<ConnectionManager, LedgerError> {
+    let client = redis::Client::open(settings.url.expose_secret())?;
+    Ok(ConnectionManager::new(client).await?)
+}
+
+/// Decides, inside a script, whether a run has just finished. Shared by both
+/// scripts so the scheduler (done publishing) and the last worker (last
+/// outcome) apply the same rule, and only one of them sees it happen.
+const COMPLETE_FN: &str = r#"
+local function complete(run_key, now)
+  local r = redis.call('HMGET', run_key, 'publishing_done', 'published',
+    'succeeded', 'inactive', 'not_found', 'failed', 'finished_at')
+  if r[1] ~= '1' or r[7] then return 0 end
+  local done = (tonumber(r[3]) or 0) + (tonumber(r[4]) or 0)
+             + (tonumber(r[5]) or 0) + (tonumber(r[6]) or 0)
+  if done >= (tonumber(r[2]) or 0) then
+    redis.call('HSET', run_key, 'finished_at', now)
+    return 1
+  end
+  return 0
+end
+"#;
+
+/// KEYS: done, role, run, roles tally, unknown roles, events.
+/// ARGV: job_id, done_ttl_s, now, counters (comma list), tally role
+/// ("saas:role" or ""), seat price, unknown raw role ("" or "saas:raw"),
+/// new raw role ("" when not found), number of role-hash pairs N, N pairs,
+/// then event pairs (none when no event).
+/// Returns -1 for a duplicate, 1 when this outcome finished the run, else 0.
+static RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{COMPLETE_FN}
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return -1 end
+for c in string.gmatch(ARGV[4], '[^,]+') do redis.call('HINCRBY', KEYS[3], c, 1) end
+if ARGV[5] ~= '' then
+  redis.call('HINCRBY', KEYS[4], 'n:' .. ARGV[5], 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], 'cost:' .. ARGV[5], ARGV[6])
+end
+if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[7], 1) end
+local old = redis.call('HGET', KEYS[2], 'role')
+local n = tonumber(ARGV[9])
+local kv = {{}}
+for i = 10, 9 + 2 * n do kv[#kv + 1] = ARGV[i] end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], unpack(kv))
+if ARGV[8] ~= '' and old and old ~= '' and old ~= ARGV[8] then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', '100000', '*', 'type', 'role_changed',
+    'saas', redis.call('HGET', KEYS[2], 'saas'), 'user_id', redis.call('HGET', KEYS[2], 'user_id'),
+    'old_role', old, 'new_role', ARGV[8], 'run_id', redis.call('HGET', KEYS[2], 'run_id'), 'at', ARGV[3])
+end
+local first = 10 + 2 * n
+if #ARGV >= first then
+  local ev = {{}}
+  for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', '100000', '*', unpack(ev))
+end
+return complete(KEYS[3], ARGV[3])
+"#
+    ))
+});
+
+/// KEYS: run. ARGV: now, then field/value pairs to set.
+/// Returns 1 when the run finished with this call.
+static FINISH_PUBLISHING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{COMPLETE_FN}
+local kv = {{}}
+for i = 2, #ARGV do kv[#kv + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], 'publishing_done', '1', unpack(kv))
+return complete(KEYS[1], ARGV[1])
+"#
+    ))
+});
+
+/// What a worker learned about one user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// The vendor knows the user.
+    Found {
+        /// The vendor's role string, verbatim.
+        raw_role: String,
+        /// The normalized role from the role map.
+        role: String,
+        /// Seat price from the role map.
+        seat_price: f64,
+        /// Whether the role map knew `raw_role`.
+        role_known: bool,
+        /// The user's id at the vendor.
+        vendor_user_id: String,
+        /// Whether the vendor reports the user as active.
+        active: bool,
+    },
+    /// The vendor does not know the user.
+    NotFound,
+    /// We could not find out (permanent error or retries exhausted).
+    Failed {
+        /// Classification: `permanent`, `exhausted`, ….
+        class: String,
+        /// The error, without secrets.
+        error: String,
+    },
+}
+
+/// What recording an outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The job had been recorded before (a redelivery); nothing changed.
+    pub duplicate: bool,
+    /// This outcome was the run's last one.
+    pub run_finished: bool,
+    /// The user was marked deactivated and an event was appended.
+    pub deactivated: bool,
+}
+
+/// A run's counters, as stored in its hash.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunCounters {
+    /// Jobs published.
+    pub published: u64,
+    /// Inventory rows rejected as malformed.
+    pub rejected: u64,
+    /// Inventory rows skipped by the criteria.
+    pub skipped: u64,
+    /// Users found and active.
+    pub succeeded: u64,
+    /// Users found but deactivated at the vendor.
+    pub inactive: u64,
+    /// Users the vendor does not know.
+    pub not_found: u64,
+    /// Users marked deactivated (not found, or inactive at the vendor).
+    pub deactivated: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Whether the scheduler has published every job.
+    pub publishing_done: bool,
+    /// When the run started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When the last outcome arrived (RFC 3339).
+    pub finished_at: Option<String>,
+}
+
+impl RunCounters {
+    /// Jobs with an outcome.
+    pub fn outcomes(&self) -> u64 {
+        self.succeeded + self.inactive + self.not_found + self.failed
+    }
+
+    fn from_hash(h: &HashMap<String, String>) -> Self {
+        let n = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        RunCounters {
+            published: n("published"),
+            rejected: n("rejected"),
+            skipped: n("skipped"),
+            succeeded: n("succeeded"),
+            inactive: n("inactive"),
+            not_found: n("not_found"),
+            deactivated: n("deactivated"),
+            failed: n("failed"),
+            publishing_done: h.get("publishing_done").is_some_and(|v| v == "1"),
+            started_at: h.get("started_at").cloned(),
+            finished_at: h.get("finished_at").cloned(),
+        }
+    }
+}
+
+/// Seats of one normalized role in one SaaS app, for the summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleTally {
+    /// SaaS app.
+    pub saas: String,
+    /// Normalized role.
+    pub role: String,
+    /// Active users holding it.
+    pub users: u64,
+    /// Sum of their seat prices.
+    pub cost: f64,
+}
+
+/// A vendor role missing from a SaaS app's role map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownRole {
+    /// SaaS app.
+    pub saas: String,
+    /// The vendor's role string.
+    pub raw_role: String,
+    /// Users holding it.
+    pub users: u64,
+}
+
+/// Reads and writes the run ledger.
+#[derive(Clone)]
+pub struct Ledger {
+    conn: ConnectionManager,
+    names: Names,
+    done_ttl_s: u64,
+}
+
+impl Ledger {
+    /// A ledger over an open connection.
+    pub fn new(conn: ConnectionManager, names: Names, settings: &RedisSettings) -> Self {
+        Self {
+            conn,
+            names,
+            done_ttl_s: settings.done_ttl.as_secs().max(1),
+        }
+    }
+
+    /// The connection, for callers that need other commands.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Records the start of a run.
+    pub async fn start_run(
+        &self,
+        run_id: &str,
+        started_at: DateTime<Utc>,
+        source: &str,
+    ) -> Result<(), LedgerError> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                self.names.run_key(run_id),
+                &[
+                    ("started_at", started_at.to_rfc3339()),
+                    ("source", source.to_string()),
+                ],
+            )
+            .ignore()
+            .zadd(self.names.runs_index(), run_id, started_at.timestamp())
+            .ignore()
+            .exec_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that every job of a run is published; true when the run is
+    /// already complete (every job had an outcome before publishing ended).
+    pub async fn finish_publishing(
+        &self,
+        run_id: &str,
+        published: u64,
+        rejected: u64,
+        skipped: u64,
+    ) -> Result<bool, LedgerError> {
+        let mut conn = self.conn.clone();
+        let now = Utc::now().to_rfc3339();
+        let finished: i64 = FINISH_PUBLISHING
+            .key(self.names.run_key(run_id))
+            .arg(&now)
+            .arg("published")
+            .arg(published)
+            .arg("rejected")
+            .arg(rejected)
+            .arg("skipped")
+            .arg(skipped)
+            .arg("published_at")
+            .arg(&now)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(finished == 1)
+    }
+
+    /// Records a job's outcome once; a redelivered job changes nothing.
+    pub async fn record(&self, job: &JobV1, finding: &Finding) -> Result<Recorded, LedgerError> {
+        let now = Utc::now().to_rfc3339();
+        let mut counters = String::new();
+        let mut tally = String::new();
+        let mut seat_price = 0.0;
+        let mut unknown = String::new();
+        let mut new_role = String::new();
+        let mut deactivated = false;
+        let mut fields: Vec<(&str, String)> = vec![
+            ("saas", job.saas.clone()),
+            ("user_id", job.user.id.clone()),
+            ("email", job.user.email.clone()),
+            ("checked_at", now.clone()),
+            ("run_id", job.run_id.clone()),
+            ("job_id", job.job_id.clone()),
+        ];
+        match finding {
+            Finding::Found {
+                raw_role,
+                role,
+                seat_price: price,
+                role_known,
+                vendor_user_id,
+                active,
+            } => {
+                fields.extend([
+                    ("found", "1".to_string()),
+                    ("active", bool_str(*active)),
+                    ("role", raw_role.clone()),
+                    ("normalized_role", role.clone()),
+                    ("seat_price", price.to_string()),
+                    ("role_known", bool_str(*role_known)),
+                    ("vendor_user_id", vendor_user_id.clone()),
+                ]);
+                new_role = raw_role.clone();
+                if *active {
+                    counters.push_str("succeeded");
+                    fields.push(("status", "found".into()));
+                    tally = format!("{}:{role}", job.saas);
+                    seat_price = *price;
+                    if !role_known {
+                        unknown = format!("{}:{raw_role}", job.saas);
+                    }
+                } else {
+                    counters.push_str("inactive");
+                    fields.push(("status", "inactive".into()));
+                    deactivated = job.deactivate_missing;
+                }
+            }
+            Finding::NotFound => {
+                counters.push_str("not_found");
+                fields.extend([("found", "0".to_string()), ("status", "not_found".into())]);
+                deactivated = job.deactivate_missing;
+            }
+            Finding::Failed { class, error } => {
+                counters.push_str("failed");
+                fields.extend([
+                    ("status", "failed".to_string()),
+                    ("error_class", class.clone()),
+                    ("error", error.clone()),
+                ]);
+            }
+        }
+        fields.push(("deactivated", bool_str(deactivated)));
+        if deactivated {
+            counters.push_str(",deactivated");
+        }
+
+        let mut invocation = RECORD.prepare_invoke();
+        invocation
+            .key(self.names.done_key(&job.job_id))
+            .key(self.names.role_key(&job.saas, &job.user.id))
+            .key(self.names.run_key(&job.run_id))
+            .key(self.names.run_roles_key(&job.run_id))
+            .key(self.names.run_unknown_roles_key(&job.run_id))
+            .key(self.names.events_stream())
+            .arg(&job.job_id)
+            .arg(self.done_ttl_s)
+            .arg(&now)
+            .arg(&counters)
+            .arg(&tally)
+            .arg(seat_price)
+            .arg(&unknown)
+            .arg(&new_role)
+            .arg(fields.len());
+        for (k, v) in &fields {
+            invocation.arg(*k).arg(v);
+        }
+        if deactivated {
+            let reason = if matches!(finding, Finding::NotFound) {
+                "not_found_at_vendor"
+            } else {
+                "inactive_at_vendor"
+            };
+            for (k, v) in [
+                ("type", "user_deactivated"),
+                ("saas", &job.saas),
+                ("user_id", &job.user.id),
+                ("email", &job.user.email),
+                ("reason", reason),
+                ("run_id", &job.run_id),
+                ("job_id", &job.job_id),
+                ("at", &now),
+            ] {
+                invocation.arg(k).arg(v);
+            }
+        }
+        let mut conn = self.conn.clone();
+        let result: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(Recorded {
+            duplicate: result == -1,
+            run_finished: result == 1,
+            deactivated: deactivated && result != -1,
+        })
+    }
+
+    /// Whether a job's outcome is already recorded.
+    pub async fn is_done(&self, job_id: &str) -> Result<bool, LedgerError> {
+        let mut conn = self.conn.clone();
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(self.names.done_key(job_id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(exists)
+    }
+
+    /// A run's counters.
+    pub async fn run(&self, run_id: &str) -> Result<RunCounters, LedgerError> {
+        let mut conn = self.conn.clone();
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.names.run_key(run_id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(RunCounters::from_hash(&h))
+    }
+
+    /// A run's seats by SaaS app and role, sorted by cost then users.
+    pub async fn role_tallies(&self, run_id: &str) -> Result<Vec<RoleTally>, LedgerError> {
+        let mut conn = self.conn.clone();
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.names.run_roles_key(run_id))
+            .query_async(&mut conn)
+            .await?;
+        let mut out: Vec<RoleTally> = h
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix("n:")?;
+                let (saas, role) = rest.split_once(':')?;
+                let cost = h
+                    .get(&format!("cost:{rest}"))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0.0);
+                Some(RoleTally {
+                    saas: saas.into(),
+                    role: role.into(),
+                    users: v.parse().unwrap_or(0),
+                    cost,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.saas.as_str(), b.cost, b.users, a.role.as_str())
+                .partial_cmp(&(b.saas.as_str(), a.cost, a.users, b.role.as_str()))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        Ok(out)
+    }
+
+    /// A run's vendor roles that the role maps did not know.
+    pub async fn unknown_roles(&self, run_id: &str) -> Result<Vec<UnknownRole>, LedgerError> {
+        let mut conn = self.conn.clone();
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.names.run_unknown_roles_key(run_id))
+            .query_async(&mut conn)
+            .await?;
+        let mut out: Vec<UnknownRole> = h
+            .iter()
+            .filter_map(|(k, v)| {
+                let (saas, raw) = k.split_once(':')?;
+                Some(UnknownRole {
+                    saas: saas.into(),
+                    raw_role: raw.into(),
+                    users: v.parse().unwrap_or(0),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.saas, &a.raw_role).cmp(&(&b.saas, &b.raw_role)));
+        Ok(out)
+    }
+
+    /// A user's latest result hash (empty when never checked).
+    pub async fn user_result(
+        &self,
+        saas: &str,
+        user_id: &str,
+    ) -> Result<HashMap<String, String>, LedgerError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HGETALL")
+            .arg(self.names.role_key(saas, user_id))
+            .query_async(&mut conn)
+            .await?)
+    }
+}
+
+fn bool_str(b: bool) -> String {
+    if b { "1" } else { "0" }.to_string()
+}

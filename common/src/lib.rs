@@ -1,0 +1,19 @@
+//! What every Rolecall process shares: the configuration model, the wire
+//! schemas, the names of queues and keys, RabbitMQ topology and publishing,
+//! the run ledger in Redis, credentials and logging.
+//!
+//! The scheduler and the worker depend on this crate and on nothing of each
+//! other, so the contract between them is exactly what is here.
+
+#![warn(missing_docs)]
+
+pub mod amqp;
+pub mod config;
+pub mod credentials;
+pub mod ledger;
+pub mod messages;
+pub mod names;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use names::Names;

@@ -1,0 +1,205 @@
+//! Wire schemas: the job a scheduler publishes and the alert a worker raises.
+//!
+//! Both are versioned JSON (`"v": 1`). Consumers do not deny unknown fields,
+//! so a producer can add a field before every consumer knows it. No credential
+//! ever travels in a message: a worker resolves the SaaS app's credential
+//! from its own vault by name.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The schema version this build writes and reads.
+pub const JOB_VERSION: u8 = 1;
+
+/// AMQP header carrying how many broker-side attempts a job has had.
+pub const ATTEMPT_HEADER: &str = "x-rolecall-attempt";
+/// AMQP header carrying why a message was dead-lettered by a worker.
+pub const ERROR_HEADER: &str = "x-rolecall-error";
+
+/// What a job asks the worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Find the user at the vendor and record their role.
+    LookupRole,
+}
+
+/// The SaaS user a job is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    /// The user's id in the inventory (the system of record).
+    pub id: String,
+    /// E-mail address, the key most vendors look users up by.
+    pub email: String,
+    /// The user's id at the vendor, when the inventory knows it.
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+/// One job: one SaaS user of one SaaS app. Body of a persistent AMQP message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobV1 {
+    /// Schema version, always [`JOB_VERSION`].
+    pub v: u8,
+    /// Unique id, also the AMQP `message_id`; keys the idempotency marker.
+    pub job_id: String,
+    /// The scheduler run that published this job.
+    pub run_id: String,
+    /// The SaaS app (routing key and queue suffix).
+    pub saas: String,
+    /// What to do.
+    pub action: Action,
+    /// Whom to do it for.
+    pub user: UserRef,
+    /// Whether a user the vendor does not know is to be deactivated.
+    pub deactivate_missing: bool,
+    /// When the scheduler published it.
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// Why a message body is not a job this build can run.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or not the job's shape.
+    #[error("body is not a v1 job: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A newer (or older) schema than this build reads.
+    #[error("unsupported job version {0} (this worker reads version {JOB_VERSION})")]
+    Version(u8),
+    /// Fields parsed but make no sense together.
+    #[error("invalid job: {0}")]
+    Invalid(String),
+}
+
+impl JobV1 {
+    /// Decodes and checks a message body.
+    pub fn decode(body: &[u8]) -> Result<JobV1, DecodeError> {
+        // Peek at the version first so a v2 job gets a version error, not a
+        // confusing "missing field" one.
+        #[derive(Deserialize)]
+        struct Version {
+            v: u8,
+        }
+        let Version { v } = serde_json::from_slice(body)?;
+        if v != JOB_VERSION {
+            return Err(DecodeError::Version(v));
+        }
+        let job: JobV1 = serde_json::from_slice(body)?;
+        if job.job_id.is_empty() {
+            return Err(DecodeError::Invalid("empty job_id".into()));
+        }
+        if job.user.id.is_empty() {
+            return Err(DecodeError::Invalid("empty user.id".into()));
+        }
+        if !job.user.email.contains('@') {
+            return Err(DecodeError::Invalid(
+                "user.email is not an e-mail address".into(),
+            ));
+        }
+        Ok(job)
+    }
+
+    /// Encodes the job as its message body.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a job always serializes")
+    }
+}
+
+/// What went wrong, for whoever reads the alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A job failed for good (permanent error or retries exhausted).
+    JobFailed,
+    /// The vendor refused the SaaS app's credential.
+    AuthFailed,
+    /// The vendor kept failing or could not be reached.
+    VendorUnavailable,
+    /// Every job of a run has an outcome.
+    RunFinished,
+}
+
+/// An alert on the alert queue, for the notifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertV1 {
+    /// Schema version, always 1.
+    pub v: u8,
+    /// What happened.
+    pub kind: AlertKind,
+    /// The SaaS app concerned ("" for run-wide alerts).
+    pub saas: String,
+    /// The run concerned.
+    pub run_id: String,
+    /// The user concerned, when about one job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserRef>,
+    /// Human-readable error or summary. Never holds a secret.
+    pub error: String,
+    /// Attempts made before giving up.
+    pub attempts: u32,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+impl AlertV1 {
+    /// Encodes the alert as its message body.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an alert always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> JobV1 {
+        JobV1 {
+            v: 1,
+            job_id: "01JD0000000000000000000000".into(),
+            run_id: "r1".into(),
+            saas: "lever_prod".into(),
+            action: Action::LookupRole,
+            user: UserRef {
+                id: "u-1".into(),
+                email: "ana@example.com".into(),
+                external_id: None,
+            },
+            deactivate_missing: true,
+            enqueued_at: "2026-11-23T02:00:01Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_job_round_trips_and_matches_the_documented_shape() {
+        let j = job();
+        let text = String::from_utf8(j.encode()).unwrap();
+        assert!(text.contains(r#""action":"lookup_role""#), "{text}");
+        assert!(text.contains(r#""v":1"#));
+        assert_eq!(JobV1::decode(text.as_bytes()).unwrap(), j);
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated() {
+        let mut v: serde_json::Value = serde_json::from_slice(&job().encode()).unwrap();
+        v["added_later"] = serde_json::json!(5);
+        assert!(JobV1::decode(v.to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn bad_bodies_get_a_reason() {
+        assert!(matches!(
+            JobV1::decode(b"not json"),
+            Err(DecodeError::Json(_))
+        ));
+        let mut v: serde_json::Value = serde_json::from_slice(&job().encode()).unwrap();
+        v["v"] = serde_json::json!(2);
+        assert!(matches!(
+            JobV1::decode(v.to_string().as_bytes()),
+            Err(DecodeError::Version(2))
+        ));
+        v["v"] = serde_json::json!(1);
+        v["user"]["email"] = serde_json::json!("nobody");
+        let err = JobV1::decode(v.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("user.email"));
+    }
+}

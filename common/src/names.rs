@@ -1,0 +1,135 @@
+//! Names of every exchange, queue and Redis key, in one place.
+//!
+//! A namespace prefixes all of them, so parallel test runs (and several
+//! environments) share one broker and one Redis without seeing each other.
+
+use std::time::Duration;
+
+/// Builds names under one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    amqp_prefix: String,
+    key_prefix: String,
+}
+
+impl Names {
+    /// Names under `namespace` ("" for none).
+    pub fn new(namespace: &str) -> Self {
+        if namespace.is_empty() {
+            Self {
+                amqp_prefix: "rolecall.".into(),
+                key_prefix: "rolecall:".into(),
+            }
+        } else {
+            Self {
+                amqp_prefix: format!("{namespace}.rolecall."),
+                key_prefix: format!("{namespace}:rolecall:"),
+            }
+        }
+    }
+
+    // --- AMQP ---------------------------------------------------------------
+
+    /// Direct exchange jobs are published to; routing key = SaaS app.
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}jobs", self.amqp_prefix)
+    }
+
+    /// The quorum queue of one SaaS app's jobs.
+    pub fn jobs_queue(&self, saas: &str) -> String {
+        format!("{}jobs.{saas}", self.amqp_prefix)
+    }
+
+    /// A delay queue: messages wait `delay` there, then return to the jobs exchange.
+    pub fn retry_queue(&self, saas: &str, delay: Duration) -> String {
+        format!("{}retry.{saas}.{}ms", self.amqp_prefix, delay.as_millis())
+    }
+
+    /// Direct exchange of dead letters; routing key = SaaS app.
+    pub fn dead_exchange(&self) -> String {
+        format!("{}dead", self.amqp_prefix)
+    }
+
+    /// One SaaS app's dead-letter queue.
+    pub fn dead_queue(&self, saas: &str) -> String {
+        format!("{}dead.{saas}", self.amqp_prefix)
+    }
+
+    /// The alert queue the notifier consumes.
+    pub fn alerts_queue(&self) -> String {
+        format!("{}alerts", self.amqp_prefix)
+    }
+
+    // --- Redis --------------------------------------------------------------
+
+    /// Hash with a user's latest result: role, seat price, found, ….
+    pub fn role_key(&self, saas: &str, user_id: &str) -> String {
+        format!("{}role:{saas}:{user_id}", self.key_prefix)
+    }
+
+    /// Hash with a run's counters.
+    pub fn run_key(&self, run_id: &str) -> String {
+        format!("{}run:{run_id}", self.key_prefix)
+    }
+
+    /// Hash of a run's role tallies: `n:<saas>:<role>` and `cost:<saas>:<role>`.
+    pub fn run_roles_key(&self, run_id: &str) -> String {
+        format!("{}run:{run_id}:roles", self.key_prefix)
+    }
+
+    /// Hash of vendor roles missing from a SaaS app's role map: `<saas>:<raw role>` → count.
+    pub fn run_unknown_roles_key(&self, run_id: &str) -> String {
+        format!("{}run:{run_id}:unknown_roles", self.key_prefix)
+    }
+
+    /// Sorted set of runs by start time.
+    pub fn runs_index(&self) -> String {
+        format!("{}runs", self.key_prefix)
+    }
+
+    /// Marker that a job's outcome was recorded (idempotency under redelivery).
+    pub fn done_key(&self, job_id: &str) -> String {
+        format!("{}done:{job_id}", self.key_prefix)
+    }
+
+    /// Stream of deactivations and role changes, for downstream automations.
+    pub fn events_stream(&self) -> String {
+        format!("{}events", self.key_prefix)
+    }
+
+    /// Prefix of every Redis key in this namespace (for cleanup and scans).
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// Prefix of every AMQP name in this namespace.
+    pub fn amqp_prefix(&self) -> &str {
+        &self.amqp_prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_namespace_matches_the_documented_names() {
+        let n = Names::new("");
+        assert_eq!(n.jobs_exchange(), "rolecall.jobs");
+        assert_eq!(n.jobs_queue("lever"), "rolecall.jobs.lever");
+        assert_eq!(n.alerts_queue(), "rolecall.alerts");
+        assert_eq!(n.role_key("lever", "u-1"), "rolecall:role:lever:u-1");
+        assert_eq!(n.events_stream(), "rolecall:events");
+    }
+
+    #[test]
+    fn a_namespace_prefixes_everything() {
+        let n = Names::new("t42");
+        assert_eq!(n.jobs_queue("a"), "t42.rolecall.jobs.a");
+        assert_eq!(
+            n.retry_queue("a", Duration::from_secs(5)),
+            "t42.rolecall.retry.a.5000ms"
+        );
+        assert_eq!(n.run_key("r"), "t42:rolecall:run:r");
+    }
+}
