@@ -1,0 +1,349 @@
+//! The SaaS user inventory: CSV or JSON Lines, read as a stream.
+//!
+//! Rows are yielded one at a time so memory does not grow with the inventory.
+//! A malformed row is an `Err` carrying its line number and the reason; the
+//! caller reports it and carries on with the next row, so one bad line never
+//! costs the other users their check.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// The fields every row has; anything else is a free attribute.
+const KNOWN_FIELDS: [&str; 6] = [
+    "saas",
+    "user_id",
+    "email",
+    "external_id",
+    "status",
+    "last_login",
+];
+
+/// One SaaS user of one SaaS app, as the inventory lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InventoryRow {
+    /// 1-based line in the file (for messages).
+    pub line: u64,
+    /// SaaS app name.
+    pub saas: String,
+    /// The user's id in the system of record.
+    pub user_id: String,
+    /// E-mail address.
+    pub email: String,
+    /// The user's id at the vendor, if known.
+    pub external_id: Option<String>,
+    /// Status in the system of record (`active`, `deactivated`, …).
+    pub status: String,
+    /// Last login, as written.
+    pub last_login: Option<String>,
+    /// Free attributes (department, cost centre, …), usable in criteria.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl InventoryRow {
+    /// A field by name, known or free, for criteria.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        match name {
+            "saas" => Some(&self.saas),
+            "user_id" => Some(&self.user_id),
+            "email" => Some(&self.email),
+            "external_id" => self.external_id.as_deref(),
+            "status" => Some(&self.status),
+            "last_login" => self.last_login.as_deref(),
+            other => self.attributes.get(other).map(String::as_str),
+        }
+    }
+}
+
+/// A row that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {reason}")]
+pub struct RowError {
+    /// The inventory file.
+    pub file: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The inventory could not be opened at all.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The file could not be opened or its header read.
+    #[error("cannot read inventory {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A CSV file lacks a required column.
+    #[error("inventory {path} has no `{column}` column (header: {header})")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: &'static str,
+        /// The header as read.
+        header: String,
+    },
+}
+
+/// Inventory file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    JsonLines,
+}
+
+impl Format {
+    /// Guesses the format from the file name (`.jsonl`/`.ndjson` → JSON Lines).
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("jsonl" | "ndjson" | "json") => Format::JsonLines,
+            _ => Format::Csv,
+        }
+    }
+}
+
+/// A stream of inventory rows.
+pub type Rows = Box<dyn Iterator<Item = Result<InventoryRow, RowError>> + Send>;
+
+/// Opens an inventory file as a stream of rows.
+pub fn open(path: &Path, format: Format) -> Result<Rows, InventoryError> {
+    let file = File::open(path).map_err(|e| InventoryError::Open {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let name = path.display().to_string();
+    match format {
+        Format::Csv => csv_rows(path, name, file),
+        Format::JsonLines => Ok(Box::new(json_rows(name, BufReader::new(file)))),
+    }
+}
+
+fn csv_rows(path: &Path, name: String, file: File) -> Result<Rows, InventoryError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(BufReader::new(file));
+    let header = reader
+        .headers()
+        .map_err(|e| InventoryError::Open {
+            path: path.into(),
+            reason: e.to_string(),
+        })?
+        .clone();
+    let columns: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
+    for required in ["saas", "user_id", "email", "status"] {
+        if !columns.iter().any(|c| c == required) {
+            return Err(InventoryError::MissingColumn {
+                path: path.into(),
+                column: required,
+                header: columns.join(","),
+            });
+        }
+    }
+    let rows = reader.into_records().map(move |record| {
+        let record = record.map_err(|e| RowError {
+            file: name.clone(),
+            line: e.position().map(|p| p.line()).unwrap_or(0),
+            reason: format!("unreadable CSV record: {e}"),
+        })?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.len() != columns.len() {
+            return Err(RowError {
+                file: name.clone(),
+                line,
+                reason: format!(
+                    "expected {} fields as in the header, found {}",
+                    columns.len(),
+                    record.len()
+                ),
+            });
+        }
+        let fields = columns
+            .iter()
+            .zip(record.iter())
+            .map(|(c, v)| (c.clone(), v.to_string()));
+        build_row(line, fields).map_err(|reason| RowError {
+            file: name.clone(),
+            line,
+            reason,
+        })
+    });
+    Ok(Box::new(rows))
+}
+
+fn json_rows(
+    name: String,
+    reader: impl BufRead + Send + 'static,
+) -> impl Iterator<Item = Result<InventoryRow, RowError>> + Send {
+    reader.lines().enumerate().filter_map(move |(i, line)| {
+        let line_no = i as u64 + 1;
+        let err = |reason: String| RowError {
+            file: name.clone(),
+            line: line_no,
+            reason,
+        };
+        let text = match line {
+            Ok(t) => t,
+            Err(e) => return Some(Err(err(format!("unreadable line: {e}")))),
+        };
+        if text.trim().is_empty() {
+            return None;
+        }
+        let object: BTreeMap<String, serde_json::Value> = match serde_json::from_str(&text) {
+            Ok(o) => o,
+            Err(e) => return Some(Err(err(format!("not a JSON object: {e}")))),
+        };
+        let fields = object.into_iter().filter_map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::Null => return None,
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            Some((k.to_ascii_lowercase(), text))
+        });
+        Some(build_row(line_no, fields).map_err(err))
+    })
+}
+
+fn build_row(
+    line: u64,
+    fields: impl Iterator<Item = (String, String)>,
+) -> Result<InventoryRow, String> {
+    let mut row = InventoryRow {
+        line,
+        ..Default::default()
+    };
+    for (key, value) in fields {
+        let value = value.trim().to_string();
+        match key.as_str() {
+            "saas" => row.saas = value,
+            "user_id" => row.user_id = value,
+            "email" => row.email = value,
+            "external_id" => row.external_id = Some(value).filter(|v| !v.is_empty()),
+            "status" => row.status = value.to_ascii_lowercase(),
+            "last_login" => row.last_login = Some(value).filter(|v| !v.is_empty()),
+            _ => {
+                debug_assert!(!KNOWN_FIELDS.contains(&key.as_str()));
+                row.attributes.insert(key, value);
+            }
+        }
+    }
+    if row.saas.is_empty() {
+        return Err("missing saas".into());
+    }
+    if row.user_id.is_empty() {
+        return Err("missing user_id".into());
+    }
+    if !is_email(&row.email) {
+        return Err(if row.email.is_empty() {
+            "missing email".into()
+        } else {
+            format!("`{}` is not an e-mail address", row.email)
+        });
+    }
+    if row.status.is_empty() {
+        return Err("missing status".into());
+    }
+    Ok(row)
+}
+
+/// A deliberately loose check: one `@`, something on both sides, a dot in
+/// the domain, no spaces. Vendors are the judge of the rest.
+fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !s.chars().any(char::is_whitespace)
+}
+
+/// Parses rows from JSON Lines text (tests).
+#[cfg(test)]
+fn parse_jsonl(text: &str) -> Vec<Result<InventoryRow, RowError>> {
+    json_rows("inv.jsonl".into(), std::io::Cursor::new(text.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn csv_rows_stream_with_free_attributes_and_line_numbers() {
+        let (_d, path) = write(
+            "inv.csv",
+            "saas,user_id,email,external_id,status,last_login,department\n\
+             lever,u-1,ana@example.com,,active,2026-11-01,eng\n\
+             lever,u-2,not-an-email,,active,,eng\n\
+             lever,u-3,bo@example.com,ext-3,Deactivated,,sales\n\
+             lever,u-4,cy@example.com\n",
+        );
+        let rows: Vec<_> = open(&path, Format::from_path(&path)).unwrap().collect();
+        assert_eq!(rows.len(), 4);
+        let first = rows[0].as_ref().unwrap();
+        assert_eq!(first.line, 2);
+        assert_eq!(first.field("department"), Some("eng"));
+        assert_eq!(first.external_id, None);
+        let bad = rows[1].as_ref().unwrap_err();
+        assert_eq!(bad.line, 3);
+        assert!(bad.to_string().contains("inv.csv:3"), "{bad}");
+        assert!(bad.reason.contains("not-an-email"));
+        let third = rows[2].as_ref().unwrap();
+        assert_eq!(third.status, "deactivated");
+        assert_eq!(third.external_id.as_deref(), Some("ext-3"));
+        assert_eq!(rows[3].as_ref().unwrap_err().line, 5);
+    }
+
+    #[test]
+    fn a_csv_without_a_required_column_fails_to_open() {
+        let (_d, path) = write("inv.csv", "saas,user_id,status\nlever,u-1,active\n");
+        let err = open(&path, Format::Csv).err().unwrap().to_string();
+        assert!(err.contains("`email`"), "{err}");
+    }
+
+    #[test]
+    fn json_lines_rows_with_errors_and_blank_lines() {
+        let rows = parse_jsonl(
+            "{\"saas\":\"lever\",\"user_id\":\"u-1\",\"email\":\"a@x.io\",\"status\":\"active\",\"seats\":3}\n\
+             \n\
+             {\"saas\":\"lever\",\"user_id\":\"u-2\"\n\
+             {\"saas\":\"lever\",\"email\":\"b@x.io\",\"status\":\"active\"}\n",
+        );
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].as_ref().unwrap().field("seats"), Some("3"));
+        assert_eq!(rows[1].as_ref().unwrap_err().line, 3);
+        let missing = rows[2].as_ref().unwrap_err();
+        assert_eq!(missing.line, 4);
+        assert_eq!(missing.reason, "missing user_id");
+    }
+
+    #[test]
+    fn emails_are_checked_loosely() {
+        assert!(is_email("a.b+c@example.co.uk"));
+        assert!(!is_email("a@b"));
+        assert!(!is_email("a b@example.com"));
+        assert!(!is_email("@example.com"));
+    }
+}

@@ -1,0 +1,172 @@
+//! `rolecall-scheduler`: publishes one role-lookup job per inventory user.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use rolecall_common::ledger::{self, Ledger};
+use rolecall_common::{Names, Settings, config, telemetry};
+use rolecall_scheduler::inventory::Format;
+use rolecall_scheduler::{RunOnceOptions, run_once, summary};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Publishes one role-lookup job per SaaS user of the inventory"
+)]
+struct Cli {
+    /// TOML configuration file; every key can be overridden with ROLECALL__<KEY>.
+    #[arg(long, short, env = "ROLECALL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read the inventory once and publish a job per selected user.
+    RunOnce {
+        /// Inventory file (CSV with a header row, or JSON Lines).
+        #[arg(long)]
+        inventory: PathBuf,
+        /// Inventory format; guessed from the file extension by default.
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// SaaS app to check (repeatable); every configured app by default.
+        #[arg(long = "saas")]
+        saas: Vec<String>,
+        /// Follow the run until every job has an outcome, then print a summary.
+        #[arg(long)]
+        wait: bool,
+        /// Give up following after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        wait_timeout: u64,
+        /// Do not draw a progress bar while waiting.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Print the summary of a run.
+    Summary {
+        /// The run id printed by run-once.
+        #[arg(long)]
+        run_id: String,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Csv,
+    Jsonl,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match config::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rolecall-scheduler: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.telemetry);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rolecall-scheduler: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::CheckConfig => {
+            println!("configuration is valid ({} SaaS apps)", settings.saas.len());
+            Ok(())
+        }
+        Command::RunOnce {
+            inventory,
+            format,
+            saas,
+            wait,
+            wait_timeout,
+            no_progress,
+        } => {
+            let report = run_once(
+                &settings,
+                RunOnceOptions {
+                    inventory,
+                    format: format.map(|f| match f {
+                        FormatArg::Csv => Format::Csv,
+                        FormatArg::Jsonl => Format::JsonLines,
+                    }),
+                    saas,
+                    run_id: None,
+                },
+            )
+            .await?;
+            for e in &report.rejected {
+                eprintln!("rejected {e}");
+            }
+            if report.rejected_count > report.rejected.len() as u64 {
+                eprintln!(
+                    "… and {} more rejected rows (see the log)",
+                    report.rejected_count - report.rejected.len() as u64
+                );
+            }
+            println!(
+                "run {}: published {} jobs, rejected {} malformed rows, skipped {} rows",
+                report.run_id, report.published, report.rejected_count, report.skipped
+            );
+            if wait {
+                let ledger = open_ledger(&settings).await?;
+                let (_, finished) = summary::follow(
+                    &ledger,
+                    &report.run_id,
+                    Duration::from_secs(wait_timeout),
+                    !no_progress,
+                )
+                .await?;
+                print_summary(&ledger, &report.run_id).await?;
+                if !finished {
+                    anyhow::bail!(
+                        "run {} did not finish within {wait_timeout} s",
+                        report.run_id
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Summary { run_id } => {
+            let ledger = open_ledger(&settings).await?;
+            print_summary(&ledger, &run_id).await
+        }
+    }
+}
+
+async fn open_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
+    let conn = ledger::connect(&settings.redis)
+        .await
+        .context("connecting to Redis")?;
+    Ok(Ledger::new(
+        conn,
+        Names::new(&settings.namespace),
+        &settings.redis,
+    ))
+}
+
+async fn print_summary(ledger: &Ledger, run_id: &str) -> anyhow::Result<()> {
+    let counters = ledger.run(run_id).await?;
+    if counters.started_at.is_none() {
+        anyhow::bail!("no run `{run_id}` in Redis");
+    }
+    let tallies = ledger.role_tallies(run_id).await?;
+    let unknown = ledger.unknown_roles(run_id).await?;
+    print!("{}", summary::render(run_id, &counters, &tallies, &unknown));
+    Ok(())
+}
