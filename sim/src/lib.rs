@@ -1,0 +1,232 @@
+//! Simulated SaaS vendors over real HTTP.
+//!
+//! End-to-end tests and the demo need a vendor that behaves like the real one on
+//! the wire — payload shapes, auth, paging, rate limits — but whose users are
+//! known in advance and whose load can be measured from the vendor's side.
+//!
+//! Routes: `/v1/...` is Lever's API; `/_sim/...` controls and observes the sim
+//! (no auth, never throttled).
+
+pub mod inventory;
+mod population;
+mod stats;
+mod throttle;
+mod vendors;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use population::{Population, SimUser, generate_population};
+pub use stats::StatsSnapshot;
+pub use throttle::RateLimit;
+pub use vendors::lever::LEVER_ROLES;
+
+use vendors::Gate;
+use vendors::lever::{self, Lever};
+
+/// How long [`SimHandle::shutdown`] lets in-flight requests finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Population size.
+    pub users: usize,
+    pub seed: u64,
+    pub email_domain: String,
+    /// The Lever API key the sim accepts.
+    pub api_key: String,
+    /// `None` means unlimited.
+    pub rate: Option<RateLimit>,
+    /// Added to every `/v1` response, throttled ones included.
+    pub latency: Duration,
+    /// Share of vendor users with `deactivatedAt` set.
+    pub deactivated_ratio: f64,
+    /// Lookups of these emails (any case) always answer 500.
+    pub fail_emails: HashSet<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            users: 100,
+            seed: 1,
+            email_domain: "example.com".to_owned(),
+            api_key: "sim-lever-key".to_owned(),
+            rate: None,
+            latency: Duration::ZERO,
+            deactivated_ratio: 0.05,
+            fail_emails: HashSet::new(),
+        }
+    }
+}
+
+/// Hand-written so that logging a config never prints the API key.
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("users", &self.users)
+            .field("seed", &self.seed)
+            .field("email_domain", &self.email_domain)
+            .field("api_key", &"<redacted>")
+            .field("rate", &self.rate)
+            .field("latency", &self.latency)
+            .field("deactivated_ratio", &self.deactivated_ratio)
+            .field("fail_emails", &self.fail_emails)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the address the sim listens on")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+/// Starts a sim on an ephemeral loopback port, so parallel tests never collide.
+pub async fn spawn(config: SimConfig) -> anyhow::Result<SimHandle> {
+    spawn_on(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+}
+
+/// As [`spawn`], on a chosen address (the binary's `--bind`).
+pub async fn spawn_on(config: SimConfig, bind: SocketAddr) -> anyhow::Result<SimHandle> {
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|source| SimError::Bind { addr: bind, source })?;
+    let addr = listener.local_addr().map_err(SimError::LocalAddr)?;
+
+    let population = Arc::new(generate_population(
+        config.users,
+        config.seed,
+        &config.email_domain,
+        config.deactivated_ratio,
+    ));
+    let gate = Arc::new(Gate::new(config.rate, config.latency));
+    let lever = Arc::new(Lever::new(
+        population.clone(),
+        &config.api_key,
+        &config.fail_emails,
+        gate.clone(),
+    ));
+    let app = Router::new()
+        .nest("/v1", lever::router(lever))
+        .nest("/_sim", admin_router(gate.clone()));
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        // A dropped sender also stops the server: a forgotten handle cleans up.
+        let signal = async {
+            let _ = stopped.await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+        {
+            tracing::error!(%error, "sim server failed");
+        }
+    });
+    tracing::debug!(%addr, users = config.users, seed = config.seed, "sim started");
+
+    Ok(SimHandle {
+        addr,
+        population,
+        gate,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+/// The running sim; dropping it stops the server.
+pub struct SimHandle {
+    addr: SocketAddr,
+    population: Arc<Population>,
+    gate: Arc<Gate>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// No trailing slash: callers append `/v1/...`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.gate.stats()
+    }
+
+    pub fn population(&self) -> &Population {
+        &self.population
+    }
+
+    /// Takes effect for the next request, with a full bucket.
+    pub fn set_rate(&self, rate: Option<RateLimit>) {
+        self.gate.set_rate(rate);
+    }
+
+    /// Lets in-flight requests finish (for a few seconds at most), then stops.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("sim did not stop in time; aborting");
+            task.abort();
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn admin_router(gate: Arc<Gate>) -> Router {
+    Router::new()
+        .route("/stats", get(get_stats))
+        .route("/rate", get(get_rate).put(put_rate))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(gate)
+}
+
+async fn get_stats(State(gate): State<Arc<Gate>>) -> Json<StatsSnapshot> {
+    Json(gate.stats())
+}
+
+async fn get_rate(State(gate): State<Arc<Gate>>) -> Json<Option<RateLimit>> {
+    Json(gate.rate())
+}
+
+async fn put_rate(
+    State(gate): State<Arc<Gate>>,
+    Json(rate): Json<Option<RateLimit>>,
+) -> Json<Option<RateLimit>> {
+    gate.set_rate(rate);
+    Json(gate.rate())
+}

@@ -1,0 +1,165 @@
+//! A token bucket, the scheme Lever documents for its API keys.
+//!
+//! Time is passed in rather than read, so the arithmetic can be tested without
+//! sleeping.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// `per_second <= 0` (or not finite) means the bucket never refills and
+/// `burst == 0` means every request is throttled: both are useful in tests
+/// ("quota exhausted", "vendor always busy"), so neither is rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// What a throttled client is told to wait when the bucket will never refill,
+/// and the cap on any wait: a `Retry-After` of days would only stall a test.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub(crate) struct TokenBucket {
+    state: Mutex<BucketState>,
+}
+
+struct BucketState {
+    limit: Option<RateLimit>,
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(limit: Option<RateLimit>, now: Instant) -> Self {
+        Self {
+            state: Mutex::new(BucketState::full(limit, now)),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> Option<RateLimit> {
+        self.lock().limit
+    }
+
+    /// Starts from a full bucket: a benchmark that changes the limit between
+    /// phases wants each phase to start clean.
+    pub(crate) fn set_limit(&self, limit: Option<RateLimit>, now: Instant) {
+        *self.lock() = BucketState::full(limit, now);
+    }
+
+    /// Takes one token, or says how long until one is available.
+    pub(crate) fn try_take(&self, now: Instant) -> Result<(), Duration> {
+        let mut state = self.lock();
+        let Some(limit) = state.limit else {
+            return Ok(());
+        };
+        let refill = refill_rate(limit);
+        if let Some(rate) = refill {
+            let elapsed = now.saturating_duration_since(state.refilled_at);
+            state.tokens =
+                (state.tokens + elapsed.as_secs_f64() * rate).min(f64::from(limit.burst));
+        }
+        state.refilled_at = state.refilled_at.max(now);
+
+        if state.tokens >= 1.0 {
+            state.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = refill
+            .and_then(|rate| Duration::try_from_secs_f64((1.0 - state.tokens) / rate).ok())
+            .unwrap_or(MAX_WAIT);
+        Err(wait.min(MAX_WAIT))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BucketState> {
+        // The state is plain numbers, valid even if a holder panicked.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl BucketState {
+    fn full(limit: Option<RateLimit>, now: Instant) -> Self {
+        Self {
+            limit,
+            tokens: limit.map_or(0.0, |l| f64::from(l.burst)),
+            refilled_at: now,
+        }
+    }
+}
+
+fn refill_rate(limit: RateLimit) -> Option<f64> {
+    (limit.per_second.is_finite() && limit.per_second > 0.0).then_some(limit.per_second)
+}
+
+/// `Retry-After` carries whole seconds; rounding down would invite a retry that
+/// is throttled again, and `0` reads as "retry immediately".
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(per_second: f64, burst: u32) -> Option<RateLimit> {
+        Some(RateLimit { per_second, burst })
+    }
+
+    #[test]
+    fn unlimited_always_admits() {
+        let now = Instant::now();
+        let bucket = TokenBucket::new(None, now);
+        assert!((0..10_000).all(|_| bucket.try_take(now).is_ok()));
+    }
+
+    #[test]
+    fn burst_then_refill() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::new(limit(2.0, 3), t0);
+        assert!((0..3).all(|_| bucket.try_take(t0).is_ok()));
+        assert_eq!(bucket.try_take(t0), Err(Duration::from_millis(500)));
+        let later = t0 + Duration::from_millis(500);
+        assert!(bucket.try_take(later).is_ok());
+        assert!(bucket.try_take(later).is_err());
+        // Refill never exceeds the burst.
+        let much_later = t0 + Duration::from_secs(100);
+        assert!((0..3).all(|_| bucket.try_take(much_later).is_ok()));
+        assert!(bucket.try_take(much_later).is_err());
+    }
+
+    #[test]
+    fn degenerate_limits() {
+        let t0 = Instant::now();
+        let never_refills = TokenBucket::new(limit(0.0, 2), t0);
+        assert!(never_refills.try_take(t0).is_ok());
+        assert!(never_refills.try_take(t0).is_ok());
+        let later = t0 + Duration::from_secs(1000);
+        assert_eq!(never_refills.try_take(later), Err(MAX_WAIT));
+
+        let always_busy = TokenBucket::new(limit(f64::NAN, 0), t0);
+        assert_eq!(always_busy.try_take(t0), Err(MAX_WAIT));
+    }
+
+    #[test]
+    fn set_limit_starts_full() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::new(limit(1.0, 1), t0);
+        assert!(bucket.try_take(t0).is_ok());
+        assert!(bucket.try_take(t0).is_err());
+        bucket.set_limit(limit(1.0, 2), t0);
+        assert_eq!(bucket.limit(), limit(1.0, 2));
+        assert!(bucket.try_take(t0).is_ok());
+        assert!(bucket.try_take(t0).is_ok());
+        bucket.set_limit(None, t0);
+        assert!(bucket.try_take(t0).is_ok());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+    }
+}
