@@ -1,0 +1,213 @@
+//! Connector errors carry their own retry decision.
+//!
+//! Every failure is classified once, where it is understood (the HTTP status,
+//! the transport error), and the pipeline and the consumer only ever branch
+//! on [`ErrorClass`]. Error texts never hold a credential: connectors build
+//! them from status codes and vendor error codes, and transport errors are
+//! stripped of their URL.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// How a failure is to be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Worth retrying soon: timeouts, connection errors, 5xx.
+    Transient,
+    /// The vendor asked us to slow down, optionally saying for how long.
+    Throttled(Option<Duration>),
+    /// The vendor refused our credential: retrying cannot help, admins must act.
+    Auth,
+    /// Retrying cannot help: a 4xx, a response we cannot read.
+    Permanent,
+}
+
+impl ErrorClass {
+    /// Short name for logs, Redis and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Throttled(_) => "throttled",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// A failed vendor call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectorError {
+    /// The vendor answered 429 (or 503 with Retry-After).
+    #[error("vendor throttled the request (HTTP {status})")]
+    Throttled {
+        /// The status received.
+        status: u16,
+        /// How long the vendor asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The vendor refused the credential (401/403).
+    #[error("vendor refused the credential (HTTP {status}{detail})")]
+    Unauthorized {
+        /// The status received.
+        status: u16,
+        /// The vendor's error code, when it gave one.
+        detail: String,
+    },
+    /// A 5xx or 408.
+    #[error("vendor failed (HTTP {status}{detail})")]
+    Upstream {
+        /// The status received.
+        status: u16,
+        /// The vendor's error code, when it gave one.
+        detail: String,
+    },
+    /// Any other unexpected status.
+    #[error("vendor rejected the request (HTTP {status}{detail})")]
+    Rejected {
+        /// The status received.
+        status: u16,
+        /// The vendor's error code, when it gave one.
+        detail: String,
+    },
+    /// Could not connect, or the connection broke.
+    #[error("could not reach the vendor: {0}")]
+    Transport(String),
+    /// An attempt or the whole job took too long.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The response did not have the vendor's documented shape.
+    #[error("vendor response has an unexpected shape: {0}")]
+    Decode(String),
+}
+
+impl ConnectorError {
+    /// How this failure is to be treated.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ConnectorError::Throttled { retry_after, .. } => ErrorClass::Throttled(*retry_after),
+            ConnectorError::Unauthorized { .. } => ErrorClass::Auth,
+            ConnectorError::Upstream { .. }
+            | ConnectorError::Transport(_)
+            | ConnectorError::Timeout(_) => ErrorClass::Transient,
+            ConnectorError::Rejected { .. } | ConnectorError::Decode(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// Classifies a non-success HTTP response. `vendor_code` is the vendor's
+    /// own error code from the body, if the connector could read one.
+    pub fn from_status(status: StatusCode, headers: &HeaderMap, vendor_code: Option<&str>) -> Self {
+        let detail = vendor_code.map(|c| format!(", {c}")).unwrap_or_default();
+        let code = status.as_u16();
+        let retry_after = retry_after(headers);
+        match code {
+            429 => ConnectorError::Throttled {
+                status: code,
+                retry_after,
+            },
+            503 if retry_after.is_some() => ConnectorError::Throttled {
+                status: code,
+                retry_after,
+            },
+            401 | 403 => ConnectorError::Unauthorized {
+                status: code,
+                detail,
+            },
+            408 | 500..=599 => ConnectorError::Upstream {
+                status: code,
+                detail,
+            },
+            _ => ConnectorError::Rejected {
+                status: code,
+                detail,
+            },
+        }
+    }
+}
+
+impl From<reqwest::Error> for ConnectorError {
+    fn from(e: reqwest::Error) -> Self {
+        // The URL holds the user's e-mail: keep it out of errors and logs.
+        let e = e.without_url();
+        if e.is_timeout() {
+            ConnectorError::Timeout("vendor request")
+        } else if e.is_decode() {
+            ConnectorError::Decode(e.to_string())
+        } else {
+            ConnectorError::Transport(e.to_string())
+        }
+    }
+}
+
+/// Parses `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(retry: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = retry {
+            h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn statuses_are_classified_once() {
+        let class = |s: u16, r: Option<&str>| {
+            ConnectorError::from_status(StatusCode::from_u16(s).unwrap(), &headers(r), None).class()
+        };
+        assert_eq!(
+            class(429, Some("3")),
+            ErrorClass::Throttled(Some(Duration::from_secs(3)))
+        );
+        assert_eq!(class(429, None), ErrorClass::Throttled(None));
+        assert_eq!(
+            class(503, Some("1")),
+            ErrorClass::Throttled(Some(Duration::from_secs(1)))
+        );
+        assert_eq!(class(503, None), ErrorClass::Transient);
+        assert_eq!(class(500, None), ErrorClass::Transient);
+        assert_eq!(class(401, None), ErrorClass::Auth);
+        assert_eq!(class(403, None), ErrorClass::Auth);
+        assert_eq!(class(400, None), ErrorClass::Permanent);
+        assert_eq!(class(404, None), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(
+            retry_after(&headers(Some("7"))),
+            Some(Duration::from_secs(7))
+        );
+        let past = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(retry_after(&headers(Some(past))), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers(Some("soon"))), None);
+        assert_eq!(retry_after(&headers(None)), None);
+    }
+
+    #[test]
+    fn vendor_codes_reach_the_message() {
+        let e = ConnectorError::from_status(
+            StatusCode::UNAUTHORIZED,
+            &headers(None),
+            Some("UnauthorizedError"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "vendor refused the credential (HTTP 401, UnauthorizedError)"
+        );
+    }
+}

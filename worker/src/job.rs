@@ -1,0 +1,367 @@
+//! Processing one delivery: decode, ask the vendor, record, settle.
+//!
+//! The delivery is acknowledged only after everything it caused is durable:
+//! the ledger entry written, alerts and dead letters confirmed by the broker,
+//! a retry copy confirmed in its delay queue. A crash anywhere before the ack
+//! means a redelivery, and the ledger's per-job marker makes that harmless.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use rolecall_common::amqp::{self, AmqpError};
+use rolecall_common::config::SaasSettings;
+use rolecall_common::ledger::{Finding, Ledger, LedgerError, Recorded};
+use rolecall_common::messages::{ATTEMPT_HEADER, AlertKind, AlertV1, ERROR_HEADER, JobV1};
+use rolecall_common::names::Names;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+use crate::connectors::{ConnectorError, Lookup};
+use crate::error::ErrorClass;
+use crate::metrics::VendorMetrics;
+use crate::pipeline::VendorService;
+
+/// One SaaS app as a worker runs it.
+pub struct App {
+    /// Its configuration.
+    pub settings: SaasSettings,
+    /// Its connector inside the pipeline.
+    pub service: VendorService,
+    /// Its vendor-call counters.
+    pub metrics: Arc<VendorMetrics>,
+}
+
+/// How a delivery is to be settled with the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done with (recorded, retried elsewhere, or dead-lettered).
+    Ack,
+    /// Could not be handled now (Redis or RabbitMQ trouble): give it back.
+    Requeue,
+}
+
+/// What happened to a delivery, for logs and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// Outcome recorded in the ledger.
+    Recorded(Recorded),
+    /// Already recorded by an earlier delivery.
+    Duplicate,
+    /// Sent to a delay queue for a later attempt.
+    Retrying {
+        /// The attempt number it will come back with.
+        attempt: u32,
+        /// Its delay.
+        delay: Duration,
+    },
+    /// Undecodable: sent to the dead-letter queue.
+    DeadLettered(String),
+    /// Could not be handled now; requeued.
+    Requeued(String),
+}
+
+/// What every job handler shares.
+pub struct JobContext {
+    /// Queue and key names.
+    pub names: Names,
+    /// The run ledger.
+    pub ledger: Ledger,
+    /// A channel with publisher confirms, for retries, dead letters and alerts.
+    pub publisher: Channel,
+    /// Broker-side retry delays.
+    pub retry_delays: Vec<Duration>,
+    /// When an auth alert was last sent per SaaS app: one alert, not thousands.
+    pub auth_alerted: Mutex<HashMap<String, Instant>>,
+    /// How long auth alerts for one SaaS app are suppressed after one is sent.
+    pub auth_alert_quiet: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum InfraError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+}
+
+impl JobContext {
+    /// Handles one delivery and settles it with the broker.
+    pub async fn handle(&self, app: &App, delivery: Delivery) -> JobOutcome {
+        let outcome = match self.process(app, &delivery).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                warn!(saas = %app.settings.name, error = %e, "Job could not be handled; requeueing it.");
+                // Do not spin on a broken dependency: the message comes straight back.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                JobOutcome::Requeued(e.to_string())
+            }
+        };
+        let settle = match outcome {
+            JobOutcome::Requeued(_) => Settle::Requeue,
+            _ => Settle::Ack,
+        };
+        let result = match settle {
+            Settle::Ack => delivery.acker.ack(Default::default()).await,
+            Settle::Requeue => {
+                delivery
+                    .acker
+                    .nack(lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            // The channel is gone; the broker requeues the delivery itself.
+            warn!(error = %e, "Could not settle a delivery; the broker will redeliver it.");
+        }
+        outcome
+    }
+
+    async fn process(&self, app: &App, delivery: &Delivery) -> Result<JobOutcome, InfraError> {
+        let saas = &app.settings.name;
+        let job = match JobV1::decode(&delivery.data) {
+            Ok(job) if job.saas == *saas => job,
+            Ok(job) => {
+                let reason = format!(
+                    "job for SaaS app `{}` arrived on the queue of `{saas}`",
+                    job.saas
+                );
+                return self.dead_letter(saas, delivery, &reason).await;
+            }
+            Err(e) => return self.dead_letter(saas, delivery, &e.to_string()).await,
+        };
+        if self.ledger.is_done(&job.job_id).await? {
+            debug!(job_id = %job.job_id, "Job already recorded; acknowledging the redelivery.");
+            return Ok(JobOutcome::Duplicate);
+        }
+        let attempt = amqp::header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(0);
+        let finding = match app.service.clone().oneshot(job.user.clone()).await {
+            Ok(Lookup::Found(user)) => {
+                let (mapping, known) = app.settings.map_role(&user.raw_role);
+                if !known {
+                    debug!(saas = %saas, role = %user.raw_role, "Vendor role is not in the role map; using the default.");
+                }
+                Finding::Found {
+                    raw_role: user.raw_role.clone(),
+                    role: mapping.role.clone(),
+                    seat_price: mapping.seat_price,
+                    role_known: known,
+                    vendor_user_id: user.vendor_id,
+                    active: user.active,
+                }
+            }
+            Ok(Lookup::NotFound) => Finding::NotFound,
+            Err(e) => match self.on_failure(app, &job, delivery, attempt, &e).await? {
+                Some(finding) => finding,
+                None => {
+                    let delay = self.retry_delay(attempt, e.class());
+                    return Ok(JobOutcome::Retrying {
+                        attempt: next_attempt(attempt, e.class()),
+                        delay,
+                    });
+                }
+            },
+        };
+        let recorded = self.ledger.record(&job, &finding).await?;
+        if recorded.run_finished {
+            self.announce_run_finished(&job.run_id).await?;
+        }
+        Ok(JobOutcome::Recorded(recorded))
+    }
+
+    /// Decides what a failed lookup becomes: a later attempt (`None`, the job
+    /// is already in a delay queue) or a final failure (alerted and
+    /// dead-lettered, to be recorded by the caller).
+    async fn on_failure(
+        &self,
+        app: &App,
+        job: &JobV1,
+        delivery: &Delivery,
+        attempt: u32,
+        error: &ConnectorError,
+    ) -> Result<Option<Finding>, InfraError> {
+        let saas = &app.settings.name;
+        let class = error.class();
+        let retryable = matches!(class, ErrorClass::Transient | ErrorClass::Throttled(_));
+        let throttled = matches!(class, ErrorClass::Throttled(_));
+        // A throttle is waiting for quota, not a failure: it never uses up
+        // the job's retries.
+        if retryable && (throttled || (attempt as usize) < self.retry_delays.len()) {
+            let delay = self.retry_delay(attempt, class);
+            let next = next_attempt(attempt, class);
+            let queue = self.names.retry_queue(saas, delay);
+            let props = with_headers(
+                delivery.properties.clone(),
+                [(ATTEMPT_HEADER, AMQPValue::LongUInt(next))],
+            );
+            amqp::publish_confirmed(&self.publisher, "", &queue, &delivery.data, props).await?;
+            debug!(saas = %saas, job_id = %job.job_id, attempt = next, delay_ms = delay.as_millis() as u64, error = %error, "Job deferred to a delay queue.");
+            return Ok(None);
+        }
+        let (alert_kind, final_class) = match class {
+            ErrorClass::Auth => (AlertKind::AuthFailed, "auth"),
+            ErrorClass::Permanent => (AlertKind::JobFailed, "permanent"),
+            ErrorClass::Transient | ErrorClass::Throttled(_) => {
+                (AlertKind::VendorUnavailable, "exhausted")
+            }
+        };
+        let attempts = attempt + 1;
+        let text = format!("{final_class}: {error}");
+        warn!(saas = %saas, job_id = %job.job_id, user_id = %job.user.id, attempts, error = %error, "Job failed.");
+        if self.should_alert(alert_kind, saas) {
+            let alert = AlertV1 {
+                v: 1,
+                kind: alert_kind,
+                saas: saas.clone(),
+                run_id: job.run_id.clone(),
+                user: Some(job.user.clone()),
+                error: text.clone(),
+                attempts,
+                at: Utc::now(),
+            };
+            amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
+        }
+        self.publish_dead_letter(saas, delivery, &text).await?;
+        Ok(Some(Finding::Failed {
+            class: final_class.into(),
+            error: error.to_string(),
+        }))
+    }
+
+    fn retry_delay(&self, attempt: u32, class: ErrorClass) -> Duration {
+        let fallback = Duration::from_secs(1);
+        match class {
+            // The shortest delay queue that covers the vendor's wait.
+            ErrorClass::Throttled(Some(wait)) => self
+                .retry_delays
+                .iter()
+                .copied()
+                .find(|d| *d >= wait)
+                .or_else(|| self.retry_delays.iter().copied().max())
+                .unwrap_or(fallback),
+            ErrorClass::Throttled(None) => self.retry_delays.first().copied().unwrap_or(fallback),
+            _ => self
+                .retry_delays
+                .get(attempt as usize)
+                .or(self.retry_delays.last())
+                .copied()
+                .unwrap_or(fallback),
+        }
+    }
+
+    fn should_alert(&self, kind: AlertKind, saas: &str) -> bool {
+        if kind != AlertKind::AuthFailed {
+            return true;
+        }
+        let mut last = self
+            .auth_alerted
+            .lock()
+            .expect("the lock is never poisoned");
+        let now = Instant::now();
+        match last.get(saas) {
+            Some(at) if now.duration_since(*at) < self.auth_alert_quiet => false,
+            _ => {
+                last.insert(saas.to_string(), now);
+                true
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        saas: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<JobOutcome, InfraError> {
+        warn!(
+            saas,
+            reason, "Undecodable message sent to the dead-letter queue."
+        );
+        self.publish_dead_letter(saas, delivery, reason).await?;
+        Ok(JobOutcome::DeadLettered(reason.to_string()))
+    }
+
+    async fn publish_dead_letter(
+        &self,
+        saas: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), InfraError> {
+        let props = with_headers(
+            delivery.properties.clone(),
+            [
+                (ERROR_HEADER, AMQPValue::LongString(reason.into())),
+                (
+                    "x-rolecall-original-queue",
+                    AMQPValue::LongString(self.names.jobs_queue(saas).into()),
+                ),
+            ],
+        );
+        amqp::publish_confirmed(
+            &self.publisher,
+            &self.names.dead_exchange(),
+            saas,
+            &delivery.data,
+            props,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn announce_run_finished(&self, run_id: &str) -> Result<(), InfraError> {
+        let c = self.ledger.run(run_id).await?;
+        info!(
+            run_id,
+            checked = c.outcomes(),
+            not_found = c.not_found,
+            failed = c.failed,
+            "Run finished."
+        );
+        let alert = AlertV1 {
+            v: 1,
+            kind: AlertKind::RunFinished,
+            saas: String::new(),
+            run_id: run_id.to_string(),
+            user: None,
+            error: format!(
+                "run finished: {} users checked, {} found, {} inactive, {} not found, {} deactivated, {} failed",
+                c.outcomes(),
+                c.succeeded,
+                c.inactive,
+                c.not_found,
+                c.deactivated,
+                c.failed
+            ),
+            attempts: 0,
+            at: Utc::now(),
+        };
+        amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
+        Ok(())
+    }
+}
+
+fn next_attempt(attempt: u32, class: ErrorClass) -> u32 {
+    if matches!(class, ErrorClass::Throttled(_)) {
+        attempt
+    } else {
+        attempt + 1
+    }
+}
+
+fn with_headers<const N: usize>(
+    props: BasicProperties,
+    extra: [(&str, AMQPValue); N],
+) -> BasicProperties {
+    let mut headers: FieldTable = props.headers().clone().unwrap_or_default();
+    for (k, v) in extra {
+        headers.insert(k.into(), v);
+    }
+    props.with_headers(headers)
+}

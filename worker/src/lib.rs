@@ -1,0 +1,260 @@
+//! The worker: consumes the job queues of its SaaS apps, asks each vendor
+//! within its rate limit, and records outcomes in Redis.
+//!
+//! Layout:
+//! - `connectors/` — one file per vendor behind one trait;
+//! - `pipeline` — timeout, rate limit, retry and metrics around any connector;
+//! - `job` — one delivery from decode to ack;
+//! - this file — building the worker and running its consumers, reconnecting
+//!   after broker or Redis trouble, and draining on shutdown.
+
+pub mod connectors;
+pub mod error;
+pub mod job;
+pub mod limiter;
+pub mod metrics;
+pub mod pipeline;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use rolecall_common::credentials::Vault;
+use rolecall_common::ledger::{self, Ledger};
+use rolecall_common::{Names, Settings, amqp};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::job::{App, JobContext};
+use crate::limiter::LocalLimiter;
+use crate::metrics::{MetricsSnapshot, VendorMetrics};
+use crate::pipeline::PipelineSettings;
+
+/// A worker, built and validated, ready to run.
+pub struct Worker {
+    settings: Settings,
+    apps: Vec<Arc<App>>,
+}
+
+impl Worker {
+    /// Builds the connectors of every SaaS app this worker consumes.
+    /// Fails (naming the SaaS app, never the secret) when a credential is
+    /// missing, so a misconfigured worker stops at start, not at its first job.
+    pub fn build(settings: Settings, vault: &Vault) -> anyhow::Result<Worker> {
+        let names: Vec<String> = if settings.worker.saas.is_empty() {
+            settings.saas.keys().cloned().collect()
+        } else {
+            settings.worker.saas.clone()
+        };
+        if names.is_empty() {
+            anyhow::bail!("saas: no SaaS app is configured for this worker");
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("rolecall/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(32)
+            .build()
+            .context("building the HTTP client")?;
+        let pipeline = PipelineSettings {
+            job_deadline: settings.worker.job_deadline,
+            attempt_timeout: settings.worker.attempt_timeout,
+            attempts: settings.worker.attempts_in_process.get(),
+            backoff_base: Duration::from_millis(200),
+            max_throttle_wait: Duration::from_secs(5),
+        };
+        let mut apps = Vec::new();
+        let mut problems = Vec::new();
+        for name in &names {
+            let saas = settings
+                .saas
+                .get(name)
+                .with_context(|| format!("worker.saas: `{name}` is not configured"))?;
+            match connectors::build(saas, http.clone(), vault) {
+                Ok(connector) => {
+                    let metrics = Arc::new(VendorMetrics::default());
+                    let limiter = Arc::new(LocalLimiter::new(saas.rate));
+                    let service = pipeline::build(connector, limiter, metrics.clone(), &pipeline);
+                    apps.push(Arc::new(App {
+                        settings: saas.clone(),
+                        service,
+                        metrics,
+                    }));
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
+        }
+        Ok(Worker { settings, apps })
+    }
+
+    /// The SaaS apps this worker consumes.
+    pub fn saas(&self) -> Vec<String> {
+        self.apps.iter().map(|a| a.settings.name.clone()).collect()
+    }
+
+    /// Vendor-call counters per SaaS app.
+    pub fn metrics(&self) -> HashMap<String, MetricsSnapshot> {
+        self.apps
+            .iter()
+            .map(|a| (a.settings.name.clone(), a.metrics.snapshot()))
+            .collect()
+    }
+
+    /// Runs until `shutdown` is cancelled, reconnecting after failures, then
+    /// drains in-flight jobs for up to `worker.shutdown_grace`.
+    pub async fn run_until_stopped(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut failures = 0u32;
+        loop {
+            match self.session(&shutdown).await {
+                Ok(()) => break,
+                Err(e) if shutdown.is_cancelled() => {
+                    warn!(error = %format!("{e:#}"), "Worker stopped with an error.");
+                    break;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = pipeline::backoff(Duration::from_millis(500), failures.min(6))
+                        .max(Duration::from_millis(200));
+                    error!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "Worker lost its connections; reconnecting.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        for (saas, m) in self.metrics() {
+            info!(
+                saas,
+                attempts = m.attempts,
+                found = m.found,
+                not_found = m.not_found,
+                transient = m.transient,
+                throttled = m.throttled,
+                auth = m.auth,
+                permanent = m.permanent,
+                "Vendor calls."
+            );
+        }
+        Ok(())
+    }
+
+    /// One connected session: returns Ok when shut down, Err when a
+    /// connection broke (the caller reconnects).
+    async fn session(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let settings = &self.settings;
+        let names = Names::new(&settings.namespace);
+        let conn = amqp::connect(&settings.amqp, "rolecall-worker")
+            .await
+            .context("connecting to RabbitMQ")?;
+        let publisher = amqp::confirmed_channel(&conn).await?;
+        amqp::declare_topology(
+            &publisher,
+            &names,
+            &settings.amqp,
+            &self.saas(),
+            &settings.worker.retry_delays,
+        )
+        .await
+        .context("declaring the RabbitMQ topology")?;
+        let redis = ledger::connect(&settings.redis)
+            .await
+            .context("connecting to Redis")?;
+        let context = Arc::new(JobContext {
+            names: names.clone(),
+            ledger: Ledger::new(redis, names.clone(), &settings.redis),
+            publisher,
+            retry_delays: settings.worker.retry_delays.clone(),
+            auth_alerted: Mutex::new(HashMap::new()),
+            auth_alert_quiet: Duration::from_secs(300),
+        });
+
+        let tracker = TaskTracker::new();
+        let consumers = CancellationToken::new();
+        let mut loops = tokio::task::JoinSet::new();
+        for app in &self.apps {
+            // One channel per SaaS app: prefetch is per channel, so a slow
+            // vendor only ever holds its own app's deliveries.
+            let channel = conn.create_channel().await?;
+            channel
+                .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
+                .await?;
+            let queue = names.jobs_queue(&app.settings.name);
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("consuming {queue}"))?;
+            info!(queue, prefetch = settings.amqp.prefetch, "Consuming.");
+            loops.spawn(consume(
+                channel,
+                consumer,
+                app.clone(),
+                context.clone(),
+                tracker.clone(),
+                consumers.clone(),
+            ));
+        }
+
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => Ok(()),
+            Some(ended) = loops.join_next() => match ended {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a consumer was cancelled by the broker")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a consumer task failed: {e}")),
+            },
+        };
+        // Stop taking deliveries, then let in-flight jobs finish.
+        consumers.cancel();
+        while loops.join_next().await.is_some() {}
+        tracker.close();
+        let grace = settings.worker.shutdown_grace;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            warn!(
+                grace_s = grace.as_secs(),
+                "In-flight jobs did not finish in time; the broker will redeliver them."
+            );
+        }
+        let _ = conn.close(200, "worker stopping".into()).await;
+        result
+    }
+}
+
+async fn consume(
+    channel: lapin::Channel,
+    mut consumer: lapin::Consumer,
+    app: Arc<App>,
+    context: Arc<JobContext>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let delivery = tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                return Ok(());
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(e).context("consuming deliveries"),
+                None => return Ok(()),
+            },
+        };
+        let app = app.clone();
+        let context = context.clone();
+        tracker.spawn(async move {
+            context.handle(&app, delivery).await;
+        });
+    }
+}

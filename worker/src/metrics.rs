@@ -1,0 +1,89 @@
+//! Per-SaaS-app counters of vendor calls.
+//!
+//! Plain atomics: cheap on the hot path, read by the periodic log line and
+//! by tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::connectors::{ConnectorError, Lookup};
+use crate::error::ErrorClass;
+
+/// Counters for one SaaS app.
+#[derive(Debug, Default)]
+pub struct VendorMetrics {
+    attempts: AtomicU64,
+    found: AtomicU64,
+    not_found: AtomicU64,
+    transient: AtomicU64,
+    throttled: AtomicU64,
+    auth: AtomicU64,
+    permanent: AtomicU64,
+    latency_us: AtomicU64,
+    limiter_wait_us: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Vendor calls made.
+    pub attempts: u64,
+    /// Calls that found the user.
+    pub found: u64,
+    /// Calls that did not find the user.
+    pub not_found: u64,
+    /// Calls that failed transiently (timeouts, 5xx, connection errors).
+    pub transient: u64,
+    /// Calls the vendor throttled.
+    pub throttled: u64,
+    /// Calls the vendor refused the credential for.
+    pub auth: u64,
+    /// Calls that failed permanently.
+    pub permanent: u64,
+    /// Total time spent in vendor calls, in microseconds.
+    pub latency_us: u64,
+    /// Total time spent waiting for rate-limit tokens, in microseconds.
+    pub limiter_wait_us: u64,
+}
+
+impl VendorMetrics {
+    /// Counts one attempt.
+    pub fn record_attempt(&self, result: &Result<Lookup, ConnectorError>, took: Duration) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.latency_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let counter = match result {
+            Ok(Lookup::Found(_)) => &self.found,
+            Ok(Lookup::NotFound) => &self.not_found,
+            Err(e) => match e.class() {
+                ErrorClass::Transient => &self.transient,
+                ErrorClass::Throttled(_) => &self.throttled,
+                ErrorClass::Auth => &self.auth,
+                ErrorClass::Permanent => &self.permanent,
+            },
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds time spent waiting for a token.
+    pub fn record_wait(&self, waited: Duration) {
+        self.limiter_wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Reads the counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            attempts: r(&self.attempts),
+            found: r(&self.found),
+            not_found: r(&self.not_found),
+            transient: r(&self.transient),
+            throttled: r(&self.throttled),
+            auth: r(&self.auth),
+            permanent: r(&self.permanent),
+            latency_us: r(&self.latency_us),
+            limiter_wait_us: r(&self.limiter_wait_us),
+        }
+    }
+}
