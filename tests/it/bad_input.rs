@@ -1,0 +1,226 @@
+//! Bad input gets a clear error and loses nothing.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use rolecall_common::amqp::header_str;
+use rolecall_common::messages::ERROR_HEADER;
+use rolecall_scheduler::{RunOnceOptions, run_once};
+use rolecall_sim::SimConfig;
+use rolecall_tests::{AppSpec, TestEnv, temp_file};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 60,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+    let users = &sim.population().users;
+    let mut csv = String::from("saas,user_id,email,external_id,status\n");
+    for (i, user) in users.iter().take(50).enumerate() {
+        csv.push_str(&format!("lever,u{i},{},,active\n", user.email));
+        // Three broken rows in the middle of good ones.
+        match i {
+            9 => csv.push_str("lever,u-bad1,not-an-email,,active\n"),
+            19 => csv.push_str("lever,,someone@example.com,,active\n"),
+            29 => csv.push_str("lever,u-bad3\n"),
+            _ => {}
+        }
+    }
+    let (_dir, inventory) = temp_file("inventory.csv", &csv);
+    let worker = env.spawn_worker(&settings);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.published, 50);
+    assert_eq!(report.rejected_count, 3);
+    // Header is line 1; good rows 0..=9 are lines 2..=11, so the first bad one is line 12.
+    let lines: Vec<u64> = report.rejected.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![12, 23, 34]);
+    assert!(report.rejected[0].to_string().contains("inventory.csv:12"));
+    assert!(report.rejected[0].reason.contains("not-an-email"));
+    assert_eq!(report.rejected[1].reason, "missing user_id");
+    assert!(report.rejected[2].reason.contains("expected 5 fields"));
+
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.outcomes(), 50, "no good row was lost");
+    assert_eq!(counters.rejected, 3);
+    assert_eq!(env.results().await.len(), 50);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_inventories_work_the_same() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 20,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+    let mut text = String::new();
+    for (i, user) in sim.population().users.iter().take(10).enumerate() {
+        text.push_str(&format!(
+            "{{\"saas\":\"lever\",\"user_id\":\"u{i}\",\"email\":\"{}\",\"status\":\"active\",\"seats\":{i}}}\n",
+            user.email
+        ));
+    }
+    text.push_str("{\"saas\":\"lever\",\"user_id\":\"broken\"\n");
+    let (_dir, inventory) = temp_file("inventory.jsonl", &text);
+    let worker = env.spawn_worker(&settings);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.published, 10);
+    assert_eq!(report.rejected_count, 1);
+    assert_eq!(report.rejected[0].line, 11);
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.outcomes(), 10);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_go_to_the_dead_letter_queue_with_the_reason() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 40,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+    let worker = env.spawn_worker(&settings);
+
+    // Garbage first, so the worker meets it before the good jobs.
+    let channel = env.amqp.create_channel().await.unwrap();
+    // The worker declares the topology; wait for the queue to exist.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let probe = env.amqp.create_channel().await.unwrap();
+        if probe
+            .queue_declare(
+                env.names.jobs_queue("lever").as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never declared its queue"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bodies: [&[u8]; 3] = [
+        b"this is not json",
+        br#"{"v":2,"job_id":"x"}"#,
+        br#"{"v":1,"job_id":"j","run_id":"r","saas":"lever","action":"lookup_role","user":{"id":"u","email":"nope"},"deactivate_missing":false,"enqueued_at":"2026-11-23T02:00:01Z"}"#,
+    ];
+    for body in bodies {
+        channel
+            .basic_publish(
+                env.names.jobs_exchange().as_str().into(),
+                "lever".into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let mut csv = String::from("saas,user_id,email,status\n");
+    for (i, user) in sim.population().users.iter().take(30).enumerate() {
+        csv.push_str(&format!("lever,u{i},{},active\n", user.email));
+    }
+    let (_dir, inventory) = temp_file("inventory.csv", &csv);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
+        .await;
+    worker.stop().await;
+    assert_eq!(
+        counters.outcomes(),
+        30,
+        "the worker kept going after the bad messages"
+    );
+
+    let dead = env.drain(&env.names.dead_queue("lever")).await;
+    assert_eq!(dead.len(), 3, "each bad message is dead-lettered once");
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|m| header_str(&m.delivery.properties, ERROR_HEADER).expect("a reason header"))
+        .collect();
+    assert!(reasons[0].contains("not a v1 job"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("unsupported job version 2"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("user.email"), "{reasons:?}");
+    assert_eq!(
+        dead[0].delivery.data, bodies[0],
+        "the body is kept for inspection"
+    );
+    env.cleanup(&settings).await;
+}

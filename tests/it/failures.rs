@@ -1,0 +1,161 @@
+//! Vendor failures end as alerts (after retries), never as silent losses.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rolecall_common::amqp::header_str;
+use rolecall_common::messages::{AlertKind, ERROR_HEADER};
+use rolecall_scheduler::{RunOnceOptions, run_once};
+use rolecall_sim::SimConfig;
+use rolecall_tests::{AppSpec, TestEnv, temp_file};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_failing_after_every_retry_raises_an_alert_and_loses_nothing_else() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 30,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let users = sim.population().users.clone();
+    let failing: HashSet<String> = users.iter().take(2).map(|u| u.email.clone()).collect();
+    sim.shutdown().await;
+    // Same population, but two users' lookups always fail with a 500.
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 30,
+        fail_emails: failing.clone(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+
+    let mut csv = String::from("saas,user_id,email,status\n");
+    for (i, user) in users.iter().take(20).enumerate() {
+        csv.push_str(&format!("lever,u{i},{},active\n", user.email));
+    }
+    let (_dir, inventory) = temp_file("inventory.csv", &csv);
+    let worker = env.spawn_worker(&settings);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    // Two in-process attempts, then delay queues of 1 s and 2 s.
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
+        .await;
+    let worker = worker.stop().await;
+    assert_eq!(counters.failed, 2);
+    assert_eq!(counters.outcomes(), 20);
+
+    let alerts = env
+        .alerts_until(Duration::from_secs(5), |a| a.len() >= 3)
+        .await;
+    let failed: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::VendorUnavailable)
+        .collect();
+    assert_eq!(failed.len(), 2, "{alerts:?}");
+    for alert in &failed {
+        let user = alert.user.as_ref().expect("the alert names the user");
+        assert!(failing.contains(&user.email));
+        assert_eq!(
+            alert.attempts, 3,
+            "initial delivery plus two delayed retries"
+        );
+        assert!(alert.error.contains("HTTP 500"), "{}", alert.error);
+    }
+    // 18 good users once each; 2 failing users × 3 deliveries × 2 attempts.
+    let calls: u64 = worker.metrics()["lever"].attempts;
+    assert_eq!(calls, 18 + 2 * 3 * 2);
+
+    let results = env.results().await;
+    let failed_results: Vec<_> = results
+        .values()
+        .filter(|r| r["status"] == "failed")
+        .collect();
+    assert_eq!(failed_results.len(), 2);
+    assert!(
+        failed_results
+            .iter()
+            .all(|r| r["error_class"] == "exhausted")
+    );
+
+    let dead = env.drain(&env.names.dead_queue("lever")).await;
+    assert_eq!(dead.len(), 2);
+    assert!(
+        header_str(&dead[0].delivery.properties, ERROR_HEADER)
+            .unwrap()
+            .starts_with("exhausted")
+    );
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_credential_alerts_once_not_once_per_user() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 30,
+        api_key: "the-real-key".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+    let mut csv = String::from("saas,user_id,email,status\n");
+    for (i, user) in sim.population().users.iter().take(15).enumerate() {
+        csv.push_str(&format!("lever,u{i},{},active\n", user.email));
+    }
+    let (_dir, inventory) = temp_file("inventory.csv", &csv);
+    let worker = env.spawn_worker(&settings);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.failed, 15);
+    let alerts = env
+        .alerts_until(Duration::from_secs(3), |a| {
+            a.iter().any(|a| a.kind == AlertKind::RunFinished)
+        })
+        .await;
+    let auth: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::AuthFailed)
+        .collect();
+    assert_eq!(auth.len(), 1, "{alerts:?}");
+    assert!(
+        !auth[0].error.contains(rolecall_tests::SIM_KEY),
+        "no secret in alerts"
+    );
+    assert_eq!(sim.stats().unauthorized, 15, "auth errors are not retried");
+    env.cleanup(&settings).await;
+}

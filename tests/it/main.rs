@@ -1,0 +1,7 @@
+//! End-to-end tests against real RabbitMQ and Redis (start them with
+//! `scripts/services.sh`). One test binary, one module per concern.
+
+mod bad_config;
+mod bad_input;
+mod failures;
+mod happy_path;

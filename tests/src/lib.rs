@@ -1,0 +1,352 @@
+//! Harness for end-to-end tests against the real RabbitMQ and Redis that
+//! `scripts/services.sh` starts.
+//!
+//! Every test gets a random namespace, so tests run in parallel on one broker
+//! and one Redis without seeing each other's queues or keys. Components run
+//! in-process through the same entry points the binaries use (zero2prod's
+//! `spawn_app`), and vendors are `rolecall-sim` servers on port 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use rolecall_common::config::{self, Settings};
+use rolecall_common::credentials::Vault;
+use rolecall_common::ledger::{Ledger, RunCounters};
+use rolecall_common::messages::AlertV1;
+use rolecall_common::names::Names;
+use rolecall_sim::SimHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The API key every simulated vendor in these tests accepts.
+pub const SIM_KEY: &str = "sim-lever-key";
+
+fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// One SaaS app of a test configuration.
+pub struct AppSpec<'a> {
+    /// SaaS app name.
+    pub name: &'a str,
+    /// The simulated vendor it talks to.
+    pub sim: &'a SimHandle,
+    /// `rate.per_second` for the worker.
+    pub per_second: f64,
+    /// `rate.burst` for the worker.
+    pub burst: u32,
+}
+
+/// A test's private slice of the broker and Redis.
+pub struct TestEnv {
+    /// The random namespace.
+    pub namespace: String,
+    /// Names under it.
+    pub names: Names,
+    /// A broker connection for inspecting queues.
+    pub amqp: Connection,
+    /// A Redis connection for inspecting keys.
+    pub redis: ConnectionManager,
+}
+
+impl TestEnv {
+    /// Connects to the local services, failing with directions when they are not running.
+    pub async fn new() -> TestEnv {
+        let namespace = format!("t{}", ulid::Ulid::new().to_string().to_lowercase());
+        let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ is not reachable on 127.0.0.1:5672: run scripts/services.sh (or set TEST_AMQP_URL)");
+        let client = redis::Client::open(redis_url()).expect("a valid Redis URL");
+        let redis = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .expect("Redis is not reachable on 127.0.0.1:6379: run scripts/services.sh (or set TEST_REDIS_URL)");
+        TestEnv {
+            names: Names::new(&namespace),
+            namespace,
+            amqp,
+            redis,
+        }
+    }
+
+    /// Configuration text for the given apps under this namespace; `extra`
+    /// is appended (more tables, overrides).
+    pub fn config_text(&self, apps: &[AppSpec<'_>], extra: &str) -> String {
+        let mut text = format!(
+            r#"
+namespace = "{ns}"
+[amqp]
+url = "{amqp}"
+prefetch = 20
+queue_expires_ms = 900000
+[redis]
+url = "{redis}"
+[worker]
+attempt_timeout_ms = 3000
+job_deadline_ms = 20000
+attempts_in_process = 2
+retry_delays_s = [1, 2]
+shutdown_grace_s = 5
+[telemetry]
+log_level = "warn"
+"#,
+            ns = self.namespace,
+            amqp = amqp_url(),
+            redis = redis_url(),
+        );
+        for app in apps {
+            text.push_str(&format!(
+                r#"
+[saas.{name}]
+connector = "lever"
+base_url = "{url}"
+credential = "{name}"
+deactivate_missing = true
+rate = {{ per_second = {ps}, burst = {burst} }}
+default_role = {{ role = "unknown", seat_price = 10.0 }}
+[saas.{name}.roles]
+"super admin" = {{ role = "admin", seat_price = 45.0 }}
+"admin" = {{ role = "admin", seat_price = 45.0 }}
+"team member" = {{ role = "member", seat_price = 30.0 }}
+"limited team member" = {{ role = "member", seat_price = 15.0 }}
+"#,
+                name = app.name,
+                url = app.sim.base_url(),
+                ps = app.per_second,
+                burst = app.burst,
+            ));
+        }
+        text.push_str(extra);
+        text
+    }
+
+    /// Validated settings for the given apps.
+    pub fn settings(&self, apps: &[AppSpec<'_>]) -> Settings {
+        config::from_toml(&self.config_text(apps, "")).expect("the test configuration is valid")
+    }
+
+    /// A vault holding the sim key for every SaaS app of `settings`.
+    pub fn vault(&self, settings: &Settings) -> Vault {
+        let vault = Vault::with_env(settings.credentials.clone(), HashMap::new());
+        let env = settings
+            .saas
+            .values()
+            .map(|s| (vault.env_var(&s.credential), SIM_KEY.to_string()))
+            .collect();
+        Vault::with_env(settings.credentials.clone(), env)
+    }
+
+    /// Starts a worker in-process.
+    pub fn spawn_worker(&self, settings: &Settings) -> TestWorker {
+        let worker = rolecall_worker::Worker::build(settings.clone(), &self.vault(settings))
+            .expect("the worker builds");
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let handle = tokio::spawn(async move {
+            worker
+                .run_until_stopped(token)
+                .await
+                .expect("the worker stops cleanly");
+            worker
+        });
+        TestWorker { stop, handle }
+    }
+
+    /// A ledger reader for this namespace.
+    pub fn ledger(&self, settings: &Settings) -> Ledger {
+        Ledger::new(self.redis.clone(), self.names.clone(), &settings.redis)
+    }
+
+    /// Waits until a run has finished, or panics after `timeout`.
+    pub async fn wait_for_run(
+        &self,
+        settings: &Settings,
+        run_id: &str,
+        timeout: Duration,
+    ) -> RunCounters {
+        let ledger = self.ledger(settings);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let counters = ledger.run(run_id).await.expect("Redis answers");
+            if counters.finished_at.is_some() {
+                return counters;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} did not finish in {timeout:?}: {counters:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every key matching `pattern`.
+    pub async fn scan(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.redis.clone();
+        let mut iter: redis::AsyncIter<String> =
+            conn.scan_match(pattern).await.expect("SCAN works");
+        let mut keys = Vec::new();
+        while let Some(k) = iter.next_item().await {
+            keys.push(k.expect("a key"));
+        }
+        keys
+    }
+
+    /// Every result hash of this namespace, by `(saas, user_id)`.
+    pub async fn results(&self) -> BTreeMap<(String, String), HashMap<String, String>> {
+        let mut conn = self.redis.clone();
+        let pattern = format!("{}role:*", self.names.key_prefix());
+        let keys = self.scan(&pattern).await;
+        let mut out = BTreeMap::new();
+        for key in keys {
+            let h: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("HGETALL works");
+            out.insert((h["saas"].clone(), h["user_id"].clone()), h);
+        }
+        out
+    }
+
+    /// Every entry of the events stream, as field maps.
+    pub async fn events(&self) -> Vec<HashMap<String, String>> {
+        let mut conn = self.redis.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.names.events_stream())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .expect("XRANGE works");
+        reply
+            .ids
+            .into_iter()
+            .map(|id| {
+                id.map
+                    .into_iter()
+                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap_or_default()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Takes every message currently in a queue (acking them).
+    pub async fn drain(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+        let channel = self.amqp.create_channel().await.expect("a channel");
+        let mut out = Vec::new();
+        while let Some(msg) = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .expect("basic.get works")
+        {
+            msg.delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+            out.push(msg);
+        }
+        out
+    }
+
+    /// Collects alerts until `pred` holds for the collection or `timeout` passes.
+    pub async fn alerts_until(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[AlertV1]) -> bool,
+    ) -> Vec<AlertV1> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut alerts = Vec::new();
+        loop {
+            for msg in self.drain(&self.names.alerts_queue()).await {
+                alerts.push(serde_json::from_slice(&msg.delivery.data).expect("alerts are JSON"));
+            }
+            if pred(&alerts) || tokio::time::Instant::now() >= deadline {
+                return alerts;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Deletes this namespace's queues and keys.
+    pub async fn cleanup(&self, settings: &Settings) {
+        let channel = self.amqp.create_channel().await.expect("a channel");
+        let mut queues = vec![self.names.alerts_queue()];
+        for saas in settings.saas.keys() {
+            queues.push(self.names.jobs_queue(saas));
+            queues.push(self.names.dead_queue(saas));
+            for delay in &settings.worker.retry_delays {
+                queues.push(self.names.retry_queue(saas, *delay));
+            }
+        }
+        for q in queues {
+            let _ = channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [self.names.jobs_exchange(), self.names.dead_exchange()] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await;
+        }
+        let mut conn = self.redis.clone();
+        let pattern = format!("{}*", self.names.key_prefix());
+        let keys = self.scan(&pattern).await;
+        for chunk in keys.chunks(500) {
+            let _: () = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL works");
+        }
+    }
+}
+
+/// A worker running in-process.
+pub struct TestWorker {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<rolecall_worker::Worker>,
+}
+
+impl TestWorker {
+    /// Stops the worker (draining in-flight jobs) and returns it for inspection.
+    pub async fn stop(self) -> rolecall_worker::Worker {
+        self.stop.cancel();
+        self.handle.await.expect("the worker task does not panic")
+    }
+}
+
+/// Writes text to a file in a fresh temporary folder.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("writing a temp file");
+    (dir, path)
+}
+
+/// The path of a workspace binary built next to the test binary.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("the test binary lives in target/<profile>/deps")?;
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins; scripts/test.sh does)",
+        path.display()
+    );
+    Ok(path)
+}
