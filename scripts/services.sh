@@ -60,7 +60,9 @@ else
   $SUDO mkdir -p /var/log/rabbitmq /var/lib/rabbitmq
   $SUDO env RABBITMQ_NODENAME="$RABBITMQ_NODENAME" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
     RABBITMQ_NODE_PORT="$RABBITMQ_NODE_PORT" RABBITMQ_DIST_PORT="$RABBITMQ_DIST_PORT" \
-    ERL_EPMD_ADDRESS=127.0.0.1 rabbitmq-server -detached >/dev/null 2>&1 || true
+    ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    rabbitmq-server -detached >/dev/null 2>&1 || true
 fi
 
 deadline=$((SECONDS + 120))

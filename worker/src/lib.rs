@@ -179,6 +179,7 @@ impl Worker {
         let tracker = TaskTracker::new();
         let consumers = CancellationToken::new();
         let mut loops = tokio::task::JoinSet::new();
+        let mut channels = Vec::new();
         for app in &self.apps {
             // One channel per SaaS app: prefetch is per channel, so a slow
             // vendor only ever holds its own app's deliveries.
@@ -197,6 +198,7 @@ impl Worker {
                 .await
                 .with_context(|| format!("consuming {queue}"))?;
             info!(queue, prefetch = settings.amqp.prefetch, "Consuming.");
+            channels.push(channel.clone());
             loops.spawn(consume(
                 channel,
                 consumer,
@@ -225,6 +227,10 @@ impl Worker {
                 grace_s = grace.as_secs(),
                 "In-flight jobs did not finish in time; the broker will redeliver them."
             );
+        }
+        // In-flight jobs ack on their consumer's channel: close channels only now.
+        for channel in channels {
+            let _ = channel.close(200, "worker stopping".into()).await;
         }
         let _ = conn.close(200, "worker stopping".into()).await;
         result
