@@ -173,6 +173,8 @@ pub struct RawWorker {
     pub job_deadline_ms: u64,
     pub attempts_in_process: u32,
     pub retry_delays_s: Vec<u64>,
+    pub defer_delays_s: Vec<u64>,
+    pub max_hold_ms: u64,
     pub shutdown_grace_s: u64,
 }
 
@@ -184,6 +186,8 @@ impl Default for RawWorker {
             job_deadline_ms: 60_000,
             attempts_in_process: 3,
             retry_delays_s: vec![10, 60, 300],
+            defer_delays_s: vec![2, 5, 15, 60, 300],
+            max_hold_ms: 5_000,
             shutdown_grace_s: 25,
         }
     }
@@ -267,6 +271,14 @@ pub struct RawRate {
     pub per_second: f64,
     #[serde(default)]
     pub burst: Option<u32>,
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    #[serde(default = "yes")]
+    pub adaptive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[allow(missing_docs)]
@@ -338,6 +350,11 @@ pub struct WorkerSettings {
     pub attempts_in_process: NonZeroU32,
     /// Broker-side retry delays; their count is the number of redeliveries.
     pub retry_delays: Vec<Duration>,
+    /// Delay queues a job waiting for quota (a long pause) is parked in.
+    pub defer_delays: Vec<Duration>,
+    /// Longest wait for quota a job spends holding its delivery; longer
+    /// waits park the job in a defer queue so the delivery is released.
+    pub max_hold: Duration,
     /// How long a stopping worker waits for in-flight jobs.
     pub shutdown_grace: Duration,
 }
@@ -399,6 +416,21 @@ pub struct SaasSettings {
     pub default_role: RoleMapping,
 }
 
+impl WorkerSettings {
+    /// Every delay queue a SaaS app needs: retry delays and defer delays.
+    pub fn delay_queues(&self) -> Vec<Duration> {
+        let mut all: Vec<Duration> = self
+            .retry_delays
+            .iter()
+            .chain(&self.defer_delays)
+            .copied()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
 impl SaasSettings {
     /// Maps a vendor's raw role; the flag says whether the role map knew it.
     pub fn map_role(&self, raw: &str) -> (&RoleMapping, bool) {
@@ -416,6 +448,10 @@ pub struct RateSettings {
     pub per_second: f64,
     /// Requests allowed at once after idling.
     pub burst: NonZeroU32,
+    /// Requests in flight at once across the fleet (`None`: no cap).
+    pub max_in_flight: Option<NonZeroU32>,
+    /// Whether the fleet slows down when the vendor throttles below `per_second`.
+    pub adaptive: bool,
 }
 
 /// A normalized role and its seat price.
@@ -495,6 +531,7 @@ pub fn load_with_env(
         .list_separator(",")
         .with_list_parse_key("worker.saas")
         .with_list_parse_key("worker.retry_delays_s")
+        .with_list_parse_key("worker.defer_delays_s")
         .try_parsing(true)
         .source(env.map(|m| m.into_iter().collect()));
     let raw: RawSettings = builder.add_source(env_source).build()?.try_deserialize()?;
@@ -557,6 +594,12 @@ impl RawSettings {
             bad(
                 "worker.retry_delays_s".into(),
                 "delays must be at least 1 second".into(),
+            );
+        }
+        if self.worker.defer_delays_s.is_empty() || self.worker.defer_delays_s.contains(&0) {
+            bad(
+                "worker.defer_delays_s".into(),
+                "needs at least one delay, each at least 1 second".into(),
             );
         }
         for name in &self.worker.saas {
@@ -623,6 +666,18 @@ impl RawSettings {
                     .iter()
                     .map(|s| Duration::from_secs(*s))
                     .collect(),
+                defer_delays: {
+                    let mut d: Vec<Duration> = self
+                        .worker
+                        .defer_delays_s
+                        .iter()
+                        .map(|s| Duration::from_secs(*s))
+                        .collect();
+                    d.sort();
+                    d.dedup();
+                    d
+                },
+                max_hold: Duration::from_millis(self.worker.max_hold_ms),
                 shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_s),
             },
             scheduler: SchedulerSettings {
@@ -721,9 +776,18 @@ fn validate_saas(
                 bad(key("rate.burst"), "must be at least 1".into());
                 rate_ok = false;
             }
+            if r.max_in_flight == Some(0) {
+                bad(
+                    key("rate.max_in_flight"),
+                    "must be at least 1 (leave it out for no cap)".into(),
+                );
+                rate_ok = false;
+            }
             rate_ok.then(|| RateSettings {
                 per_second: r.per_second,
                 burst: burst.unwrap_or(NonZeroU32::MIN),
+                max_in_flight: r.max_in_flight.and_then(NonZeroU32::new),
+                adaptive: r.adaptive,
             })
         }
     };

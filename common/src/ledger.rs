@@ -25,9 +25,17 @@ use crate::names::Names;
 pub struct LedgerError(#[from] redis::RedisError);
 
 /// Opens a reconnecting Redis connection; the URL is never logged.
+///
+/// Commands time out instead of hanging when Redis stops answering, so
+/// callers notice an outage and hold their work until it is over.
 pub async fn connect(settings: &RedisSettings) -> Result<ConnectionManager, LedgerError> {
     let client = redis::Client::open(settings.url.expose_secret())?;
-    Ok(ConnectionManager::new(client).await?)
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(std::time::Duration::from_millis(500));
+    Ok(ConnectionManager::new_with_config(client, config).await?)
 }
 
 /// Decides, inside a script, whether a run has just finished. Shared by both
@@ -404,6 +412,13 @@ impl Ledger {
             run_finished: result == 1,
             deactivated: deactivated && result != -1,
         })
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
     }
 
     /// Whether a job's outcome is already recorded.

@@ -97,6 +97,26 @@ impl Names {
         format!("{}events", self.key_prefix)
     }
 
+    /// Hash with a SaaS app's fleet-wide limiter state (GCRA TAT, adaptive factor).
+    pub fn limiter_key(&self, saas: &str) -> String {
+        format!("{}rl:{saas}", self.key_prefix)
+    }
+
+    /// Epoch milliseconds until which the vendor asked the whole fleet to pause.
+    pub fn pause_key(&self, saas: &str) -> String {
+        format!("{}pause:{saas}", self.key_prefix)
+    }
+
+    /// Sorted set of in-flight request leases (member = lease id, score = expiry ms).
+    pub fn leases_key(&self, saas: &str) -> String {
+        format!("{}inflight:{saas}", self.key_prefix)
+    }
+
+    /// Hash of operator overrides of a SaaS app's limits (per_second, burst, max_in_flight).
+    pub fn limits_override_key(&self, saas: &str) -> String {
+        format!("{}limits:{saas}", self.key_prefix)
+    }
+
     /// Prefix of every Redis key in this namespace (for cleanup and scans).
     pub fn key_prefix(&self) -> &str {
         &self.key_prefix

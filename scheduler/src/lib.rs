@@ -94,7 +94,7 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
         &names,
         &settings.amqp,
         &all_saas,
-        &settings.worker.retry_delays,
+        &settings.worker.delay_queues(),
     )
     .await
     .context("declaring the RabbitMQ topology")?;

@@ -5,8 +5,17 @@
 //! known in advance and whose load can be measured from the vendor's side.
 //!
 //! Routes: `/v1/...` is Lever's API; `/_sim/...` controls and observes the sim
-//! (no auth, never throttled).
+//! (no auth, never throttled, never counted):
+//!
+//! - `GET /_sim/stats`: [`StatsSnapshot`]
+//! - `GET /_sim/requests`: the request log, `[RequestRecord]`
+//! - `POST /_sim/reset`: [`SimHandle::reset_stats`]; answers the cleared stats
+//! - `GET|PUT /_sim/rate`: `Option<RateLimit>` (`null` is unlimited)
+//! - `POST /_sim/faults`: queue a [`Fault`]; `GET` lists pending ones, `DELETE`
+//!   drops them
+//! - `GET /_sim/health`: `ok`
 
+mod faults;
 pub mod inventory;
 mod population;
 mod stats;
@@ -20,14 +29,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use faults::{Fault, FaultError};
 pub use population::{Population, SimUser, generate_population};
-pub use stats::StatsSnapshot;
+pub use stats::{REQUEST_LOG_CAPACITY, RequestRecord, StatsSnapshot};
 pub use throttle::RateLimit;
 pub use vendors::lever::LEVER_ROLES;
 
@@ -183,6 +196,45 @@ impl SimHandle {
         self.gate.set_rate(rate);
     }
 
+    /// The last [`REQUEST_LOG_CAPACITY`] `/v1` requests, oldest arrival first,
+    /// for checks a counter cannot express (rate over any window, what
+    /// followed a 429). A request whose client disconnected before the answer
+    /// is logged with status 499.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.gate.requests()
+    }
+
+    /// Starts a new measurement on the same sim, e.g. between benchmark
+    /// phases: counters, peaks, timings and the request log go back to empty;
+    /// the population, the rate (and the bucket's tokens) and pending faults
+    /// stay. Requests in flight are counted in the old measurement only.
+    pub fn reset_stats(&self) {
+        self.gate.reset_stats();
+    }
+
+    /// Queues `fault` behind any already pending.
+    ///
+    /// # Panics
+    ///
+    /// If the status is not an error status (see [`Fault::validate`]): that
+    /// is a bug in the test, better reported where it was made than as a
+    /// strange response later.
+    pub fn inject(&self, fault: Fault) {
+        if let Err(error) = fault.validate() {
+            panic!("cannot inject {fault:?}: {error}");
+        }
+        self.gate.inject(fault);
+    }
+
+    /// Faults not yet used up, with their remaining counts.
+    pub fn pending_faults(&self) -> Vec<Fault> {
+        self.gate.pending_faults()
+    }
+
+    pub fn clear_faults(&self) {
+        self.gate.clear_faults();
+    }
+
     /// Lets in-flight requests finish (for a few seconds at most), then stops.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -210,12 +262,28 @@ impl Drop for SimHandle {
 fn admin_router(gate: Arc<Gate>) -> Router {
     Router::new()
         .route("/stats", get(get_stats))
+        .route("/requests", get(get_requests))
+        .route("/reset", post(post_reset))
         .route("/rate", get(get_rate).put(put_rate))
+        .route(
+            "/faults",
+            get(get_faults).post(post_fault).delete(delete_faults),
+        )
         .route("/health", get(|| async { "ok" }))
         .with_state(gate)
 }
 
 async fn get_stats(State(gate): State<Arc<Gate>>) -> Json<StatsSnapshot> {
+    Json(gate.stats())
+}
+
+async fn get_requests(State(gate): State<Arc<Gate>>) -> Json<Vec<RequestRecord>> {
+    Json(gate.requests())
+}
+
+/// Answers the cleared stats, so a script sees the reset took.
+async fn post_reset(State(gate): State<Arc<Gate>>) -> Json<StatsSnapshot> {
+    gate.reset_stats();
     Json(gate.stats())
 }
 
@@ -229,4 +297,30 @@ async fn put_rate(
 ) -> Json<Option<RateLimit>> {
     gate.set_rate(rate);
     Json(gate.rate())
+}
+
+async fn get_faults(State(gate): State<Arc<Gate>>) -> Json<Vec<Fault>> {
+    Json(gate.pending_faults())
+}
+
+/// Answers the pending faults, this one included; a bad fault is a 400 with
+/// the reason as plain text.
+async fn post_fault(
+    State(gate): State<Arc<Gate>>,
+    fault: Result<Json<Fault>, JsonRejection>,
+) -> Response {
+    let fault = match fault {
+        Ok(Json(fault)) => fault,
+        Err(rejection) => return (rejection.status(), rejection.body_text()).into_response(),
+    };
+    if let Err(error) = fault.validate() {
+        return (StatusCode::BAD_REQUEST, error.to_string()).into_response();
+    }
+    gate.inject(fault);
+    Json(gate.pending_faults()).into_response()
+}
+
+async fn delete_faults(State(gate): State<Arc<Gate>>) -> StatusCode {
+    gate.clear_faults();
+    StatusCode::NO_CONTENT
 }

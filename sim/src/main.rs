@@ -1,5 +1,6 @@
-//! `rolecall-sim`: run a simulated vendor for the demo, or write the matching
-//! inventory CSV for the scheduler.
+//! `rolecall-sim`: run a simulated vendor for the demo, write the matching
+//! inventory CSV for the scheduler, or observe and steer a running sim from a
+//! script (benchmarks run the sim as a separate process).
 
 use std::collections::HashSet;
 use std::fs;
@@ -13,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use rolecall_sim::inventory::{InventorySpec, build_inventory};
 use rolecall_sim::{RateLimit, SimConfig, generate_population, spawn_on};
 use tracing_subscriber::EnvFilter;
+use url::Url;
 
 #[derive(Parser)]
 #[command(name = "rolecall-sim", version, about)]
@@ -27,6 +29,34 @@ enum Command {
     Serve(ServeArgs),
     /// Write an inventory CSV whose people match what `serve` would serve.
     Inventory(InventoryArgs),
+    /// Print a running sim's stats as JSON.
+    Stats(SimUrl),
+    /// Zero a running sim's counters, timings and request log.
+    Reset(SimUrl),
+    /// Change a running sim's rate limit; the bucket starts full.
+    SetRate(SetRateArgs),
+}
+
+#[derive(Args)]
+struct SimUrl {
+    /// Base URL of the sim, as `serve` logs it (e.g. http://127.0.0.1:8080).
+    #[arg(long)]
+    url: Url,
+}
+
+#[derive(Args)]
+struct SetRateArgs {
+    #[command(flatten)]
+    sim: SimUrl,
+    /// Steady-state requests per second.
+    #[arg(long, required_unless_present = "unlimited", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Token-bucket capacity; defaults to one second's worth of --rate.
+    #[arg(long, requires = "rate")]
+    burst: Option<u32>,
+    /// Remove the limit.
+    #[arg(long, conflicts_with_all = ["rate", "burst"])]
+    unlimited: bool,
 }
 
 /// What decides who exists: `serve` and `inventory` must be given the same values.
@@ -108,14 +138,14 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Inventory(args) => inventory(&args),
+        Command::Stats(sim) => print_stats(&sim).await,
+        Command::Reset(sim) => reset(&sim).await,
+        Command::SetRate(args) => set_rate(&args).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let rate = args.rate.map(|per_second| RateLimit {
-        per_second,
-        burst: args.burst.unwrap_or_else(|| default_burst(per_second)),
-    });
+    let rate = rate_limit(args.rate, args.burst);
     let config = SimConfig {
         users: args.population.users,
         seed: args.population.seed,
@@ -143,6 +173,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     sim.shutdown().await;
     Ok(())
+}
+
+fn rate_limit(rate: Option<f64>, burst: Option<u32>) -> Option<RateLimit> {
+    rate.map(|per_second| RateLimit {
+        per_second,
+        burst: burst.unwrap_or_else(|| default_burst(per_second)),
+    })
+}
+
+/// JSON has no NaN or infinity, so the sim could never be sent one.
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("expected a non-negative number, not {raw:?}")),
+    }
 }
 
 /// One second's worth of requests, and at least one so the sim can answer at all.
@@ -203,4 +248,142 @@ fn inventory(args: &InventoryArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     eprintln!("Wrote {}: {}.", args.out.display(), inventory.summary);
     Ok(())
+}
+
+/// The admin API is on loopback and answers at once; a sim that does not
+/// answer within this is stuck, and a script is better told so.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SimUrl {
+    fn admin(&self, route: &str) -> String {
+        format!("{}/_sim/{route}", self.url.as_str().trim_end_matches('/'))
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
+    let response = request
+        .timeout(ADMIN_TIMEOUT)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the sim to {what}"))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    anyhow::bail!("the sim refused to {what}: {status} {}", body.trim())
+}
+
+async fn print_stats(sim: &SimUrl) -> anyhow::Result<()> {
+    let request = reqwest::Client::new().get(sim.admin("stats"));
+    // Printed as received, so fields a newer sim adds are not lost.
+    let stats: serde_json::Value = send(request, "read its stats")
+        .await?
+        .json()
+        .await
+        .context("the sim's stats are not JSON")?;
+    println!("{}", serde_json::to_string_pretty(&stats)?);
+    Ok(())
+}
+
+async fn reset(sim: &SimUrl) -> anyhow::Result<()> {
+    let request = reqwest::Client::new().post(sim.admin("reset"));
+    send(request, "reset its stats").await?;
+    eprintln!("Stats reset.");
+    Ok(())
+}
+
+async fn set_rate(args: &SetRateArgs) -> anyhow::Result<()> {
+    let rate = rate_limit(args.rate, args.burst);
+    let request = reqwest::Client::new()
+        .put(args.sim.admin("rate"))
+        .json(&rate);
+    let now: Option<RateLimit> = send(request, "change its rate")
+        .await?
+        .json()
+        .await
+        .context("the sim's answer is not a rate")?;
+    match now {
+        Some(RateLimit { per_second, burst }) => {
+            eprintln!("Rate limit now {per_second}/s, burst {burst}.");
+        }
+        None => eprintln!("Rate limit removed."),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from([&["rolecall-sim"], args].concat()).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn stats_and_reset_need_a_url() {
+        let Ok(Command::Stats(sim)) = parse(&["stats", "--url", "http://127.0.0.1:8080"]) else {
+            panic!("stats did not parse");
+        };
+        assert_eq!(sim.admin("stats"), "http://127.0.0.1:8080/_sim/stats");
+        let Ok(Command::Reset(sim)) = parse(&["reset", "--url", "http://localhost:1/"]) else {
+            panic!("reset did not parse");
+        };
+        assert_eq!(sim.admin("reset"), "http://localhost:1/_sim/reset");
+
+        assert!(parse(&["stats"]).is_err());
+        assert!(parse(&["stats", "--url", "not a url"]).is_err());
+    }
+
+    #[test]
+    fn set_rate_takes_a_rate_or_unlimited() {
+        let url = ["set-rate", "--url", "http://127.0.0.1:9"];
+        let rate_of = |extra: &[&str]| match parse(&[&url[..], extra].concat()) {
+            Ok(Command::SetRate(args)) => Ok(rate_limit(args.rate, args.burst)),
+            Ok(_) => panic!("not set-rate"),
+            Err(error) => Err(error.kind()),
+        };
+        assert_eq!(
+            rate_of(&["--rate", "2.5", "--burst", "7"]),
+            Ok(Some(RateLimit {
+                per_second: 2.5,
+                burst: 7
+            }))
+        );
+        assert_eq!(
+            rate_of(&["--rate", "2.5"]),
+            Ok(Some(RateLimit {
+                per_second: 2.5,
+                burst: 3
+            }))
+        );
+        assert_eq!(rate_of(&["--unlimited"]), Ok(None));
+
+        use clap::error::ErrorKind;
+        assert_eq!(rate_of(&[]), Err(ErrorKind::MissingRequiredArgument));
+        assert_eq!(
+            rate_of(&["--burst", "3"]),
+            Err(ErrorKind::MissingRequiredArgument)
+        );
+        for both in [["--rate", "1"], ["--burst", "3"]] {
+            assert_eq!(
+                rate_of(&[&both[..], &["--unlimited"]].concat()),
+                Err(ErrorKind::ArgumentConflict),
+                "{both:?}"
+            );
+        }
+        for bad in ["-1", "NaN", "inf", "fast"] {
+            assert_eq!(
+                rate_of(&[&format!("--rate={bad}")]),
+                Err(ErrorKind::ValueValidation),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

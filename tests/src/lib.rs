@@ -286,7 +286,7 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
         for saas in settings.saas.keys() {
             queues.push(self.names.jobs_queue(saas));
             queues.push(self.names.dead_queue(saas));
-            for delay in &settings.worker.retry_delays {
+            for delay in &settings.worker.delay_queues() {
                 queues.push(self.names.retry_queue(saas, *delay));
             }
         }

@@ -22,6 +22,9 @@ pub enum ErrorClass {
     Auth,
     /// Retrying cannot help: a 4xx, a response we cannot read.
     Permanent,
+    /// Our own rate limiter could not decide (Redis unreachable): hold the
+    /// job until it can; never send without a limit.
+    Unavailable,
 }
 
 impl ErrorClass {
@@ -32,6 +35,7 @@ impl ErrorClass {
             ErrorClass::Throttled(_) => "throttled",
             ErrorClass::Auth => "auth",
             ErrorClass::Permanent => "permanent",
+            ErrorClass::Unavailable => "unavailable",
         }
     }
 }
@@ -80,6 +84,17 @@ pub enum ConnectorError {
     /// The response did not have the vendor's documented shape.
     #[error("vendor response has an unexpected shape: {0}")]
     Decode(String),
+    /// The fleet must wait longer for quota than a job may hold its delivery.
+    #[error("waiting for quota ({reason}) for {wait:?}")]
+    QuotaWait {
+        /// How long until quota is expected.
+        wait: Duration,
+        /// Why (paused by the vendor, rate limit, in-flight cap).
+        reason: &'static str,
+    },
+    /// The fleet-wide rate limiter could not be asked.
+    #[error("{0}")]
+    LimiterUnavailable(String),
 }
 
 impl ConnectorError {
@@ -87,6 +102,8 @@ impl ConnectorError {
     pub fn class(&self) -> ErrorClass {
         match self {
             ConnectorError::Throttled { retry_after, .. } => ErrorClass::Throttled(*retry_after),
+            ConnectorError::QuotaWait { wait, .. } => ErrorClass::Throttled(Some(*wait)),
+            ConnectorError::LimiterUnavailable(_) => ErrorClass::Unavailable,
             ConnectorError::Unauthorized { .. } => ErrorClass::Auth,
             ConnectorError::Upstream { .. }
             | ConnectorError::Transport(_)

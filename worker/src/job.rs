@@ -15,7 +15,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use rolecall_common::amqp::{self, AmqpError};
 use rolecall_common::config::SaasSettings;
-use rolecall_common::ledger::{Finding, Ledger, LedgerError, Recorded};
+use rolecall_common::ledger::{Finding, Ledger, Recorded};
 use rolecall_common::messages::{ATTEMPT_HEADER, AlertKind, AlertV1, ERROR_HEADER, JobV1};
 use rolecall_common::names::Names;
 use tower::ServiceExt;
@@ -79,12 +79,12 @@ pub struct JobContext {
     pub auth_alerted: Mutex<HashMap<String, Instant>>,
     /// How long auth alerts for one SaaS app are suppressed after one is sent.
     pub auth_alert_quiet: Duration,
+    /// Delay queues for jobs waiting for quota.
+    pub defer_delays: Vec<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum InfraError {
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
     #[error(transparent)]
     Amqp(#[from] AmqpError),
 }
@@ -137,12 +137,29 @@ impl JobContext {
             }
             Err(e) => return self.dead_letter(saas, delivery, &e.to_string()).await,
         };
-        if self.ledger.is_done(&job.job_id).await? {
+        let done = loop {
+            match self.ledger.is_done(&job.job_id).await {
+                Ok(done) => break done,
+                Err(e) => self.hold_for_redis(app, &e.to_string()).await,
+            }
+        };
+        if done {
             debug!(job_id = %job.job_id, "Job already recorded; acknowledging the redelivery.");
             return Ok(JobOutcome::Duplicate);
         }
         let attempt = amqp::header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(0);
-        let finding = match app.service.clone().oneshot(job.user.clone()).await {
+        let result = loop {
+            match app.service.clone().oneshot(job.user.clone()).await {
+                // Never call a vendor without the fleet's limit: hold the
+                // delivery (the broker sends no more past the prefetch) until
+                // the limiter answers again.
+                Err(e) if e.class() == ErrorClass::Unavailable => {
+                    self.hold_for_redis(app, &e.to_string()).await
+                }
+                other => break other,
+            }
+        };
+        let finding = match result {
             Ok(Lookup::Found(user)) => {
                 let (mapping, known) = app.settings.map_role(&user.raw_role);
                 if !known {
@@ -169,11 +186,33 @@ impl JobContext {
                 }
             },
         };
-        let recorded = self.ledger.record(&job, &finding).await?;
+        let recorded = loop {
+            match self.ledger.record(&job, &finding).await {
+                Ok(recorded) => break recorded,
+                Err(e) => self.hold_for_redis(app, &e.to_string()).await,
+            }
+        };
         if recorded.run_finished {
             self.announce_run_finished(&job.run_id).await?;
         }
         Ok(JobOutcome::Recorded(recorded))
+    }
+
+    /// Waits until Redis answers again. Holding the delivery (rather than
+    /// requeueing it) neither loses the job nor spends its delivery limit,
+    /// and the full prefetch window stops the broker sending more.
+    async fn hold_for_redis(&self, app: &App, error: &str) {
+        app.metrics.record_held();
+        warn!(saas = %app.settings.name, error, "Redis does not answer; holding this job until it does.");
+        let mut wait = Duration::from_millis(200);
+        loop {
+            tokio::time::sleep(wait).await;
+            if self.ledger.ping().await.is_ok() {
+                info!(saas = %app.settings.name, "Redis answers again; resuming.");
+                return;
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// Decides what a failed lookup becomes: a later attempt (`None`, the job
@@ -195,6 +234,9 @@ impl JobContext {
         // the job's retries.
         if retryable && (throttled || (attempt as usize) < self.retry_delays.len()) {
             let delay = self.retry_delay(attempt, class);
+            if throttled {
+                app.metrics.record_deferred();
+            }
             let next = next_attempt(attempt, class);
             let queue = self.names.retry_queue(saas, delay);
             let props = with_headers(
@@ -208,7 +250,7 @@ impl JobContext {
         let (alert_kind, final_class) = match class {
             ErrorClass::Auth => (AlertKind::AuthFailed, "auth"),
             ErrorClass::Permanent => (AlertKind::JobFailed, "permanent"),
-            ErrorClass::Transient | ErrorClass::Throttled(_) => {
+            ErrorClass::Transient | ErrorClass::Throttled(_) | ErrorClass::Unavailable => {
                 (AlertKind::VendorUnavailable, "exhausted")
             }
         };
@@ -238,15 +280,15 @@ impl JobContext {
     fn retry_delay(&self, attempt: u32, class: ErrorClass) -> Duration {
         let fallback = Duration::from_secs(1);
         match class {
-            // The shortest delay queue that covers the vendor's wait.
+            // The shortest defer queue that covers the wait for quota.
             ErrorClass::Throttled(Some(wait)) => self
-                .retry_delays
+                .defer_delays
                 .iter()
                 .copied()
                 .find(|d| *d >= wait)
-                .or_else(|| self.retry_delays.iter().copied().max())
+                .or_else(|| self.defer_delays.iter().copied().max())
                 .unwrap_or(fallback),
-            ErrorClass::Throttled(None) => self.retry_delays.first().copied().unwrap_or(fallback),
+            ErrorClass::Throttled(None) => self.defer_delays.first().copied().unwrap_or(fallback),
             _ => self
                 .retry_delays
                 .get(attempt as usize)
@@ -316,7 +358,8 @@ impl JobContext {
     }
 
     async fn announce_run_finished(&self, run_id: &str) -> Result<(), InfraError> {
-        let c = self.ledger.run(run_id).await?;
+        // Counters are a courtesy in the alert: Redis trouble must not lose it.
+        let c = self.ledger.run(run_id).await.unwrap_or_default();
         info!(
             run_id,
             checked = c.outcomes(),

@@ -12,6 +12,7 @@ pub mod connectors;
 pub mod error;
 pub mod job;
 pub mod limiter;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 
@@ -31,14 +32,23 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::job::{App, JobContext};
-use crate::limiter::LocalLimiter;
+use crate::limiter::FleetLimiter;
 use crate::metrics::{MetricsSnapshot, VendorMetrics};
 use crate::pipeline::PipelineSettings;
 
 /// A worker, built and validated, ready to run.
 pub struct Worker {
     settings: Settings,
-    apps: Vec<Arc<App>>,
+    apps: Vec<AppParts>,
+    pipeline: PipelineSettings,
+}
+
+/// What a SaaS app keeps across reconnections; its pipeline (and limiter,
+/// which holds a Redis connection) is rebuilt per session.
+struct AppParts {
+    settings: rolecall_common::config::SaasSettings,
+    connector: Arc<dyn connectors::Connector>,
+    metrics: Arc<VendorMetrics>,
 }
 
 impl Worker {
@@ -65,7 +75,7 @@ impl Worker {
             attempt_timeout: settings.worker.attempt_timeout,
             attempts: settings.worker.attempts_in_process.get(),
             backoff_base: Duration::from_millis(200),
-            max_throttle_wait: Duration::from_secs(5),
+            max_throttle_wait: settings.worker.max_hold,
         };
         let mut apps = Vec::new();
         let mut problems = Vec::new();
@@ -75,23 +85,22 @@ impl Worker {
                 .get(name)
                 .with_context(|| format!("worker.saas: `{name}` is not configured"))?;
             match connectors::build(saas, http.clone(), vault) {
-                Ok(connector) => {
-                    let metrics = Arc::new(VendorMetrics::default());
-                    let limiter = Arc::new(LocalLimiter::new(saas.rate));
-                    let service = pipeline::build(connector, limiter, metrics.clone(), &pipeline);
-                    apps.push(Arc::new(App {
-                        settings: saas.clone(),
-                        service,
-                        metrics,
-                    }));
-                }
+                Ok(connector) => apps.push(AppParts {
+                    settings: saas.clone(),
+                    connector,
+                    metrics: Arc::new(VendorMetrics::default()),
+                }),
                 Err(e) => problems.push(e.to_string()),
             }
         }
         if !problems.is_empty() {
             anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
         }
-        Ok(Worker { settings, apps })
+        Ok(Worker {
+            settings,
+            apps,
+            pipeline,
+        })
     }
 
     /// The SaaS apps this worker consumes.
@@ -160,7 +169,7 @@ impl Worker {
             &names,
             &settings.amqp,
             &self.saas(),
-            &settings.worker.retry_delays,
+            &settings.worker.delay_queues(),
         )
         .await
         .context("declaring the RabbitMQ topology")?;
@@ -169,18 +178,39 @@ impl Worker {
             .context("connecting to Redis")?;
         let context = Arc::new(JobContext {
             names: names.clone(),
-            ledger: Ledger::new(redis, names.clone(), &settings.redis),
+            ledger: Ledger::new(redis.clone(), names.clone(), &settings.redis),
             publisher,
             retry_delays: settings.worker.retry_delays.clone(),
             auth_alerted: Mutex::new(HashMap::new()),
             auth_alert_quiet: Duration::from_secs(300),
+            defer_delays: settings.worker.defer_delays.clone(),
         });
 
         let tracker = TaskTracker::new();
         let consumers = CancellationToken::new();
         let mut loops = tokio::task::JoinSet::new();
         let mut channels = Vec::new();
-        for app in &self.apps {
+        for parts in &self.apps {
+            let limiter = Arc::new(FleetLimiter::new(
+                &parts.settings.name,
+                parts.settings.rate,
+                redis.clone(),
+                &names,
+                // A crashed worker's slots free up one attempt later.
+                settings.worker.attempt_timeout + Duration::from_secs(2),
+                // Book slots up to this far ahead; wait beyond it.
+                Duration::from_millis(500),
+            ));
+            let app = Arc::new(App {
+                settings: parts.settings.clone(),
+                service: pipeline::build(
+                    parts.connector.clone(),
+                    limiter,
+                    parts.metrics.clone(),
+                    &self.pipeline,
+                ),
+                metrics: parts.metrics.clone(),
+            });
             // One channel per SaaS app: prefetch is per channel, so a slow
             // vendor only ever holds its own app's deliveries.
             let channel = conn.create_channel().await?;

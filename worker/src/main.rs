@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
 use rolecall_common::{config, telemetry};
 use rolecall_worker::Worker;
@@ -22,6 +22,44 @@ struct Cli {
     /// Validate configuration and credentials, then exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show or change the fleet's vendor limits while it runs.
+    Limits {
+        #[command(subcommand)]
+        action: Option<LimitsAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LimitsAction {
+    /// Show configured, overridden and effective limits, pauses and in-flight counts.
+    Show,
+    /// Override a SaaS app's limits for the whole fleet, without a restart.
+    Set {
+        /// SaaS app.
+        #[arg(long)]
+        saas: String,
+        /// Requests per second.
+        #[arg(long)]
+        per_second: Option<f64>,
+        /// Requests allowed at once.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Requests in flight across the fleet.
+        #[arg(long)]
+        max_in_flight: Option<u32>,
+    },
+    /// Drop a SaaS app's override: the configured limits apply again.
+    Clear {
+        /// SaaS app.
+        #[arg(long)]
+        saas: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,6 +72,16 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.telemetry);
+    if let Some(Command::Limits { action }) = cli.command {
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+        return match runtime.block_on(limits(settings, action.unwrap_or(LimitsAction::Show))) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rolecall-worker: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let vault = Vault::new(settings.credentials.clone());
     let worker = match Worker::build(settings, &vault) {
         Ok(w) => w,
@@ -62,6 +110,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn limits(settings: rolecall_common::Settings, action: LimitsAction) -> anyhow::Result<()> {
+    let mut conn = rolecall_common::ledger::connect(&settings.redis).await?;
+    match action {
+        LimitsAction::Show => {}
+        LimitsAction::Set {
+            saas,
+            per_second,
+            burst,
+            max_in_flight,
+        } => {
+            let change = rolecall_worker::limits::LimitOverride {
+                per_second,
+                burst,
+                max_in_flight,
+            };
+            rolecall_worker::limits::set_override(&settings, &mut conn, &saas, &change).await?;
+        }
+        LimitsAction::Clear { saas } => {
+            rolecall_worker::limits::clear_override(&settings, &mut conn, &saas).await?;
+        }
+    }
+    let statuses = rolecall_worker::limits::status(&settings, &mut conn).await?;
+    print!("{}", rolecall_worker::limits::render(&statuses));
+    Ok(())
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

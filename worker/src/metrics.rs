@@ -21,6 +21,8 @@ pub struct VendorMetrics {
     permanent: AtomicU64,
     latency_us: AtomicU64,
     limiter_wait_us: AtomicU64,
+    deferred: AtomicU64,
+    held_for_redis: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -44,6 +46,10 @@ pub struct MetricsSnapshot {
     pub latency_us: u64,
     /// Total time spent waiting for rate-limit tokens, in microseconds.
     pub limiter_wait_us: u64,
+    /// Jobs parked in a defer queue because quota was far off (a pause).
+    pub deferred: u64,
+    /// Times a job was held because Redis (the limiter, the ledger) did not answer.
+    pub held_for_redis: u64,
 }
 
 impl VendorMetrics {
@@ -59,7 +65,7 @@ impl VendorMetrics {
                 ErrorClass::Transient => &self.transient,
                 ErrorClass::Throttled(_) => &self.throttled,
                 ErrorClass::Auth => &self.auth,
-                ErrorClass::Permanent => &self.permanent,
+                ErrorClass::Permanent | ErrorClass::Unavailable => &self.permanent,
             },
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -69,6 +75,16 @@ impl VendorMetrics {
     pub fn record_wait(&self, waited: Duration) {
         self.limiter_wait_us
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a job parked in a defer queue.
+    pub fn record_deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a job held while Redis did not answer.
+    pub fn record_held(&self) {
+        self.held_for_redis.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reads the counters.
@@ -84,6 +100,8 @@ impl VendorMetrics {
             permanent: r(&self.permanent),
             latency_us: r(&self.latency_us),
             limiter_wait_us: r(&self.limiter_wait_us),
+            deferred: r(&self.deferred),
+            held_for_redis: r(&self.held_for_redis),
         }
     }
 }

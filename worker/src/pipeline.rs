@@ -31,7 +31,7 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 use crate::connectors::{Connector, ConnectorError, Lookup};
 use crate::error::ErrorClass;
-use crate::limiter::Limiter;
+use crate::limiter::{Admission, Lease, Limiter, QuotaHint, quota_hint};
 use crate::metrics::VendorMetrics;
 
 /// A connector wrapped in the pipeline; cheap to clone per job.
@@ -68,6 +68,7 @@ pub fn build(
             inner,
             limiter: limiter.clone(),
             metrics: metrics.clone(),
+            max_hold: settings.max_throttle_wait,
         })
         .layer_fn(|inner| Measured {
             inner,
@@ -108,14 +109,28 @@ impl Service<UserRef> for ConnectorService {
     }
 }
 
-/// Waits for a rate-limit token before each attempt. The wait happens in the
-/// call future (not `poll_ready`) because the service is cloned per job and
-/// the limiter must be shared by all clones.
+tokio::task_local! {
+    /// The vendor's quota headers seen during one attempt, if any.
+    static QUOTA: std::cell::Cell<Option<QuotaHint>>;
+}
+
+/// Called by connectors' response helper: remembers the vendor's quota
+/// headers for the rate-limit layer (a no-op outside the pipeline).
+pub fn observe_quota(headers: &reqwest::header::HeaderMap) {
+    if let Some(hint) = quota_hint(headers) {
+        let _ = QUOTA.try_with(|cell| cell.set(Some(hint)));
+    }
+}
+
+/// Asks the limiter before each attempt and tells it what the vendor said
+/// after. The wait happens in the call future (not `poll_ready`) because the
+/// service is cloned per job and the limiter is shared by all clones.
 #[derive(Clone)]
 struct RateLimited<S> {
     inner: S,
     limiter: Arc<dyn Limiter>,
     metrics: Arc<VendorMetrics>,
+    max_hold: Duration,
 }
 
 impl<S> Service<UserRef> for RateLimited<S>
@@ -135,12 +150,69 @@ where
         let inner = self.inner.clone();
         let limiter = self.limiter.clone();
         let metrics = self.metrics.clone();
+        let max_hold = self.max_hold;
         Box::pin(async move {
             let started = tokio::time::Instant::now();
-            limiter.acquire().await;
+            let mut held = Duration::ZERO;
+            let lease = loop {
+                match limiter.acquire().await {
+                    Err(e) => return Err(ConnectorError::LimiterUnavailable(e.to_string())),
+                    Ok(Admission::Granted { after, lease }) => {
+                        tokio::time::sleep(after).await;
+                        break lease;
+                    }
+                    Ok(Admission::Wait { wait, reason }) => {
+                        // Past the hold budget the job gives its delivery
+                        // back (a defer queue) instead of pinning it.
+                        if held + wait > max_hold {
+                            metrics.record_wait(started.elapsed());
+                            return Err(ConnectorError::QuotaWait {
+                                wait,
+                                reason: reason.as_str(),
+                            });
+                        }
+                        held += wait;
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            };
             metrics.record_wait(started.elapsed());
-            inner.oneshot(user).await
+            let guard = LeaseGuard(lease.map(|l| (limiter.clone(), l)));
+            let (result, hint) = QUOTA
+                .scope(std::cell::Cell::new(None), async move {
+                    let result = inner.oneshot(user).await;
+                    (result, QUOTA.with(|c| c.get()))
+                })
+                .await;
+            guard.release().await;
+            if let Some(hint) = hint {
+                limiter.quota(hint).await;
+            }
+            if let Err(ConnectorError::Throttled { retry_after, .. }) = &result {
+                limiter.throttled(*retry_after).await;
+            }
+            result
         })
+    }
+}
+
+/// Returns an in-flight slot after the call, even when the call future is
+/// dropped (deadline): then a task returns it.
+struct LeaseGuard(Option<(Arc<dyn Limiter>, Lease)>);
+
+impl LeaseGuard {
+    async fn release(mut self) {
+        if let Some((limiter, lease)) = self.0.take() {
+            limiter.release(lease).await;
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some((limiter, lease)) = self.0.take() {
+            tokio::spawn(async move { limiter.release(lease).await });
+        }
     }
 }
 
@@ -181,6 +253,7 @@ where
 struct RetryPolicy {
     attempts_left: u32,
     attempt: u32,
+    throttle_waits_left: u32,
     backoff_base: Duration,
     max_throttle_wait: Duration,
 }
@@ -190,6 +263,7 @@ impl RetryPolicy {
         Self {
             attempts_left: settings.attempts.saturating_sub(1),
             attempt: 0,
+            throttle_waits_left: 3,
             backoff_base: settings.backoff_base,
             max_throttle_wait: settings.max_throttle_wait,
         }
@@ -213,12 +287,21 @@ impl tower::retry::Policy<UserRef, Lookup, ConnectorError> for RetryPolicy {
         result: &mut Result<Lookup, ConnectorError>,
     ) -> Option<Self::Future> {
         let error = result.as_ref().err()?;
-        let wait = match error.class() {
-            // Waiting for quota is not a failure: no attempt is used up, the
-            // job deadline bounds how long we keep waiting.
-            ErrorClass::Throttled(Some(wait)) if wait <= self.max_throttle_wait => wait,
-            ErrorClass::Throttled(Some(_)) => return None,
-            ErrorClass::Throttled(None) | ErrorClass::Transient => {
+        let wait = match (error, error.class()) {
+            // The rate-limit layer already held as long as a job may: the
+            // job goes back to the broker to wait there.
+            (ConnectorError::QuotaWait { .. }, _) => return None,
+            // Waiting for quota is not a failure: it uses up no attempt. A
+            // few waits happen in process, longer ones in a defer queue.
+            (_, ErrorClass::Throttled(wait)) => {
+                let wait = wait.unwrap_or(Duration::from_secs(1));
+                if wait > self.max_throttle_wait || self.throttle_waits_left == 0 {
+                    return None;
+                }
+                self.throttle_waits_left -= 1;
+                wait
+            }
+            (_, ErrorClass::Transient) => {
                 if self.attempts_left == 0 {
                     return None;
                 }
@@ -226,7 +309,7 @@ impl tower::retry::Policy<UserRef, Lookup, ConnectorError> for RetryPolicy {
                 self.attempt += 1;
                 backoff(self.backoff_base, self.attempt)
             }
-            ErrorClass::Auth | ErrorClass::Permanent => return None,
+            (_, ErrorClass::Auth | ErrorClass::Permanent | ErrorClass::Unavailable) => return None,
         };
         Some(Box::pin(tokio::time::sleep(wait)))
     }
@@ -298,6 +381,8 @@ mod tests {
         let limiter = Arc::new(LocalLimiter::new(RateSettings {
             per_second: 1000.0,
             burst: std::num::NonZeroU32::new(100).unwrap(),
+            max_in_flight: None,
+            adaptive: true,
         }));
         let metrics = Arc::new(VendorMetrics::default());
         let svc = build(connector.clone(), limiter, metrics.clone(), &s);
@@ -357,20 +442,20 @@ mod tests {
             })
         };
         let (c, svc, _) = run(
-            vec![
-                throttled(),
-                throttled(),
-                throttled(),
-                throttled(),
-                Ok(Lookup::NotFound),
-            ],
+            vec![throttled(), throttled(), throttled(), Ok(Lookup::NotFound)],
             Duration::ZERO,
             settings(),
         );
         let started = tokio::time::Instant::now();
         assert_eq!(svc.oneshot(user()).await.unwrap(), Lookup::NotFound);
-        assert_eq!(c.calls.load(Ordering::SeqCst), 5);
-        assert!(started.elapsed() >= Duration::from_secs(8));
+        assert_eq!(c.calls.load(Ordering::SeqCst), 4);
+        assert!(started.elapsed() >= Duration::from_secs(6));
+
+        // A fourth throttle in a row sends the job back to the broker to wait there.
+        let (c, svc, _) = run(vec![throttled()], Duration::ZERO, settings());
+        let err = svc.oneshot(user()).await.unwrap_err();
+        assert!(matches!(err.class(), ErrorClass::Throttled(_)));
+        assert_eq!(c.calls.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test(start_paused = true)]

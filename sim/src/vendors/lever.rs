@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Admission, Gate};
+use super::{Admission, Gate, Verdict};
 use crate::population::{Population, SimUser};
 
 /// Lever's preconfigured access roles as the API spells them.
@@ -168,16 +168,27 @@ pub(crate) fn router(lever: Arc<Lever>) -> Router {
         .with_state(lever)
 }
 
-/// Throttle before auth, as the limit is counted per request; then auth.
+/// Throttle before auth, as the limit is counted per request; then injected
+/// faults, which stand in for the vendor failing to serve; then auth.
 async fn guard(State(lever): State<Arc<Lever>>, request: Request, next: Next) -> Response {
-    if let Admission::Throttled { retry_after_secs } = lever.gate.admit().await {
-        return LeverError::TooManyRequests { retry_after_secs }.into_response();
-    }
-    if !lever.authorized(request.headers()) {
-        lever.gate.record_unauthorized();
-        return LeverError::Unauthorized.into_response();
-    }
-    next.run(request).await
+    let Admission { verdict, ticket } = lever.gate.admit();
+    lever.gate.delay().await;
+    let response = match verdict {
+        Verdict::Throttled { retry_after_secs } => {
+            LeverError::TooManyRequests { retry_after_secs }.into_response()
+        }
+        Verdict::Faulted {
+            status,
+            retry_after_secs,
+        } => injected(status, retry_after_secs),
+        Verdict::Admitted if !lever.authorized(request.headers()) => {
+            lever.gate.record_unauthorized();
+            LeverError::Unauthorized.into_response()
+        }
+        Verdict::Admitted => next.run(request).await,
+    };
+    ticket.answered(response.status().as_u16());
+    response
 }
 
 #[derive(Deserialize)]
@@ -373,8 +384,7 @@ impl LeverError {
 impl IntoResponse for LeverError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = Json(json!({ "code": code, "message": self.to_string() }));
-        let mut response = (status, body).into_response();
+        let mut response = error_response(status, code, &self.to_string());
         let headers = response.headers_mut();
         match self {
             Self::TooManyRequests { retry_after_secs } => {
@@ -390,6 +400,38 @@ impl IntoResponse for LeverError {
         }
         response
     }
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "code": code, "message": message }))).into_response()
+}
+
+/// An injected status in the shape Lever answers it, so clients parse it
+/// exactly as they would the real thing.
+fn injected(status: u16, retry_after_secs: Option<u64>) -> Response {
+    // Faults are validated when injected; a 500 is the honest fallback anyway.
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (code, message) = match status {
+        StatusCode::TOO_MANY_REQUESTS => ("TooManyRequestsError", "Rate limit exceeded"),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "ServiceUnavailableError",
+            "The service is temporarily unavailable",
+        ),
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            ("InternalServerError", "An unexpected error occurred")
+        }
+        other => (
+            "Error",
+            other.canonical_reason().unwrap_or("Injected fault"),
+        ),
+    };
+    let mut response = error_response(status, code, message);
+    if let Some(secs) = retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 #[cfg(test)]

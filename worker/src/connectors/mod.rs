@@ -81,6 +81,7 @@ pub(crate) async fn read_json(
 ) -> Result<serde_json::Value, ConnectorError> {
     let status = response.status();
     let headers = response.headers().clone();
+    crate::pipeline::observe_quota(&headers);
     let body = response.bytes().await?;
     if !status.is_success() {
         let code = serde_json::from_slice::<serde_json::Value>(&body)
