@@ -98,6 +98,7 @@ app.conf.update(
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    worker_prefetch_multiplier=S.prefetch_multiplier,
 )
 
 

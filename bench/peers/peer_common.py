@@ -69,11 +69,12 @@ class Settings:
     limiter: str          # dramatiq only: "window" or "bucket"
     bucket_ms: int        # dramatiq only, for limiter == "bucket"
     http_timeout_s: float
+    prefetch_multiplier: int  # celery only (worker_prefetch_multiplier)
 
     FIELDS = (
         "namespace", "sim_url", "api_key", "rate", "workers", "threads", "redis_url",
         "amqp_url", "max_retries", "min_backoff_ms", "max_backoff_ms", "limiter",
-        "bucket_ms", "http_timeout_s",
+        "bucket_ms", "http_timeout_s", "prefetch_multiplier",
     )
 
     def to_env(self) -> dict:
@@ -97,6 +98,7 @@ class Settings:
             max_retries=int(g("max_retries")), min_backoff_ms=int(g("min_backoff_ms")),
             max_backoff_ms=int(g("max_backoff_ms")), limiter=g("limiter"),
             bucket_ms=int(g("bucket_ms")), http_timeout_s=float(g("http_timeout_s")),
+            prefetch_multiplier=int(g("prefetch_multiplier")),
         )
 
 
@@ -225,6 +227,8 @@ def parse_args(peer: str, argv=None) -> tuple[argparse.Namespace, Settings]:
                    help="dramatiq only: WindowRateLimiter(window=1s) or BucketRateLimiter (default window)")
     p.add_argument("--bucket-ms", type=int, default=1000,
                    help="dramatiq only, --limiter bucket: bucket length; the limit is scaled to R*bucket/1000")
+    p.add_argument("--prefetch-multiplier", type=int, default=4,
+                   help="celery only: worker_prefetch_multiplier (default 4, Celery's default)")
     p.add_argument("--http-timeout", type=float, default=10.0, help="per-request HTTP timeout, seconds")
     p.add_argument("--pidfile", default=None, help="(run_peer.sh) file to record worker process-group ids in")
     args = p.parse_args(argv)
@@ -241,6 +245,7 @@ def parse_args(peer: str, argv=None) -> tuple[argparse.Namespace, Settings]:
         workers=args.workers, threads=args.threads, redis_url=args.redis_url, amqp_url=args.amqp_url,
         max_retries=args.max_retries, min_backoff_ms=args.min_backoff_ms, max_backoff_ms=args.max_backoff_ms,
         limiter=args.limiter, bucket_ms=args.bucket_ms, http_timeout_s=args.http_timeout,
+        prefetch_multiplier=args.prefetch_multiplier,
     )
     return args, settings
 

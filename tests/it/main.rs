@@ -5,3 +5,4 @@ mod bad_config;
 mod bad_input;
 mod failures;
 mod happy_path;
+mod limits;

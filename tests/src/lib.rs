@@ -83,6 +83,11 @@ impl TestEnv {
     /// Configuration text for the given apps under this namespace; `extra`
     /// is appended (more tables, overrides).
     pub fn config_text(&self, apps: &[AppSpec<'_>], extra: &str) -> String {
+        self.config_text_with_redis(apps, extra, &redis_url())
+    }
+
+    /// Like [`TestEnv::config_text`], with another Redis.
+    pub fn config_text_with_redis(&self, apps: &[AppSpec<'_>], extra: &str, redis: &str) -> String {
         let mut text = format!(
             r#"
 namespace = "{ns}"
@@ -103,7 +108,6 @@ log_level = "warn"
 "#,
             ns = self.namespace,
             amqp = amqp_url(),
-            redis = redis_url(),
         );
         for app in apps {
             text.push_str(&format!(
@@ -279,6 +283,19 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
         }
     }
 
+    /// Deletes this namespace's Redis keys.
+    pub async fn cleanup_keys(&self) {
+        let mut conn = self.redis.clone();
+        let keys = self.scan(&format!("{}*", self.names.key_prefix())).await;
+        for chunk in keys.chunks(500) {
+            let _: () = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL works");
+        }
+    }
+
     /// Deletes this namespace's queues and keys.
     pub async fn cleanup(&self, settings: &Settings) {
         let channel = self.amqp.create_channel().await.expect("a channel");
@@ -349,4 +366,159 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+/// A `rolecall-worker` process, stopped with SIGTERM when dropped.
+pub struct WorkerProcess {
+    child: std::process::Child,
+    _config: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    /// Starts the worker binary with `config_text` and the sim key for every
+    /// credential it names.
+    pub fn spawn(config_text: &str, settings: &Settings) -> WorkerProcess {
+        let (dir, path) = temp_file("rolecall.toml", config_text);
+        let vault = Vault::with_env(settings.credentials.clone(), HashMap::new());
+        let mut cmd = std::process::Command::new(
+            workspace_binary("rolecall-worker").expect("the worker binary is built"),
+        );
+        cmd.arg("--config").arg(&path).env("RUST_LOG", "error");
+        for saas in settings.saas.values() {
+            cmd.env(vault.env_var(&saas.credential), SIM_KEY);
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the worker starts");
+        WorkerProcess {
+            child,
+            _config: dir,
+        }
+    }
+
+    /// Asks the worker to stop (SIGTERM) and waits for it.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("the worker is reaped");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A private `redis-server` (installed by scripts/services.sh) that a test
+/// may kill and restart. It keeps an append-only file with fsync on every
+/// write, so a restart loses nothing that was acknowledged.
+pub struct RedisProcess {
+    child: Option<std::process::Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisProcess {
+    /// Starts one and waits until it answers.
+    pub async fn start() -> RedisProcess {
+        let mut r = RedisProcess {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temp dir"),
+        };
+        r.restart().await;
+        r
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills it abruptly (SIGKILL), as a crash or a network cut would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/services.sh installs it)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.answers().await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl RedisProcess {
+    async fn answers(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+        pong.is_ok()
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

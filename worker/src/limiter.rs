@@ -114,6 +114,11 @@ pub trait Limiter: Send + Sync + 'static {
     async fn throttled(&self, retry_after: Option<Duration>);
     /// The vendor reported its remaining quota.
     async fn quota(&self, hint: QuotaHint);
+    /// How long the vendor's pause still lasts, if one started after a slot
+    /// was booked (checked before a booked request goes out).
+    async fn pause_remaining(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Paces requests in this process only (governor). The fleet limiter uses
@@ -431,6 +436,23 @@ impl Limiter for FleetLimiter {
         let pause = retry_after.unwrap_or(Duration::from_secs(1));
         warn!(saas = %self.saas, pause_ms = pause.as_millis() as u64, "Vendor throttled a request; pausing the fleet for this SaaS app.");
         self.signal(pause, true).await;
+    }
+
+    async fn pause_remaining(&self) -> Option<Duration> {
+        let mut conn = self.conn.clone();
+        let until: Option<u64> = redis::cmd("GET")
+            .arg(&self.pause_key)
+            .query_async(&mut conn)
+            .await
+            .ok()
+            .flatten();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()?
+            .as_millis() as u64;
+        until
+            .filter(|u| *u > now)
+            .map(|u| Duration::from_millis(u - now))
     }
 
     async fn quota(&self, hint: QuotaHint) {

@@ -158,7 +158,21 @@ where
                 match limiter.acquire().await {
                     Err(e) => return Err(ConnectorError::LimiterUnavailable(e.to_string())),
                     Ok(Admission::Granted { after, lease }) => {
-                        tokio::time::sleep(after).await;
+                        if !after.is_zero() {
+                            tokio::time::sleep(after).await;
+                            // The vendor may have paused the fleet while this
+                            // slot was booked. The booking is then stale: wait
+                            // out the pause and ask again, or every booked
+                            // request would fire together when it ends.
+                            if let Some(pause) = limiter.pause_remaining().await {
+                                if let Some(lease) = lease {
+                                    limiter.release(lease).await;
+                                }
+                                held += pause;
+                                tokio::time::sleep(pause).await;
+                                continue;
+                            }
+                        }
                         break lease;
                     }
                     Ok(Admission::Wait { wait, reason }) => {

@@ -1,0 +1,469 @@
+//! Fleet-wide vendor limits: several worker processes share one quota.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rolecall_common::config::{self, RateSettings};
+use rolecall_common::ledger::{self, Ledger};
+use rolecall_scheduler::{RunOnceOptions, run_once};
+use rolecall_sim::{Fault, RateLimit, SimConfig, SimHandle};
+use rolecall_tests::{AppSpec, RedisProcess, TestEnv, WorkerProcess, temp_file};
+use rolecall_worker::limiter::{Admission, FleetLimiter, Limiter, WaitReason};
+
+fn rate(per_second: f64, burst: u32, max_in_flight: Option<u32>) -> RateSettings {
+    RateSettings {
+        per_second,
+        burst: NonZeroU32::new(burst).unwrap(),
+        max_in_flight: max_in_flight.and_then(NonZeroU32::new),
+        adaptive: true,
+    }
+}
+
+fn limiter(env: &TestEnv, rate: RateSettings) -> Arc<FleetLimiter> {
+    Arc::new(FleetLimiter::new(
+        "vendor",
+        rate,
+        env.redis.clone(),
+        &env.names,
+        Duration::from_secs(2),
+        Duration::from_millis(500),
+    ))
+}
+
+/// Takes one request's worth of quota the way the pipeline does.
+async fn take(l: &dyn Limiter) -> Option<rolecall_worker::limiter::Lease> {
+    loop {
+        match l.acquire().await.expect("Redis answers") {
+            Admission::Granted { after, lease } => {
+                tokio::time::sleep(after).await;
+                return lease;
+            }
+            Admission::Wait { wait, .. } => tokio::time::sleep(wait).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_limiters_share_one_rate_exactly() {
+    let env = TestEnv::new().await;
+    let per_second = 100.0;
+    let burst = 5;
+    let limiters: Vec<_> = (0..4)
+        .map(|_| limiter(&env, rate(per_second, burst, None)))
+        .collect();
+    let started = Instant::now();
+    let run_for = Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for l in &limiters {
+        // Each "worker" runs 8 concurrent jobs, as a prefetch would.
+        for _ in 0..8 {
+            let l = l.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut sent = Vec::new();
+                while started.elapsed() < run_for {
+                    take(l.as_ref()).await;
+                    sent.push(started.elapsed());
+                }
+                sent
+            }));
+        }
+    }
+    let mut sent: Vec<Duration> = Vec::new();
+    for t in tasks {
+        sent.extend(t.await.unwrap());
+    }
+    sent.retain(|t| *t < run_for);
+    let allowed = per_second * run_for.as_secs_f64() + f64::from(burst);
+    assert!(
+        sent.len() as f64 <= allowed + 1.0,
+        "{} sent, {allowed} allowed",
+        sent.len()
+    );
+    assert!(
+        sent.len() as f64 >= 0.95 * per_second * run_for.as_secs_f64(),
+        "only {} sent",
+        sent.len()
+    );
+    // No sliding second holds more than rate + burst.
+    sent.sort();
+    let mut peak = 0;
+    let mut start = 0;
+    for end in 0..sent.len() {
+        while sent[end] - sent[start] >= Duration::from_secs(1) {
+            start += 1;
+        }
+        peak = peak.max(end - start + 1);
+    }
+    assert!(
+        peak as f64 <= per_second + f64::from(burst) + 1.0,
+        "peak {peak}"
+    );
+    env.cleanup_keys().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_cap_holds_across_workers_and_a_dead_workers_slots_expire() {
+    let env = TestEnv::new().await;
+    let a = limiter(&env, rate(1000.0, 100, Some(3)));
+    let b = limiter(&env, rate(1000.0, 100, Some(3)));
+    let l1 = take(a.as_ref()).await.expect("a lease");
+    let _l2 = take(b.as_ref()).await.expect("a lease");
+    let _l3 = take(a.as_ref()).await.expect("a lease");
+    match b.acquire().await.unwrap() {
+        Admission::Wait { reason, .. } => assert_eq!(reason, WaitReason::InFlight),
+        other => panic!("a fourth request must wait, got {other:?}"),
+    }
+    a.release(l1).await;
+    assert!(matches!(
+        b.acquire().await.unwrap(),
+        Admission::Granted { .. }
+    ));
+    // Nobody releases the others (their worker "died"): they expire after the 2 s lease.
+    match b.acquire().await.unwrap() {
+        Admission::Wait { reason, .. } => assert_eq!(reason, WaitReason::InFlight),
+        other => panic!("the cap is still full, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(matches!(
+        b.acquire().await.unwrap(),
+        Admission::Granted { .. }
+    ));
+    env.cleanup_keys().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_pauses_every_limiter_and_slows_the_fleet_until_it_recovers() {
+    let env = TestEnv::new().await;
+    let a = limiter(&env, rate(100.0, 10, None));
+    let b = limiter(&env, rate(100.0, 10, None));
+    a.throttled(Some(Duration::from_secs(2))).await;
+    match b.acquire().await.unwrap() {
+        Admission::Wait { wait, reason } => {
+            assert_eq!(reason, WaitReason::Paused);
+            assert!(
+                wait > Duration::from_millis(1500) && wait <= Duration::from_secs(2),
+                "{wait:?}"
+            );
+        }
+        other => panic!("the other worker must be paused too, got {other:?}"),
+    }
+    let settings = env.settings(&[]);
+    let mut conn = env.redis.clone();
+    let mut cfg = settings.clone();
+    cfg.saas.insert(
+        "vendor".into(),
+        config::from_toml(&limits_app_toml()).unwrap().saas["vendor"].clone(),
+    );
+    let status = &rolecall_worker::limits::status(&cfg, &mut conn)
+        .await
+        .unwrap()[0];
+    assert!(
+        (status.factor - 0.7).abs() < 0.01,
+        "one decrease: {status:?}"
+    );
+    assert!(
+        (status.effective_per_second - 70.0).abs() < 1.0,
+        "{status:?}"
+    );
+    assert!(status.paused_for.is_some());
+    // +5 % per second: after the 2 s pause and 2 more seconds, 0.9.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = &rolecall_worker::limits::status(&cfg, &mut conn)
+        .await
+        .unwrap()[0];
+    assert!(status.factor > 0.85 && status.factor < 0.95, "{status:?}");
+    assert!(matches!(
+        b.acquire().await.unwrap(),
+        Admission::Granted { .. }
+    ));
+    env.cleanup_keys().await;
+}
+
+fn limits_app_toml() -> String {
+    r#"
+[saas.vendor]
+connector = "lever"
+base_url = "http://127.0.0.1:9"
+credential = "vendor"
+rate = { per_second = 100, burst = 10 }
+"#
+    .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_override_changes_the_fleet_rate_without_a_restart() {
+    let env = TestEnv::new().await;
+    let l = limiter(&env, rate(1000.0, 1, None));
+    let mut cfg = env.settings(&[]);
+    cfg.saas.insert(
+        "vendor".into(),
+        config::from_toml(&limits_app_toml()).unwrap().saas["vendor"].clone(),
+    );
+    let mut conn = env.redis.clone();
+    rolecall_worker::limits::set_override(
+        &cfg,
+        &mut conn,
+        "vendor",
+        &rolecall_worker::limits::LimitOverride {
+            per_second: Some(10.0),
+            burst: Some(1),
+            max_in_flight: None,
+        },
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    for _ in 0..6 {
+        take(l.as_ref()).await;
+    }
+    // 1 at once, then 5 more at 100 ms each.
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    let status = &rolecall_worker::limits::status(&cfg, &mut conn)
+        .await
+        .unwrap()[0];
+    assert_eq!(status.override_per_second, Some(10.0));
+    assert!((status.effective_per_second - 10.0).abs() < 0.01);
+    rolecall_worker::limits::clear_override(&cfg, &mut conn, "vendor")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..20 {
+        take(l.as_ref()).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "back to 1000/s: {:?}",
+        started.elapsed()
+    );
+    env.cleanup_keys().await;
+}
+
+// --- Worker processes against the simulated vendor --------------------------
+
+async fn sim(per_second: f64, burst: u32, users: usize) -> SimHandle {
+    rolecall_sim::spawn(SimConfig {
+        users,
+        seed: 5,
+        rate: Some(RateLimit { per_second, burst }),
+        latency: Duration::from_millis(20),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn inventory(sim: &SimHandle, saas: &str, jobs: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let mut csv = String::from("saas,user_id,email,status\n");
+    for (i, user) in sim.population().users.iter().take(jobs).enumerate() {
+        // One user in twenty is unknown to the vendor.
+        let email = if i % 20 == 0 {
+            format!("gone.{i}@example.com")
+        } else {
+            user.email.clone()
+        };
+        csv.push_str(&format!("{saas},u{i},{email},active\n"));
+    }
+    temp_file("inventory.csv", &csv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_keep_to_the_vendors_limit_and_use_it() {
+    let env = TestEnv::new().await;
+    let sim = sim(50.0, 10, 500).await;
+    let text = env.config_text(
+        &[AppSpec {
+            name: "lever",
+            sim: &sim,
+            per_second: 50.0,
+            burst: 5,
+        }],
+        "",
+    );
+    let settings = config::from_toml(&text).unwrap();
+    let workers: Vec<_> = (0..3)
+        .map(|_| WorkerProcess::spawn(&text, &settings))
+        .collect();
+    let (_dir, path) = inventory(&sim, "lever", 450);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory: path,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
+        .await;
+    for w in workers {
+        assert!(w.stop().success());
+    }
+    assert_eq!(counters.outcomes(), 450);
+    assert_eq!(counters.failed, 0);
+    let stats = sim.stats();
+    assert_eq!(stats.throttled, 0, "no 429 at steady state: {stats:?}");
+    assert!(stats.peak_1s <= 55, "{stats:?}");
+    let span_s = (stats.last_request_unix_ms.unwrap() - stats.first_request_unix_ms.unwrap())
+        as f64
+        / 1000.0;
+    let achieved = stats.accepted as f64 / span_s;
+    assert!(
+        achieved >= 0.9 * 50.0,
+        "the fleet used {achieved:.1}/s of 50/s"
+    );
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_pauses_every_worker() {
+    let env = TestEnv::new().await;
+    let sim = sim(60.0, 10, 400).await;
+    let text = env.config_text(
+        &[AppSpec {
+            name: "lever",
+            sim: &sim,
+            per_second: 40.0,
+            burst: 5,
+        }],
+        "",
+    );
+    let settings = config::from_toml(&text).unwrap();
+    let workers: Vec<_> = (0..3)
+        .map(|_| WorkerProcess::spawn(&text, &settings))
+        .collect();
+    let (_dir, path) = inventory(&sim, "lever", 300);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory: path,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    // Let the fleet get going, then have the vendor say "429, come back in 3 s".
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sim.stats().accepted < 60 {
+        assert!(Instant::now() < deadline, "the fleet never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.inject(Fault {
+        status: 429,
+        retry_after: Some(Duration::from_secs(3)),
+        count: 1,
+    });
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
+        .await;
+    for w in workers {
+        assert!(w.stop().success());
+    }
+    assert_eq!(counters.outcomes(), 300);
+    assert_eq!(
+        counters.failed, 0,
+        "the throttled job was deferred, not failed"
+    );
+
+    let log = sim.requests();
+    let t0 = log
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("the injected 429")
+        .at_unix_ms;
+    // Requests already on the wire when the 429 was sent may still land just
+    // after it; none may be sent during the rest of the pause.
+    let during: Vec<_> = log
+        .iter()
+        .filter(|r| r.at_unix_ms > t0 + 150 && r.at_unix_ms < t0 + 2900)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "{} requests during the pause: {during:?}",
+        during.len()
+    );
+    let after = log
+        .iter()
+        .filter(|r| r.at_unix_ms >= t0 + 2900 && r.status == 200)
+        .count();
+    assert!(after > 0, "the fleet resumed");
+    assert_eq!(sim.stats().throttled, 1, "one 429, then silence");
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_stops_limited_work_without_losing_a_job() {
+    let env = TestEnv::new().await;
+    let mut redis = RedisProcess::start().await;
+    let sim = sim(200.0, 20, 400).await;
+    let text = env.config_text_with_redis(
+        &[AppSpec {
+            name: "lever",
+            sim: &sim,
+            per_second: 40.0,
+            burst: 5,
+        }],
+        "",
+        &redis.url(),
+    );
+    let settings = config::from_toml(&text).unwrap();
+    let workers: Vec<_> = (0..3)
+        .map(|_| WorkerProcess::spawn(&text, &settings))
+        .collect();
+    let (_dir, path) = inventory(&sim, "lever", 300);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory: path,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sim.stats().accepted < 80 {
+        assert!(Instant::now() < deadline, "the fleet never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.kill();
+    // Calls already granted finish; then nothing goes out without the limiter.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = sim.stats().requests;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = sim.stats().requests;
+    assert_eq!(during, before, "no vendor call while Redis is down");
+    assert!(before < 300, "the outage hit mid-run");
+
+    redis.restart().await;
+    let conn = ledger::connect(&settings.redis).await.unwrap();
+    let ledger = Ledger::new(conn, env.names.clone(), &settings.redis);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let counters = loop {
+        let c = ledger.run(&report.run_id).await.unwrap();
+        if c.finished_at.is_some() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the run never finished: {c:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for w in workers {
+        assert!(w.stop().success());
+    }
+    assert_eq!(counters.outcomes(), 300, "{counters:?}");
+    assert_eq!(counters.failed, 0);
+    assert_eq!(sim.stats().throttled, 0);
+    // Every job reached the vendor once: none lost, none sent twice.
+    assert_eq!(sim.stats().requests, 300);
+    env.cleanup(&settings).await;
+}
