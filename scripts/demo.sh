@@ -48,9 +48,6 @@ for _ in $(seq 100); do [ -s "$demo/sim.port" ] && break; sleep 0.1; done
 [ -s "$demo/sim.port" ] || { echo "the sim did not start; see $demo/sim.log" >&2; exit 1; }
 port=$(cat "$demo/sim.port")
 
-# Limits are per worker process until the fleet-wide limiter lands, so the
-# vendor's quota is split between the workers.
-per_worker=$(python3 -c "print(round($FLEET_RATE / $WORKERS, 2))")
 cat >"$demo/rolecall.toml" <<TOML
 namespace = "demo"
 [telemetry]
@@ -60,7 +57,8 @@ connector = "lever"
 base_url = "http://127.0.0.1:$port"
 credential = "lever-demo"
 deactivate_missing = true
-rate = { per_second = $per_worker, burst = 5 }
+# The whole fleet shares this limit (a GCRA in Redis), however many workers run.
+rate = { per_second = $FLEET_RATE, burst = 5, max_in_flight = 16 }
 default_role = { role = "unknown", seat_price = 0.0 }
 [saas.lever_demo.roles]
 "super admin" = { role = "admin", seat_price = 45.0 }
@@ -94,4 +92,6 @@ print(f"|----------|-------------|----------------------|-----------------------
 limit = f"{rate:g}/s + {burst}"
 print(f"| {s['requests']:8} | {s['throttled']:11} | {s['peak_1s']:20} | {limit:<27} |")
 PY
+say "The fleet's limits now"
+"$bin/rolecall-worker" limits show
 say "Logs: $demo/*.log"

@@ -467,3 +467,38 @@ async fn losing_redis_stops_limited_work_without_losing_a_job() {
     assert_eq!(sim.stats().requests, 300);
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_quota_headers_slow_the_fleet_before_a_429() {
+    use rolecall_worker::limiter::QuotaHint;
+    use std::time::SystemTime;
+    let env = TestEnv::new().await;
+    let a = limiter(&env, rate(100.0, 10, None));
+    let b = limiter(&env, rate(100.0, 10, None));
+    // Plenty left: nothing changes.
+    a.quota(QuotaHint { limit: Some(600), remaining: Some(400), reset_at: None }).await;
+    assert!(matches!(b.acquire().await.unwrap(), Admission::Granted { .. }));
+    // Under 10 % left: the fleet slows down (one multiplicative decrease).
+    a.quota(QuotaHint { limit: Some(600), remaining: Some(30), reset_at: None }).await;
+    let mut cfg = env.settings(&[]);
+    cfg.saas.insert("vendor".into(), config::from_toml(&limits_app_toml()).unwrap().saas["vendor"].clone());
+    let mut conn = env.redis.clone();
+    let status = &rolecall_worker::limits::status(&cfg, &mut conn).await.unwrap()[0];
+    assert!(status.factor < 0.75, "{status:?}");
+    assert!(status.paused_for.is_none());
+    // Spent: nobody sends until the window resets.
+    a.quota(QuotaHint {
+        limit: Some(600),
+        remaining: Some(0),
+        reset_at: Some(SystemTime::now() + Duration::from_secs(2)),
+    })
+    .await;
+    match b.acquire().await.unwrap() {
+        Admission::Wait { reason, wait } => {
+            assert_eq!(reason, WaitReason::Paused);
+            assert!(wait > Duration::from_millis(500), "{wait:?}");
+        }
+        other => panic!("the fleet must wait for the reset, got {other:?}"),
+    }
+    env.cleanup_keys().await;
+}
