@@ -94,7 +94,7 @@ import logging  # noqa: E402
 
 import dramatiq  # noqa: E402
 from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: E402
-from dramatiq.middleware import CurrentMessage, Middleware  # noqa: E402
+from dramatiq.middleware import CurrentMessage, Middleware, Retries  # noqa: E402
 from dramatiq.rate_limits import BucketRateLimiter, WindowRateLimiter  # noqa: E402
 from dramatiq.rate_limits.backends import RedisBackend  # noqa: E402
 from dramatiq.errors import RateLimitExceeded  # noqa: E402
@@ -112,7 +112,9 @@ if not os.environ.get("ROLECALL_PEER_VERBOSE"):
 class Outcome(Middleware):
     """Bookkeeping only: worker readiness and final outcomes, in Redis.
 
-    Added after Retries, so `message.failed` is already decided when we look.
+    Added *before* Retries in the middleware list: dramatiq runs the after_*
+    hooks in reverse order, so Retries has decided `message.failed` (retries
+    exhausted, or a `throws` exception) by the time we look.
     """
 
     def after_worker_boot(self, broker, worker):
@@ -132,7 +134,7 @@ class Outcome(Middleware):
 
 broker = RabbitmqBroker(url=S.amqp_url)
 broker.add_middleware(CurrentMessage())
-broker.add_middleware(Outcome())
+broker.add_middleware(Outcome(), before=Retries)
 dramatiq.set_broker(broker)
 
 _backend = RedisBackend(client=R)
