@@ -7,6 +7,15 @@ cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 
+# A real third-party SCIM 2.0 server for the SCIM connector's tests, in a
+# throwaway virtualenv (reused while it has the pinned version).
+venv="${ROLECALL_TEST_VENV:-${TMPDIR:-/tmp}/rolecall-test-venv}"
+if ! "$venv/bin/pip" show scim2-server 2>/dev/null | grep -q '^Version: 0.8.3$'; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'scim2-server==0.8.3'
+fi
+export ROLECALL_SCIM2_SERVER="$venv/bin/scim2-server"
+
 # The end-to-end tests run the binaries (bad-config checks): build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked

@@ -47,6 +47,9 @@ struct Args {
     /// Scenarios: steady, halved.
     #[arg(long, value_delimiter = ',', default_value = "steady,halved")]
     scenarios: Vec<String>,
+    /// Give up on a peer run after this many seconds (its row then says how far it got).
+    #[arg(long, default_value_t = 600)]
+    peer_timeout_s: u64,
 }
 
 /// One row of the result table.
@@ -292,6 +295,7 @@ async fn run_peer(
         ])
         .arg("--emails")
         .arg(&emails)
+        .args(["--timeout", &args.peer_timeout_s.to_string()])
         .stderr(Stdio::inherit())
         .output()
         .await?;
@@ -299,7 +303,8 @@ async fn run_peer(
     if let Some(h) = halving {
         h.abort();
     }
-    if !output.status.success() {
+    // Exit 3 is a hard timeout: the JSON still says how far the peer got.
+    if !output.status.success() && output.status.code() != Some(3) {
         bail!("run_peer.sh {peer} exited with {}", output.status);
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -309,8 +314,13 @@ async fn run_peer(
         .context("run_peer.sh printed nothing")?;
     let result: serde_json::Value =
         serde_json::from_str(line).context("run_peer.sh's last line is JSON")?;
+    let timed_out = result["status"].as_str() == Some("timeout");
     Ok(Row {
-        system: peer.into(),
+        system: if timed_out {
+            format!("{peer} (stopped at {} s)", args.peer_timeout_s)
+        } else {
+            peer.into()
+        },
         rate,
         scenario: scenario.into(),
         jobs: result["jobs"].as_u64().unwrap_or(0) as usize,

@@ -32,16 +32,34 @@ pub const ENV_PREFIX: &str = "ROLECALL";
 pub enum ConnectorKind {
     /// Lever API v1 (Basic auth with the API key as user name).
     Lever,
+    /// Mosyle Business (`/v1`) or Manager (`/v2`): session login, user list.
+    Mosyle,
+    /// Any SCIM 2.0 server (Miro, Okta-style, Slack-style presets).
+    Scim,
+    /// Okta Users API (SSWS token), admin roles from `/users/{id}/roles`.
+    Okta,
+    /// A declarative HTTP preset: a vendor described by data, not code.
+    Http,
 }
 
 impl ConnectorKind {
     /// Every connector, for error messages and contract tests.
-    pub const ALL: [ConnectorKind; 1] = [ConnectorKind::Lever];
+    pub const ALL: [ConnectorKind; 5] = [
+        ConnectorKind::Lever,
+        ConnectorKind::Mosyle,
+        ConnectorKind::Scim,
+        ConnectorKind::Okta,
+        ConnectorKind::Http,
+    ];
 
     /// The name used in configuration files.
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectorKind::Lever => "lever",
+            ConnectorKind::Mosyle => "mosyle",
+            ConnectorKind::Scim => "scim",
+            ConnectorKind::Okta => "okta",
+            ConnectorKind::Http => "http",
         }
     }
 
@@ -214,6 +232,7 @@ impl Default for RawScheduler {
 pub struct RawCredentials {
     pub env_prefix: String,
     pub dir: Option<PathBuf>,
+    pub vault: Option<RawVault>,
 }
 
 impl Default for RawCredentials {
@@ -221,8 +240,32 @@ impl Default for RawCredentials {
         Self {
             env_prefix: "ROLECALL_SECRET_".into(),
             dir: None,
+            vault: None,
         }
     }
+}
+
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawVault {
+    pub address: String,
+    #[serde(default = "default_mount")]
+    pub mount: String,
+    #[serde(default)]
+    pub path_prefix: String,
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_mount() -> String {
+    "secret".into()
+}
+
+fn default_token_env() -> String {
+    "VAULT_TOKEN".into()
 }
 
 #[allow(missing_docs)]
@@ -262,6 +305,10 @@ pub struct RawSaas {
     pub roles: BTreeMap<String, RawRole>,
     #[serde(default)]
     pub default_role: Option<RawRole>,
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 #[allow(missing_docs)]
@@ -373,6 +420,23 @@ pub struct CredentialSettings {
     pub env_prefix: String,
     /// Folder of mounted secret files (a Kubernetes Secret volume).
     pub dir: Option<PathBuf>,
+    /// HashiCorp Vault KV v2, asked when neither the environment nor the folder has it.
+    pub vault: Option<VaultSettings>,
+}
+
+/// Where HashiCorp Vault is and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    /// Vault's address, e.g. `https://vault:8200`.
+    pub address: Url,
+    /// The KV v2 mount (`secret`).
+    pub mount: String,
+    /// Prefix of every credential's path under the mount.
+    pub path_prefix: String,
+    /// Environment variable holding the Vault token.
+    pub token_env: String,
+    /// File holding the Vault token (read when the variable is unset).
+    pub token_file: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -414,6 +478,10 @@ pub struct SaasSettings {
     pub roles: HashMap<String, RoleMapping>,
     /// Mapping for roles missing from `roles`; such roles are reported.
     pub default_role: RoleMapping,
+    /// Connector-specific options (checked by the connector when the worker builds it).
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// User actions beyond role lookup this app allows (off unless listed).
+    pub actions: Vec<crate::messages::Action>,
 }
 
 impl WorkerSettings {
@@ -631,6 +699,27 @@ impl RawSettings {
         if self.credentials.env_prefix.is_empty() {
             bad("credentials.env_prefix".into(), "must not be empty".into());
         }
+        let vault = match &self.credentials.vault {
+            None => None,
+            Some(v) => match Url::parse(&v.address) {
+                Ok(address) if matches!(address.scheme(), "http" | "https") => {
+                    Some(VaultSettings {
+                        address,
+                        mount: v.mount.trim_matches('/').to_string(),
+                        path_prefix: v.path_prefix.trim_start_matches('/').to_string(),
+                        token_env: v.token_env.clone(),
+                        token_file: v.token_file.clone(),
+                    })
+                }
+                _ => {
+                    bad(
+                        "credentials.vault.address".into(),
+                        "must be an http(s) URL".into(),
+                    );
+                    None
+                }
+            },
+        };
 
         let mut saas = BTreeMap::new();
         for (name, raw) in self.saas {
@@ -686,6 +775,7 @@ impl RawSettings {
             credentials: CredentialSettings {
                 env_prefix: self.credentials.env_prefix,
                 dir: self.credentials.dir,
+                vault,
             },
             telemetry: TelemetrySettings {
                 log_format,
@@ -831,6 +921,26 @@ fn validate_saas(
             },
         );
     }
+    let mut actions = Vec::new();
+    for (i, action_name) in raw.actions.iter().enumerate() {
+        match crate::messages::Action::parse(action_name) {
+            Some(crate::messages::Action::LookupRole) | None => {
+                bad(
+                    format!("saas.{name}.actions[{i}]"),
+                    format!(
+                        "`{action_name}` is not an action (known: {})",
+                        crate::messages::Action::CHANGES
+                            .iter()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                ok = false;
+            }
+            Some(action) => actions.push(action),
+        }
+    }
     let default_role = raw
         .default_role
         .map(|r| RoleMapping {
@@ -851,6 +961,8 @@ fn validate_saas(
         rate: rate?,
         roles,
         default_role,
+        options: raw.options,
+        actions,
     })
     .filter(|_| ok)
 }

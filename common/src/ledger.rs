@@ -44,10 +44,10 @@ pub async fn connect(settings: &RedisSettings) -> Result<ConnectionManager, Ledg
 const COMPLETE_FN: &str = r#"
 local function complete(run_key, now)
   local r = redis.call('HMGET', run_key, 'publishing_done', 'published',
-    'succeeded', 'inactive', 'not_found', 'failed', 'finished_at')
+    'succeeded', 'inactive', 'not_found', 'failed', 'finished_at', 'acted')
   if r[1] ~= '1' or r[7] then return 0 end
   local done = (tonumber(r[3]) or 0) + (tonumber(r[4]) or 0)
-             + (tonumber(r[5]) or 0) + (tonumber(r[6]) or 0)
+             + (tonumber(r[5]) or 0) + (tonumber(r[6]) or 0) + (tonumber(r[8]) or 0)
   if done >= (tonumber(r[2]) or 0) then
     redis.call('HSET', run_key, 'finished_at', now)
     return 1
@@ -59,8 +59,9 @@ end
 /// KEYS: done, role, run, roles tally, unknown roles, events.
 /// ARGV: job_id, done_ttl_s, now, counters (comma list), tally role
 /// ("saas:role" or ""), seat price, unknown raw role ("" or "saas:raw"),
-/// new raw role ("" when not found), number of role-hash pairs N, N pairs,
-/// then event pairs (none when no event).
+/// new raw role ("" when not found), number of role-hash pairs N, whether
+/// the hash is replaced (1) or updated (0), N pairs, then event pairs (none
+/// when no event).
 /// Returns -1 for a duplicate, 1 when this outcome finished the run, else 0.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -75,15 +76,15 @@ if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[7], 1) end
 local old = redis.call('HGET', KEYS[2], 'role')
 local n = tonumber(ARGV[9])
 local kv = {{}}
-for i = 10, 9 + 2 * n do kv[#kv + 1] = ARGV[i] end
-redis.call('DEL', KEYS[2])
+for i = 11, 10 + 2 * n do kv[#kv + 1] = ARGV[i] end
+if ARGV[10] == '1' then redis.call('DEL', KEYS[2]) end
 redis.call('HSET', KEYS[2], unpack(kv))
 if ARGV[8] ~= '' and old and old ~= '' and old ~= ARGV[8] then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', '100000', '*', 'type', 'role_changed',
     'saas', redis.call('HGET', KEYS[2], 'saas'), 'user_id', redis.call('HGET', KEYS[2], 'user_id'),
     'old_role', old, 'new_role', ARGV[8], 'run_id', redis.call('HGET', KEYS[2], 'run_id'), 'at', ARGV[3])
 end
-local first = 10 + 2 * n
+local first = 11 + 2 * n
 if #ARGV >= first then
   local ev = {{}}
   for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
@@ -127,6 +128,15 @@ pub enum Finding {
     },
     /// The vendor does not know the user.
     NotFound,
+    /// A change at the vendor was made (deactivate, create, update).
+    Acted {
+        /// Which action.
+        action: String,
+        /// What the vendor did.
+        detail: String,
+        /// The user's id at the vendor, when known.
+        vendor_user_id: Option<String>,
+    },
     /// We could not find out (permanent error or retries exhausted).
     Failed {
         /// Classification: `permanent`, `exhausted`, ….
@@ -166,6 +176,8 @@ pub struct RunCounters {
     pub deactivated: u64,
     /// Jobs that failed for good.
     pub failed: u64,
+    /// Changes made at vendors (action jobs).
+    pub acted: u64,
     /// Whether the scheduler has published every job.
     pub publishing_done: bool,
     /// When the run started (RFC 3339).
@@ -177,7 +189,7 @@ pub struct RunCounters {
 impl RunCounters {
     /// Jobs with an outcome.
     pub fn outcomes(&self) -> u64 {
-        self.succeeded + self.inactive + self.not_found + self.failed
+        self.succeeded + self.inactive + self.not_found + self.failed + self.acted
     }
 
     fn from_hash(h: &HashMap<String, String>) -> Self {
@@ -191,6 +203,7 @@ impl RunCounters {
             not_found: n("not_found"),
             deactivated: n("deactivated"),
             failed: n("failed"),
+            acted: n("acted"),
             publishing_done: h.get("publishing_done").is_some_and(|v| v == "1"),
             started_at: h.get("started_at").cloned(),
             finished_at: h.get("finished_at").cloned(),
@@ -352,6 +365,21 @@ impl Ledger {
                 fields.extend([("found", "0".to_string()), ("status", "not_found".into())]);
                 deactivated = job.deactivate_missing;
             }
+            Finding::Acted {
+                action,
+                detail,
+                vendor_user_id,
+            } => {
+                counters.push_str("acted");
+                fields.extend([
+                    ("last_action", action.clone()),
+                    ("last_action_detail", detail.clone()),
+                    ("last_action_at", now.clone()),
+                ]);
+                if let Some(id) = vendor_user_id {
+                    fields.push(("vendor_user_id", id.clone()));
+                }
+            }
             Finding::Failed { class, error } => {
                 counters.push_str("failed");
                 fields.extend([
@@ -361,7 +389,11 @@ impl Ledger {
                 ]);
             }
         }
-        fields.push(("deactivated", bool_str(deactivated)));
+        let acted = matches!(finding, Finding::Acted { .. });
+        if !acted {
+            // An action leaves the user's last lookup (role, seat) in place.
+            fields.push(("deactivated", bool_str(deactivated)));
+        }
         if deactivated {
             counters.push_str(",deactivated");
         }
@@ -382,9 +414,25 @@ impl Ledger {
             .arg(seat_price)
             .arg(&unknown)
             .arg(&new_role)
-            .arg(fields.len());
+            .arg(fields.len())
+            .arg(if acted { "0" } else { "1" });
         for (k, v) in &fields {
             invocation.arg(*k).arg(v);
+        }
+        if let Finding::Acted { action, detail, .. } = finding {
+            for (k, v) in [
+                ("type", "action_done"),
+                ("action", action),
+                ("detail", detail),
+                ("saas", &job.saas),
+                ("user_id", &job.user.id),
+                ("email", &job.user.email),
+                ("run_id", &job.run_id),
+                ("job_id", &job.job_id),
+                ("at", &now),
+            ] {
+                invocation.arg(k).arg(v);
+            }
         }
         if deactivated {
             let reason = if matches!(finding, Finding::NotFound) {

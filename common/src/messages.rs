@@ -17,11 +17,45 @@ pub const ATTEMPT_HEADER: &str = "x-rolecall-attempt";
 pub const ERROR_HEADER: &str = "x-rolecall-error";
 
 /// What a job asks the worker to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Find the user at the vendor and record their role.
     LookupRole,
+    /// Deactivate the user at the vendor (Lever, SCIM `active=false`).
+    DeactivateUser,
+    /// Create the user at the vendor (Mosyle), from the job's attributes.
+    CreateUser,
+    /// Update the user at the vendor (Mosyle), from the job's attributes.
+    UpdateUser,
+}
+
+impl Action {
+    /// Actions that change something at the vendor; each SaaS app must enable them.
+    pub const CHANGES: [Action; 3] = [
+        Action::DeactivateUser,
+        Action::CreateUser,
+        Action::UpdateUser,
+    ];
+
+    /// The name used in jobs and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::LookupRole => "lookup_role",
+            Action::DeactivateUser => "deactivate_user",
+            Action::CreateUser => "create_user",
+            Action::UpdateUser => "update_user",
+        }
+    }
+
+    /// Parses a name (`deactivate_user` or `deactivate-user`).
+    pub fn parse(name: &str) -> Option<Action> {
+        let name = name.replace('-', "_");
+        [Action::LookupRole]
+            .into_iter()
+            .chain(Action::CHANGES)
+            .find(|a| a.as_str() == name)
+    }
 }
 
 /// The SaaS user a job is about.
@@ -53,6 +87,9 @@ pub struct JobV1 {
     pub user: UserRef,
     /// Whether a user the vendor does not know is to be deactivated.
     pub deactivate_missing: bool,
+    /// Fields for create/update actions (name, type, …); empty for lookups.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
     /// When the scheduler published it.
     pub enqueued_at: DateTime<Utc>,
 }
@@ -165,6 +202,7 @@ mod tests {
                 external_id: None,
             },
             deactivate_missing: true,
+            attributes: Default::default(),
             enqueued_at: "2026-11-23T02:00:01Z".parse().unwrap(),
         }
     }

@@ -210,6 +210,85 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
     Ok(report)
 }
 
+/// A change at a vendor for one user (deactivate, create, update), asked by
+/// an operator or an automation.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    /// SaaS app.
+    pub saas: String,
+    /// What to do.
+    pub action: Action,
+    /// For whom.
+    pub user: UserRef,
+    /// Fields for create/update.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// Publishes one action job as a run of its own, through the same queues
+/// and limits as lookups. Refuses actions the SaaS app does not enable.
+pub async fn enqueue_action(settings: &Settings, request: ActionRequest) -> anyhow::Result<String> {
+    let saas = settings
+        .saas
+        .get(&request.saas)
+        .with_context(|| format!("SaaS app `{}` is not configured", request.saas))?;
+    if request.action == Action::LookupRole {
+        bail!("lookups come from run-once; actions are deactivate_user, create_user, update_user");
+    }
+    if !saas.actions.contains(&request.action) {
+        bail!(
+            "saas.{}.actions does not enable {}: changes at a vendor are off unless configured",
+            request.saas,
+            request.action.as_str()
+        );
+    }
+    let names = Names::new(&settings.namespace);
+    let conn = amqp::connect(&settings.amqp, "rolecall-scheduler")
+        .await
+        .context("connecting to RabbitMQ")?;
+    let channel = amqp::confirmed_channel(&conn).await?;
+    let all_saas: Vec<String> = settings.saas.keys().cloned().collect();
+    amqp::declare_topology(
+        &channel,
+        &names,
+        &settings.amqp,
+        &all_saas,
+        &settings.worker.delay_queues(),
+    )
+    .await?;
+    let redis = ledger::connect(&settings.redis).await?;
+    let ledger = Ledger::new(redis, names.clone(), &settings.redis);
+    let started_at = Utc::now();
+    let run_id = format!(
+        "{}-{}-{}",
+        request.action.as_str(),
+        started_at.format("%Y%m%dT%H%M%SZ"),
+        &ulid::Ulid::new().to_string()[20..]
+    );
+    ledger.start_run(&run_id, started_at, "action").await?;
+    let job = JobV1 {
+        v: JOB_VERSION,
+        job_id: ulid::Ulid::new().to_string(),
+        run_id: run_id.clone(),
+        saas: request.saas.clone(),
+        action: request.action,
+        user: request.user,
+        deactivate_missing: false,
+        attributes: request.attributes,
+        enqueued_at: started_at,
+    };
+    amqp::publish_confirmed(
+        &channel,
+        &names.jobs_exchange(),
+        &job.saas,
+        &job.encode(),
+        amqp::job_properties(&job, 0),
+    )
+    .await?;
+    ledger.finish_publishing(&run_id, 1, 0, 0).await?;
+    let _ = conn.close(200, "action published".into()).await;
+    Ok(run_id)
+}
+
 async fn settle<F>(
     in_flight: &mut FuturesUnordered<F>,
     exchange: &str,
@@ -243,6 +322,7 @@ fn job_for(run_id: &str, row: &InventoryRow, deactivate_missing: bool) -> JobV1 
             external_id: row.external_id.clone(),
         },
         deactivate_missing,
+        attributes: Default::default(),
         enqueued_at: Utc::now(),
     }
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use rolecall_common::ledger::{self, Ledger};
+use rolecall_common::messages::{Action, UserRef};
 use rolecall_common::{Names, Settings, config, telemetry};
 use rolecall_scheduler::inventory::Format;
-use rolecall_scheduler::{RunOnceOptions, run_once, summary};
+use rolecall_scheduler::{ActionRequest, RunOnceOptions, enqueue_action, run_once, summary};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,32 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Ask a vendor to change one user (deactivate, create, update), through
+    /// the same queues and limits as lookups. Off unless the SaaS app's
+    /// `actions` enable it.
+    Act {
+        /// SaaS app.
+        #[arg(long)]
+        saas: String,
+        /// deactivate-user, create-user or update-user.
+        #[arg(long)]
+        action: String,
+        /// The user's id in the system of record.
+        #[arg(long)]
+        user_id: String,
+        /// The user's e-mail.
+        #[arg(long)]
+        email: String,
+        /// The user's id at the vendor, if known.
+        #[arg(long)]
+        external_id: Option<String>,
+        /// Fields for create/update, as key=value (repeatable).
+        #[arg(long = "attr", value_parser = parse_attr)]
+        attributes: Vec<(String, String)>,
+        /// Wait until the worker has done it and print the result.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Print the summary of a run.
     Summary {
         /// The run id printed by run-once.
@@ -55,6 +82,13 @@ enum Command {
     },
     /// Validate the configuration and exit.
     CheckConfig,
+}
+
+fn parse_attr(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not key=value"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -139,6 +173,60 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                         report.run_id
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Act {
+            saas,
+            action,
+            user_id,
+            email,
+            external_id,
+            attributes,
+            wait,
+        } => {
+            let action =
+                Action::parse(&action).with_context(|| format!("`{action}` is not an action"))?;
+            let run_id = enqueue_action(
+                &settings,
+                ActionRequest {
+                    saas: saas.clone(),
+                    action,
+                    user: UserRef {
+                        id: user_id.clone(),
+                        email,
+                        external_id,
+                    },
+                    attributes: attributes.into_iter().collect(),
+                },
+            )
+            .await?;
+            println!(
+                "{} for {user_id} at {saas} queued (run {run_id})",
+                action.as_str()
+            );
+            if wait {
+                let ledger = open_ledger(&settings).await?;
+                let (counters, finished) =
+                    summary::follow(&ledger, &run_id, Duration::from_secs(300), false).await?;
+                let result = ledger.user_result(&saas, &user_id).await?;
+                if !finished || counters.failed > 0 {
+                    anyhow::bail!(
+                        "{} did not succeed: {}",
+                        action.as_str(),
+                        result
+                            .get("error")
+                            .cloned()
+                            .unwrap_or_else(|| "still pending".into())
+                    );
+                }
+                println!(
+                    "done: {}",
+                    result
+                        .get("last_action_detail")
+                        .cloned()
+                        .unwrap_or_default()
+                );
             }
             Ok(())
         }

@@ -68,6 +68,7 @@ pub fn render(
         ("  inactive at vendor", counters.inactive.to_string()),
         ("  not found", counters.not_found.to_string()),
         ("  failed", counters.failed.to_string()),
+        ("  changes made (actions)", counters.acted.to_string()),
         ("deactivated", counters.deactivated.to_string()),
         ("malformed inventory rows", counters.rejected.to_string()),
         ("rows not selected", counters.skipped.to_string()),

@@ -35,7 +35,7 @@ pub struct Fault {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FaultError {
     /// Success or informational statuses would not be faults, and would not
-    /// fit Lever's error body.
+    /// fit a vendor's error body.
     #[error("an injected status must be between 400 and 599, not {0}")]
     Status(u16),
 }

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use crate::population::Population;
+use crate::vendors::Vendor;
 
 /// Mixed into the seed so the inventory's draws never mirror the population's.
 const INVENTORY_SALT: u64 = 0x1D7E_A70F_0000_0002;
@@ -47,6 +48,11 @@ pub struct InventorySpec {
     pub inactive_ratio: f64,
     pub seed: u64,
     pub email_domain: String,
+    /// GitHub is looked up by login, not email, so for GitHub every row's
+    /// `external_id` is the person's login (`SimUser::github_login`; for
+    /// people the vendor doesn't know, a login nobody has). Other vendors get
+    /// `ext-N` on a share of rows.
+    pub vendor: Vendor,
 }
 
 /// One CSV row; field order is the CSV column order.
@@ -109,13 +115,16 @@ pub fn build_inventory(
     let missing = ratio_of(users, spec.missing_ratio);
     let total = users + missing;
 
-    let known = population.users.iter().map(|u| u.email.clone());
-    let unknown = (1..=missing).map(|n| format!("gone.{n}@{domain}"));
+    let known = population
+        .users
+        .iter()
+        .map(|u| (u.email.clone(), u.github_login.clone()));
+    let unknown = (1..=missing).map(|n| (format!("gone.{n}@{domain}"), format!("gone-{n}")));
     let mut rng = StdRng::seed_from_u64(spec.seed ^ INVENTORY_SALT);
     let mut rows: Vec<InventoryRow> = known
         .chain(unknown)
         .enumerate()
-        .map(|(r, email)| InventoryRow {
+        .map(|(r, (email, login))| InventoryRow {
             saas: spec.saas[r % spec.saas.len()].clone(),
             user_id: format!("u-{:06}", r + 1),
             email: if r % CAPITALISE_EVERY == CAPITALISE_EVERY - 1 {
@@ -123,10 +132,11 @@ pub fn build_inventory(
             } else {
                 email
             },
-            external_id: if rng.random_bool(EXTERNAL_ID_SHARE) {
-                format!("ext-{}", r + 1)
-            } else {
-                String::new()
+            // Drawn for every vendor, so the other columns do not depend on it.
+            external_id: match (rng.random_bool(EXTERNAL_ID_SHARE), spec.vendor) {
+                (_, Vendor::Github) => login,
+                (true, _) => format!("ext-{}", r + 1),
+                (false, _) => String::new(),
             },
             status: "active".to_owned(),
             last_login: last_login(&mut rng),
@@ -249,6 +259,7 @@ mod tests {
             inactive_ratio: 0.02,
             seed: 42,
             email_domain: "example.com".to_owned(),
+            vendor: Vendor::Lever,
         }
     }
 
@@ -310,6 +321,32 @@ mod tests {
                 capitalised: 75,
             }
         );
+    }
+
+    #[test]
+    fn github_rows_carry_the_login() {
+        let population =
+            crate::generate_vendor_population(Vendor::Github, 50, 42, "example.com", 0.05);
+        let spec = InventorySpec {
+            vendor: Vendor::Github,
+            ..spec(&["gh"])
+        };
+        let Ok(inventory) = build_inventory(&population, &spec) else {
+            panic!("inventory failed");
+        };
+        let Ok(lever) = build_inventory(&population, &self::spec(&["gh"])) else {
+            panic!("inventory failed");
+        };
+        for (r, (row, plain)) in inventory.rows.iter().zip(&lever.rows).enumerate() {
+            if r < 50 {
+                assert_eq!(row.external_id, population.users[r].github_login);
+            } else {
+                assert_eq!(row.external_id, format!("gone-{}", r - 49));
+                assert!(population.by_github_login(&row.external_id).is_none());
+            }
+            // Only the external id differs from the default inventory.
+            assert_eq!((&row.email, &row.status), (&plain.email, &plain.status));
+        }
     }
 
     #[test]

@@ -4,8 +4,26 @@
 //! the wire — payload shapes, auth, paging, rate limits — but whose users are
 //! known in advance and whose load can be measured from the vendor's side.
 //!
-//! Routes: `/v1/...` is Lever's API; `/_sim/...` controls and observes the sim
-//! (no auth, never throttled, never counted):
+//! A sim serves one [`Vendor`] (`SimConfig::vendor`, Lever by default), at the
+//! vendor's own paths:
+//!
+//! | vendor | routes | credentials |
+//! |---|---|---|
+//! | Lever | `GET /v1/users`, `GET /v1/users/{id}` | Basic, `api_key` as user name |
+//! | Mosyle Business | `POST /v1/login`, `POST /v1/users` (`list_users`, `create_user`, `update_user`) | header `accessToken: <api_key>`; login with `login_email`/`login_password` → `Authorization: Bearer` session (`session_ttl`) |
+//! | Mosyle Manager | `POST /v2/login`, `POST /v2/listusers` | `accessToken` in the JSON body; login as above |
+//! | Miro SCIM | `GET /api/v1/scim/Users[?filter]`, `GET`/`PATCH /api/v1/scim/Users/{id}` | `Bearer <api_key>` |
+//! | generic SCIM | as Miro under `/scim/v2`, plus `GET /scim/v2/ServiceProviderConfig` | `Bearer <api_key>` |
+//! | Okta | `GET /api/v1/users[?search]`, `GET /api/v1/users/{id or login}`, `GET /api/v1/users/{id}/roles` | `SSWS <api_key>` |
+//! | GitHub | `GET /orgs/{github_org}/memberships/{username}`, `GET /orgs/{github_org}/members` | `Bearer <api_key>` (or `token`) |
+//! | Zoom | `GET /v2/users/{id or email}`, `GET /v2/users` | `Bearer <api_key>` |
+//!
+//! Every vendor route passes the same gate: throttle, injected faults,
+//! latency, auth, handler; refusals come in the vendor's own error shape.
+//! [`SimUser`] documents how each vendor shows a user's role and status.
+//!
+//! `/_sim/...` controls and observes the sim (no auth, never throttled, never
+//! counted):
 //!
 //! - `GET /_sim/stats`: [`StatsSnapshot`]
 //! - `GET /_sim/requests`: the request log, `[RequestRecord]`
@@ -26,6 +44,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -39,42 +58,75 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use faults::{Fault, FaultError};
-pub use population::{Population, SimUser, generate_population};
+pub use population::{Population, SimUser, generate_population, generate_vendor_population};
 pub use stats::{REQUEST_LOG_CAPACITY, RequestRecord, StatsSnapshot};
 pub use throttle::RateLimit;
+pub use vendors::Vendor;
+pub use vendors::github::GITHUB_ROLES;
 pub use vendors::lever::LEVER_ROLES;
+pub use vendors::mosyle::{MOSYLE_BUSINESS_TYPES, MOSYLE_MANAGER_TYPES};
+pub use vendors::okta::OKTA_ROLES;
+pub use vendors::scim::{MIRO_ROLES, MIRO_USER_TYPES, SCIM_ENTITLEMENTS, SCIM_ROLES};
+pub use vendors::zoom::{ZOOM_ROLES, ZOOM_TYPES};
 
 use vendors::Gate;
+use vendors::github::Github;
 use vendors::lever::{self, Lever};
+use vendors::mosyle::{Mosyle, MosyleSettings, Product};
+use vendors::okta::Okta;
+use vendors::scim::{Flavor, Scim};
+use vendors::zoom::Zoom;
 
 /// How long [`SimHandle::shutdown`] lets in-flight requests finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct SimConfig {
+    /// Which vendor to serve.
+    pub vendor: Vendor,
     /// Population size.
     pub users: usize,
     pub seed: u64,
     pub email_domain: String,
-    /// The Lever API key the sim accepts.
+    /// The vendor's main secret: Lever API key, Mosyle access token, Miro or
+    /// SCIM bearer token, Okta SSWS token, GitHub token, Zoom bearer token.
     pub api_key: String,
+    /// Mosyle: the admin whose email and password `/login` accepts.
+    pub login_email: String,
+    pub login_password: String,
+    /// Mosyle: how long a login's bearer stays valid (24 h, as Mosyle
+    /// documents; tests shorten it to see clients log in again).
+    pub session_ttl: Duration,
+    /// Mosyle's list page size; the generic SCIM provider's default and
+    /// maximum `count`. Miro keeps its documented 100 / 1000.
+    pub page_size: usize,
+    /// GitHub: the organisation whose memberships the sim answers.
+    pub github_org: String,
     /// `None` means unlimited.
     pub rate: Option<RateLimit>,
-    /// Added to every `/v1` response, throttled ones included.
+    /// Added to every vendor response, throttled ones included.
     pub latency: Duration,
-    /// Share of vendor users with `deactivatedAt` set.
+    /// Share of vendor users deactivated (how that shows is per vendor, see
+    /// [`SimUser`]).
     pub deactivated_ratio: f64,
-    /// Lookups of these emails (any case) always answer 500.
+    /// Lookups of these emails (any case) always answer 500 (Lever email
+    /// lookups, SCIM and Okta searches, Okta/Zoom/GitHub single-user reads).
     pub fail_emails: HashSet<String>,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
+            vendor: Vendor::Lever,
             users: 100,
             seed: 1,
             email_domain: "example.com".to_owned(),
             api_key: "sim-lever-key".to_owned(),
+            login_email: "admin@example.com".to_owned(),
+            login_password: "sim-password".to_owned(),
+            session_ttl: Duration::from_secs(24 * 60 * 60),
+            page_size: 50,
+            github_org: "acme".to_owned(),
             rate: None,
             latency: Duration::ZERO,
             deactivated_ratio: 0.05,
@@ -83,14 +135,20 @@ impl Default for SimConfig {
     }
 }
 
-/// Hand-written so that logging a config never prints the API key.
+/// Hand-written so that logging a config never prints a secret.
 impl fmt::Debug for SimConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimConfig")
+            .field("vendor", &self.vendor)
             .field("users", &self.users)
             .field("seed", &self.seed)
             .field("email_domain", &self.email_domain)
             .field("api_key", &"<redacted>")
+            .field("login_email", &self.login_email)
+            .field("login_password", &"<redacted>")
+            .field("session_ttl", &self.session_ttl)
+            .field("page_size", &self.page_size)
+            .field("github_org", &self.github_org)
             .field("rate", &self.rate)
             .field("latency", &self.latency)
             .field("deactivated_ratio", &self.deactivated_ratio)
@@ -123,21 +181,16 @@ pub async fn spawn_on(config: SimConfig, bind: SocketAddr) -> anyhow::Result<Sim
         .map_err(|source| SimError::Bind { addr: bind, source })?;
     let addr = listener.local_addr().map_err(SimError::LocalAddr)?;
 
-    let population = Arc::new(generate_population(
+    let population = Arc::new(generate_vendor_population(
+        config.vendor,
         config.users,
         config.seed,
         &config.email_domain,
         config.deactivated_ratio,
     ));
     let gate = Arc::new(Gate::new(config.rate, config.latency));
-    let lever = Arc::new(Lever::new(
-        population.clone(),
-        &config.api_key,
-        &config.fail_emails,
-        gate.clone(),
-    ));
-    let app = Router::new()
-        .nest("/v1", lever::router(lever))
+    let logins = Arc::new(AtomicU64::new(0));
+    let app = vendor_router(&config, &population, &gate, &logins)
         .nest("/_sim", admin_router(gate.clone()));
 
     let (stop, stopped) = oneshot::channel::<()>();
@@ -153,15 +206,95 @@ pub async fn spawn_on(config: SimConfig, bind: SocketAddr) -> anyhow::Result<Sim
             tracing::error!(%error, "sim server failed");
         }
     });
-    tracing::debug!(%addr, users = config.users, seed = config.seed, "sim started");
+    tracing::debug!(%addr, vendor = %config.vendor, users = config.users, seed = config.seed, "sim started");
 
     Ok(SimHandle {
         addr,
         population,
         gate,
+        logins,
         stop: Some(stop),
         task: Some(task),
     })
+}
+
+fn vendor_router(
+    config: &SimConfig,
+    population: &Arc<Population>,
+    gate: &Arc<Gate>,
+    logins: &Arc<AtomicU64>,
+) -> Router {
+    let gate = gate.clone();
+    let mosyle = |product| {
+        let settings = MosyleSettings {
+            access_token: config.api_key.clone(),
+            login_email: config.login_email.clone(),
+            login_password: config.login_password.clone(),
+            session_ttl: config.session_ttl,
+            page_size: config.page_size,
+        };
+        vendors::mosyle::router(Arc::new(Mosyle::new(
+            product,
+            population,
+            settings,
+            logins.clone(),
+            gate.clone(),
+        )))
+    };
+    let scim = |flavor: Flavor| {
+        let scim = Scim::new(
+            flavor,
+            population,
+            &config.api_key,
+            config.page_size,
+            &config.fail_emails,
+            gate.clone(),
+        );
+        Router::new().nest(flavor.base_path(), vendors::scim::router(Arc::new(scim)))
+    };
+    match config.vendor {
+        Vendor::Lever => {
+            let lever = Lever::new(
+                population.clone(),
+                &config.api_key,
+                &config.fail_emails,
+                gate.clone(),
+            );
+            Router::new().nest("/v1", lever::router(Arc::new(lever)))
+        }
+        Vendor::MosyleBusiness => Router::new().nest("/v1", mosyle(Product::Business)),
+        Vendor::MosyleManager => Router::new().nest("/v2", mosyle(Product::Manager)),
+        Vendor::MiroScim => scim(Flavor::Miro),
+        Vendor::Scim => scim(Flavor::Generic),
+        Vendor::Okta => {
+            let okta = Okta::new(
+                population,
+                &config.api_key,
+                &config.fail_emails,
+                gate.clone(),
+            );
+            Router::new().nest("/api/v1", vendors::okta::router(Arc::new(okta)))
+        }
+        Vendor::Github => {
+            let github = Github::new(
+                population,
+                &config.github_org,
+                &config.api_key,
+                &config.fail_emails,
+                gate.clone(),
+            );
+            vendors::github::router(Arc::new(github))
+        }
+        Vendor::Zoom => {
+            let zoom = Zoom::new(
+                population,
+                &config.api_key,
+                &config.fail_emails,
+                gate.clone(),
+            );
+            Router::new().nest("/v2", vendors::zoom::router(Arc::new(zoom)))
+        }
+    }
 }
 
 /// The running sim; dropping it stops the server.
@@ -169,6 +302,7 @@ pub struct SimHandle {
     addr: SocketAddr,
     population: Arc<Population>,
     gate: Arc<Gate>,
+    logins: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -178,7 +312,7 @@ impl SimHandle {
         self.addr
     }
 
-    /// No trailing slash: callers append `/v1/...`.
+    /// No trailing slash: callers append the vendor path (`/v1/...`, `/orgs/...`).
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -187,8 +321,17 @@ impl SimHandle {
         self.gate.stats()
     }
 
+    /// The users as generated. Writes made over the vendor API (Mosyle
+    /// `create_user`/`update_user`, SCIM `PATCH`) are not reflected here:
+    /// read them back over HTTP.
     pub fn population(&self) -> &Population {
         &self.population
+    }
+
+    /// Successful Mosyle logins so far (0 for other vendors): lets a test
+    /// prove a client reuses its session, and renews it when it expires.
+    pub fn login_count(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
     }
 
     /// Takes effect for the next request, with a full bucket.
@@ -196,7 +339,7 @@ impl SimHandle {
         self.gate.set_rate(rate);
     }
 
-    /// The last [`REQUEST_LOG_CAPACITY`] `/v1` requests, oldest arrival first,
+    /// The last [`REQUEST_LOG_CAPACITY`] vendor requests, oldest arrival first,
     /// for checks a counter cannot express (rate over any window, what
     /// followed a 429). A request whose client disconnected before the answer
     /// is logged with status 499.

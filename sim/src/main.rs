@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use rolecall_sim::inventory::{InventorySpec, build_inventory};
-use rolecall_sim::{RateLimit, SimConfig, generate_population, spawn_on};
+use rolecall_sim::{RateLimit, SimConfig, Vendor, generate_vendor_population, spawn_on};
 use tracing_subscriber::EnvFilter;
 use url::Url;
 
@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the Lever API over HTTP until interrupted.
+    /// Serve one vendor's API over HTTP until interrupted.
     Serve(ServeArgs),
     /// Write an inventory CSV whose people match what `serve` would serve.
     Inventory(InventoryArgs),
@@ -83,7 +83,7 @@ struct ServeArgs {
     /// Token-bucket capacity; defaults to one second's worth of --rate.
     #[arg(long, requires = "rate")]
     burst: Option<u32>,
-    /// Delay added to every /v1 response.
+    /// Delay added to every vendor response.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
     /// Share of vendor users that are deactivated.
@@ -98,14 +98,43 @@ struct ServeArgs {
     /// Where to write the bound port number, for scripts.
     #[arg(long)]
     port_file: Option<PathBuf>,
-    /// The Lever API key to accept.
+    /// Which vendor to serve.
+    #[arg(long, value_enum, default_value_t = Vendor::Lever)]
+    vendor: Vendor,
+    /// The vendor's main secret: Lever API key, Mosyle access token, Miro or
+    /// SCIM bearer token, Okta SSWS token, GitHub or Zoom token. Falls back to
+    /// $SIM_LEVER_API_KEY, then to "sim-lever-key".
+    #[arg(long, env = "SIM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Mosyle: the admin email `/login` accepts.
+    #[arg(long, env = "SIM_LOGIN_EMAIL", default_value = "admin@example.com")]
+    login_email: String,
+    /// Mosyle: the admin password `/login` accepts.
     #[arg(
         long,
-        env = "SIM_LEVER_API_KEY",
-        default_value = "sim-lever-key",
-        hide_env_values = true
+        env = "SIM_LOGIN_PASSWORD",
+        default_value = "sim-password",
+        hide_env_values = true,
+        hide_default_value = true
     )]
-    api_key: String,
+    login_password: String,
+    /// Mosyle: seconds a login's bearer stays valid.
+    #[arg(long, default_value_t = 24 * 60 * 60)]
+    session_ttl_s: u64,
+    /// Mosyle list page size; generic SCIM default and maximum `count`.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    page_size: u64,
+    /// GitHub: the organisation whose memberships are served.
+    #[arg(long, default_value = "acme")]
+    github_org: String,
+}
+
+/// `--api-key` or `$SIM_API_KEY` first (clap reads both), then the older
+/// `$SIM_LEVER_API_KEY`, so existing scripts keep working.
+fn resolve_api_key(given: Option<String>, lever_env: Option<String>) -> String {
+    given
+        .or(lever_env)
+        .unwrap_or_else(|| SimConfig::default().api_key)
 }
 
 #[derive(Args)]
@@ -115,6 +144,11 @@ struct InventoryArgs {
     /// SaaS name for the rows (repeatable); rows are dealt round-robin.
     #[arg(long = "saas", value_name = "NAME", required = true)]
     saas: Vec<String>,
+    /// The vendor the rows are for: with `github`, `external_id` is each
+    /// person's GitHub login (the lookup key); other vendors keep the
+    /// default `ext-N` ids.
+    #[arg(long, value_enum, default_value_t = Vendor::Lever)]
+    vendor: Vendor,
     /// Extra rows for people the vendor doesn't know, as a share of --users.
     #[arg(long, default_value_t = 0.05)]
     missing_ratio: f64,
@@ -147,16 +181,23 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rate = rate_limit(args.rate, args.burst);
     let config = SimConfig {
+        vendor: args.vendor,
         users: args.population.users,
         seed: args.population.seed,
         email_domain: args.population.email_domain,
-        api_key: args.api_key,
+        api_key: resolve_api_key(args.api_key, std::env::var("SIM_LEVER_API_KEY").ok()),
+        login_email: args.login_email,
+        login_password: args.login_password,
+        session_ttl: Duration::from_secs(args.session_ttl_s),
+        page_size: usize::try_from(args.page_size).unwrap_or(usize::MAX),
+        github_org: args.github_org,
         rate,
         latency: Duration::from_millis(args.latency_ms),
         deactivated_ratio: args.deactivated_ratio,
         fail_emails: args.fail_emails.into_iter().collect::<HashSet<_>>(),
     };
     tracing::info!(
+        vendor = %config.vendor,
         users = config.users,
         seed = config.seed,
         rate = ?config.rate,
@@ -227,7 +268,8 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 }
 
 fn inventory(args: &InventoryArgs) -> anyhow::Result<()> {
-    let population = generate_population(
+    let population = generate_vendor_population(
+        args.vendor,
         args.population.users,
         args.population.seed,
         &args.population.email_domain,
@@ -239,6 +281,7 @@ fn inventory(args: &InventoryArgs) -> anyhow::Result<()> {
         inactive_ratio: args.inactive_ratio,
         seed: args.population.seed,
         email_domain: args.population.email_domain.clone(),
+        vendor: args.vendor,
     };
     let inventory = build_inventory(&population, &spec)?;
     let file = fs::File::create(&args.out)
@@ -379,6 +422,42 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn serve_takes_a_vendor_and_its_settings() {
+        let Ok(Command::Serve(args)) = parse(&[
+            "serve",
+            "--vendor",
+            "mosyle-business",
+            "--session-ttl-s",
+            "2",
+            "--page-size",
+            "10",
+            "--api-key",
+            "k",
+        ]) else {
+            panic!("serve did not parse");
+        };
+        assert_eq!(args.vendor, Vendor::MosyleBusiness);
+        assert_eq!((args.session_ttl_s, args.page_size), (2, 10));
+        assert_eq!(args.api_key.as_deref(), Some("k"));
+        for vendor in Vendor::ALL {
+            let parsed = parse(&["serve", "--vendor", vendor.as_str()]);
+            assert!(
+                matches!(parsed, Ok(Command::Serve(ref a)) if a.vendor == vendor),
+                "{vendor}"
+            );
+        }
+        assert!(parse(&["serve", "--vendor", "slack"]).is_err());
+        assert!(parse(&["serve", "--page-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn api_key_falls_back_to_the_lever_variable() {
+        assert_eq!(resolve_api_key(Some("a".into()), Some("b".into())), "a");
+        assert_eq!(resolve_api_key(None, Some("b".into())), "b");
+        assert_eq!(resolve_api_key(None, None), "sim-lever-key");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub struct StatsSnapshot {
     pub last_accepted_unix_ms: Option<u64>,
 }
 
-/// One `/v1` request as the vendor answered it.
+/// One vendor request (never an `/_sim` one) as the vendor answered it.
 ///
 /// `at_unix_ms` is when the request arrived (what the throttle judged), not
 /// when it was answered, so a rate can be computed from the log directly.

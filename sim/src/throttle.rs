@@ -1,4 +1,5 @@
-//! A token bucket, the scheme Lever documents for its API keys.
+//! A token bucket, the scheme Lever documents for its API keys; every simulated
+//! vendor is throttled with it (Okta and GitHub also report its level in headers).
 //!
 //! Time is passed in rather than read, so the arithmetic can be tested without
 //! sleeping.
@@ -49,10 +50,17 @@ impl TokenBucket {
     }
 
     /// Takes one token, or says how long until one is available.
+    #[cfg(test)]
     pub(crate) fn try_take(&self, now: Instant) -> Result<(), Duration> {
+        self.take(now).0
+    }
+
+    /// As `try_take`, and the bucket's level just after, for vendors that
+    /// report their quota in headers on every response (`None` when unlimited).
+    pub(crate) fn take(&self, now: Instant) -> (Result<(), Duration>, Option<Level>) {
         let mut state = self.lock();
         let Some(limit) = state.limit else {
-            return Ok(());
+            return (Ok(()), None);
         };
         let refill = refill_rate(limit);
         if let Some(rate) = refill {
@@ -62,19 +70,57 @@ impl TokenBucket {
         }
         state.refilled_at = state.refilled_at.max(now);
 
-        if state.tokens >= 1.0 {
+        let taken = if state.tokens >= 1.0 {
             state.tokens -= 1.0;
-            return Ok(());
-        }
-        let wait = refill
-            .and_then(|rate| Duration::try_from_secs_f64((1.0 - state.tokens) / rate).ok())
-            .unwrap_or(MAX_WAIT);
-        Err(wait.min(MAX_WAIT))
+            Ok(())
+        } else {
+            let wait = refill
+                .and_then(|rate| Duration::try_from_secs_f64((1.0 - state.tokens) / rate).ok())
+                .unwrap_or(MAX_WAIT);
+            Err(wait.min(MAX_WAIT))
+        };
+        let level = Level {
+            burst: limit.burst,
+            tokens: state.tokens,
+            refill_per_second: refill,
+        };
+        (taken, Some(level))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BucketState> {
         // The state is plain numbers, valid even if a holder panicked.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How full the bucket is: what a vendor that reports its quota (Okta,
+/// GitHub) derives its `limit`/`remaining`/`reset` headers from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Level {
+    pub(crate) burst: u32,
+    pub(crate) tokens: f64,
+    refill_per_second: Option<f64>,
+}
+
+impl Level {
+    /// Whole requests that would be admitted right now.
+    pub(crate) fn remaining(&self) -> u32 {
+        // Tokens never exceed the burst, a u32.
+        self.tokens.floor().clamp(0.0, f64::from(self.burst)) as u32
+    }
+
+    /// How long until the bucket is full again if no request came: the
+    /// moment `remaining` is back to `burst`, which is what a window-based
+    /// vendor calls its reset. Capped like any wait.
+    pub(crate) fn until_full(&self) -> Duration {
+        let missing = f64::from(self.burst) - self.tokens;
+        if missing <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.refill_per_second
+            .and_then(|rate| Duration::try_from_secs_f64(missing / rate).ok())
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT)
     }
 }
 
@@ -153,6 +199,29 @@ mod tests {
         assert!(bucket.try_take(t0).is_ok());
         bucket.set_limit(None, t0);
         assert!(bucket.try_take(t0).is_ok());
+    }
+
+    #[test]
+    fn level_reports_remaining_and_time_to_full() {
+        let t0 = Instant::now();
+        let bucket = TokenBucket::new(limit(2.0, 4), t0);
+        let (taken, level) = bucket.take(t0);
+        assert!(taken.is_ok());
+        let level = level.expect("limited");
+        assert_eq!((level.burst, level.remaining()), (4, 3));
+        assert_eq!(level.until_full(), Duration::from_millis(500));
+        for _ in 0..3 {
+            assert!(bucket.take(t0).0.is_ok());
+        }
+        let (taken, level) = bucket.take(t0);
+        assert!(taken.is_err());
+        let level = level.expect("limited");
+        assert_eq!(level.remaining(), 0);
+        assert_eq!(level.until_full(), Duration::from_secs(2));
+        assert_eq!(TokenBucket::new(None, t0).take(t0), (Ok(()), None));
+        let never = TokenBucket::new(limit(0.0, 1), t0);
+        assert!(never.take(t0).0.is_ok());
+        assert_eq!(never.take(t0).1.map(|l| l.until_full()), Some(MAX_WAIT));
     }
 
     #[test]

@@ -38,7 +38,7 @@ async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
         }
     }
     let (_dir, inventory) = temp_file("inventory.csv", &csv);
-    let worker = env.spawn_worker(&settings);
+    let worker = env.spawn_worker(&settings).await;
     let report = run_once(
         &settings,
         RunOnceOptions {
@@ -94,7 +94,7 @@ async fn json_lines_inventories_work_the_same() {
     }
     text.push_str("{\"saas\":\"lever\",\"user_id\":\"broken\"\n");
     let (_dir, inventory) = temp_file("inventory.jsonl", &text);
-    let worker = env.spawn_worker(&settings);
+    let worker = env.spawn_worker(&settings).await;
     let report = run_once(
         &settings,
         RunOnceOptions {
@@ -132,7 +132,7 @@ async fn malformed_messages_go_to_the_dead_letter_queue_with_the_reason() {
         per_second: 100.0,
         burst: 10,
     }]);
-    let worker = env.spawn_worker(&settings);
+    let worker = env.spawn_worker(&settings).await;
 
     // Garbage first, so the worker meets it before the good jobs.
     let channel = env.amqp.create_channel().await.unwrap();

@@ -41,7 +41,7 @@ async fn a_vendor_failing_after_every_retry_raises_an_alert_and_loses_nothing_el
         csv.push_str(&format!("lever,u{i},{},active\n", user.email));
     }
     let (_dir, inventory) = temp_file("inventory.csv", &csv);
-    let worker = env.spawn_worker(&settings);
+    let worker = env.spawn_worker(&settings).await;
     let report = run_once(
         &settings,
         RunOnceOptions {
@@ -125,7 +125,7 @@ async fn a_refused_credential_alerts_once_not_once_per_user() {
         csv.push_str(&format!("lever,u{i},{},active\n", user.email));
     }
     let (_dir, inventory) = temp_file("inventory.csv", &csv);
-    let worker = env.spawn_worker(&settings);
+    let worker = env.spawn_worker(&settings).await;
     let report = run_once(
         &settings,
         RunOnceOptions {

@@ -99,7 +99,7 @@ async fn a_thousand_users_across_two_apps_get_exactly_a_thousand_results() {
     }
     let (_dir, inventory) = temp_file("inventory.csv", &csv);
 
-    let worker = env.spawn_worker(&settings);
+    let worker = env.spawn_worker(&settings).await;
     let report = run_once(
         &settings,
         RunOnceOptions {
@@ -247,7 +247,7 @@ async fn users_deactivated_in_the_inventory_are_never_published() {
         csv.push_str(&format!("lever,u{i},{},{status}\n", user.email));
     }
     let (_dir, inventory) = temp_file("inventory.csv", &csv);
-    let worker = env.spawn_worker(&settings);
+    let worker = env.spawn_worker(&settings).await;
     let report = run_once(
         &settings,
         RunOnceOptions {

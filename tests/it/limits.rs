@@ -476,14 +476,32 @@ async fn vendor_quota_headers_slow_the_fleet_before_a_429() {
     let a = limiter(&env, rate(100.0, 10, None));
     let b = limiter(&env, rate(100.0, 10, None));
     // Plenty left: nothing changes.
-    a.quota(QuotaHint { limit: Some(600), remaining: Some(400), reset_at: None }).await;
-    assert!(matches!(b.acquire().await.unwrap(), Admission::Granted { .. }));
+    a.quota(QuotaHint {
+        limit: Some(600),
+        remaining: Some(400),
+        reset_at: None,
+    })
+    .await;
+    assert!(matches!(
+        b.acquire().await.unwrap(),
+        Admission::Granted { .. }
+    ));
     // Under 10 % left: the fleet slows down (one multiplicative decrease).
-    a.quota(QuotaHint { limit: Some(600), remaining: Some(30), reset_at: None }).await;
+    a.quota(QuotaHint {
+        limit: Some(600),
+        remaining: Some(30),
+        reset_at: None,
+    })
+    .await;
     let mut cfg = env.settings(&[]);
-    cfg.saas.insert("vendor".into(), config::from_toml(&limits_app_toml()).unwrap().saas["vendor"].clone());
+    cfg.saas.insert(
+        "vendor".into(),
+        config::from_toml(&limits_app_toml()).unwrap().saas["vendor"].clone(),
+    );
     let mut conn = env.redis.clone();
-    let status = &rolecall_worker::limits::status(&cfg, &mut conn).await.unwrap()[0];
+    let status = &rolecall_worker::limits::status(&cfg, &mut conn)
+        .await
+        .unwrap()[0];
     assert!(status.factor < 0.75, "{status:?}");
     assert!(status.paused_for.is_none());
     // Spent: nobody sends until the window resets.

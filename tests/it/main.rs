@@ -6,3 +6,4 @@ mod bad_input;
 mod failures;
 mod happy_path;
 mod limits;
+mod scim_server;

@@ -152,8 +152,9 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
     }
 
     /// Starts a worker in-process.
-    pub fn spawn_worker(&self, settings: &Settings) -> TestWorker {
+    pub async fn spawn_worker(&self, settings: &Settings) -> TestWorker {
         let worker = rolecall_worker::Worker::build(settings.clone(), &self.vault(settings))
+            .await
             .expect("the worker builds");
         let stop = CancellationToken::new();
         let token = stop.clone();

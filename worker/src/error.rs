@@ -95,6 +95,16 @@ pub enum ConnectorError {
     /// The fleet-wide rate limiter could not be asked.
     #[error("{0}")]
     LimiterUnavailable(String),
+    /// The connector does not offer this action.
+    #[error("this connector cannot {0}")]
+    Unsupported(&'static str),
+    /// The SaaS app's configuration does not enable this action.
+    #[error("{0} is not enabled for this SaaS app (add it to its `actions`)")]
+    NotEnabled(&'static str),
+    /// The vendor answered with an application error in a success response
+    /// (Mosyle's HTTP 200 with a non-OK `status`).
+    #[error("vendor reported an error: {0}")]
+    VendorStatus(String),
 }
 
 impl ConnectorError {
@@ -108,7 +118,11 @@ impl ConnectorError {
             ConnectorError::Upstream { .. }
             | ConnectorError::Transport(_)
             | ConnectorError::Timeout(_) => ErrorClass::Transient,
-            ConnectorError::Rejected { .. } | ConnectorError::Decode(_) => ErrorClass::Permanent,
+            ConnectorError::Rejected { .. }
+            | ConnectorError::Decode(_)
+            | ConnectorError::Unsupported(_)
+            | ConnectorError::NotEnabled(_)
+            | ConnectorError::VendorStatus(_) => ErrorClass::Permanent,
         }
     }
 

@@ -16,12 +16,12 @@ use lapin::{BasicProperties, Channel};
 use rolecall_common::amqp::{self, AmqpError};
 use rolecall_common::config::SaasSettings;
 use rolecall_common::ledger::{Finding, Ledger, Recorded};
-use rolecall_common::messages::{ATTEMPT_HEADER, AlertKind, AlertV1, ERROR_HEADER, JobV1};
+use rolecall_common::messages::{ATTEMPT_HEADER, Action, AlertKind, AlertV1, ERROR_HEADER, JobV1};
 use rolecall_common::names::Names;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::connectors::{ConnectorError, Lookup};
+use crate::connectors::{ConnectorError, Lookup, VendorRequest, VendorResponse};
 use crate::error::ErrorClass;
 use crate::metrics::VendorMetrics;
 use crate::pipeline::VendorService;
@@ -148,19 +148,39 @@ impl JobContext {
             return Ok(JobOutcome::Duplicate);
         }
         let attempt = amqp::header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(0);
-        let result = loop {
-            match app.service.clone().oneshot(job.user.clone()).await {
-                // Never call a vendor without the fleet's limit: hold the
-                // delivery (the broker sends no more past the prefetch) until
-                // the limiter answers again.
-                Err(e) if e.class() == ErrorClass::Unavailable => {
-                    self.hold_for_redis(app, &e.to_string()).await
+        let request = VendorRequest {
+            action: job.action,
+            user: job.user.clone(),
+            attributes: job.attributes.clone(),
+        };
+        let result =
+            if job.action == Action::LookupRole || app.settings.actions.contains(&job.action) {
+                None
+            } else {
+                // Changes at a vendor happen only where the configuration allows them.
+                Some(Err(ConnectorError::NotEnabled(job.action.as_str())))
+            };
+        let result = match result {
+            Some(refused) => refused,
+            None => loop {
+                match app.service.clone().oneshot(request.clone()).await {
+                    // Never call a vendor without the fleet's limit: hold the
+                    // delivery (the broker sends no more past the prefetch) until
+                    // the limiter answers again.
+                    Err(e) if e.class() == ErrorClass::Unavailable => {
+                        self.hold_for_redis(app, &e.to_string()).await
+                    }
+                    other => break other,
                 }
-                other => break other,
-            }
+            },
         };
         let finding = match result {
-            Ok(Lookup::Found(user)) => {
+            Ok(VendorResponse::Done(done)) => Finding::Acted {
+                action: job.action.as_str().to_string(),
+                detail: done.detail,
+                vendor_user_id: done.vendor_id,
+            },
+            Ok(VendorResponse::Lookup(Lookup::Found(user))) => {
                 let (mapping, known) = app.settings.map_role(&user.raw_role);
                 if !known {
                     debug!(saas = %saas, role = %user.raw_role, "Vendor role is not in the role map; using the default.");
@@ -174,7 +194,7 @@ impl JobContext {
                     active: user.active,
                 }
             }
-            Ok(Lookup::NotFound) => Finding::NotFound,
+            Ok(VendorResponse::Lookup(Lookup::NotFound)) => Finding::NotFound,
             Err(e) => match self.on_failure(app, &job, delivery, attempt, &e).await? {
                 Some(finding) => finding,
                 None => {

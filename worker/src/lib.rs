@@ -55,7 +55,7 @@ impl Worker {
     /// Builds the connectors of every SaaS app this worker consumes.
     /// Fails (naming the SaaS app, never the secret) when a credential is
     /// missing, so a misconfigured worker stops at start, not at its first job.
-    pub fn build(settings: Settings, vault: &Vault) -> anyhow::Result<Worker> {
+    pub async fn build(settings: Settings, vault: &Vault) -> anyhow::Result<Worker> {
         let names: Vec<String> = if settings.worker.saas.is_empty() {
             settings.saas.keys().cloned().collect()
         } else {
@@ -84,7 +84,7 @@ impl Worker {
                 .saas
                 .get(name)
                 .with_context(|| format!("worker.saas: `{name}` is not configured"))?;
-            match connectors::build(saas, http.clone(), vault) {
+            match connectors::build(saas, http.clone(), vault).await {
                 Ok(connector) => apps.push(AppParts {
                     settings: saas.clone(),
                     connector,

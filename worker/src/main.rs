@@ -82,8 +82,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let vault = Vault::new(settings.credentials.clone());
-    let worker = match Worker::build(settings, &vault) {
+    let worker = match runtime.block_on(Worker::build(settings, &vault)) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("rolecall-worker: {e:#}");
@@ -97,7 +98,6 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::connectors::{ConnectorError, Lookup};
+use crate::connectors::{ConnectorError, Lookup, VendorResponse};
 use crate::error::ErrorClass;
 
 /// Counters for one SaaS app.
@@ -23,6 +23,7 @@ pub struct VendorMetrics {
     limiter_wait_us: AtomicU64,
     deferred: AtomicU64,
     held_for_redis: AtomicU64,
+    actions: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -50,17 +51,20 @@ pub struct MetricsSnapshot {
     pub deferred: u64,
     /// Times a job was held because Redis (the limiter, the ledger) did not answer.
     pub held_for_redis: u64,
+    /// Changes made at the vendor (deactivations, creations, updates).
+    pub actions: u64,
 }
 
 impl VendorMetrics {
     /// Counts one attempt.
-    pub fn record_attempt(&self, result: &Result<Lookup, ConnectorError>, took: Duration) {
+    pub fn record_attempt(&self, result: &Result<VendorResponse, ConnectorError>, took: Duration) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         self.latency_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         let counter = match result {
-            Ok(Lookup::Found(_)) => &self.found,
-            Ok(Lookup::NotFound) => &self.not_found,
+            Ok(VendorResponse::Lookup(Lookup::Found(_))) => &self.found,
+            Ok(VendorResponse::Lookup(Lookup::NotFound)) => &self.not_found,
+            Ok(VendorResponse::Done(_)) => &self.actions,
             Err(e) => match e.class() {
                 ErrorClass::Transient => &self.transient,
                 ErrorClass::Throttled(_) => &self.throttled,
@@ -102,6 +106,7 @@ impl VendorMetrics {
             limiter_wait_us: r(&self.limiter_wait_us),
             deferred: r(&self.deferred),
             held_for_redis: r(&self.held_for_redis),
+            actions: r(&self.actions),
         }
     }
 }

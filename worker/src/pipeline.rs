@@ -25,17 +25,16 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rand::Rng;
-use rolecall_common::messages::UserRef;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
-use crate::connectors::{Connector, ConnectorError, Lookup};
+use crate::connectors::{Connector, ConnectorError, VendorRequest, VendorResponse};
 use crate::error::ErrorClass;
 use crate::limiter::{Admission, Lease, Limiter, QuotaHint, quota_hint};
 use crate::metrics::VendorMetrics;
 
 /// A connector wrapped in the pipeline; cheap to clone per job.
-pub type VendorService = BoxCloneSyncService<UserRef, Lookup, ConnectorError>;
+pub type VendorService = BoxCloneSyncService<VendorRequest, VendorResponse, ConnectorError>;
 
 /// Pipeline parameters.
 #[derive(Debug, Clone)]
@@ -94,18 +93,18 @@ fn from_box(e: BoxError, what: &'static str) -> ConnectorError {
 #[derive(Clone)]
 struct ConnectorService(Arc<dyn Connector>);
 
-impl Service<UserRef> for ConnectorService {
-    type Response = Lookup;
+impl Service<VendorRequest> for ConnectorService {
+    type Response = VendorResponse;
     type Error = ConnectorError;
-    type Future = BoxFuture<'static, Result<Lookup, ConnectorError>>;
+    type Future = BoxFuture<'static, Result<VendorResponse, ConnectorError>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, user: UserRef) -> Self::Future {
+    fn call(&mut self, request: VendorRequest) -> Self::Future {
         let connector = self.0.clone();
-        Box::pin(async move { connector.lookup(&user).await })
+        Box::pin(async move { crate::connectors::call(connector.as_ref(), &request).await })
     }
 }
 
@@ -133,20 +132,23 @@ struct RateLimited<S> {
     max_hold: Duration,
 }
 
-impl<S> Service<UserRef> for RateLimited<S>
+impl<S> Service<VendorRequest> for RateLimited<S>
 where
-    S: Service<UserRef, Response = Lookup, Error = ConnectorError> + Clone + Send + 'static,
+    S: Service<VendorRequest, Response = VendorResponse, Error = ConnectorError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
-    type Response = Lookup;
+    type Response = VendorResponse;
     type Error = ConnectorError;
-    type Future = BoxFuture<'static, Result<Lookup, ConnectorError>>;
+    type Future = BoxFuture<'static, Result<VendorResponse, ConnectorError>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, user: UserRef) -> Self::Future {
+    fn call(&mut self, user: VendorRequest) -> Self::Future {
         let inner = self.inner.clone();
         let limiter = self.limiter.clone();
         let metrics = self.metrics.clone();
@@ -237,20 +239,23 @@ struct Measured<S> {
     metrics: Arc<VendorMetrics>,
 }
 
-impl<S> Service<UserRef> for Measured<S>
+impl<S> Service<VendorRequest> for Measured<S>
 where
-    S: Service<UserRef, Response = Lookup, Error = ConnectorError> + Clone + Send + 'static,
+    S: Service<VendorRequest, Response = VendorResponse, Error = ConnectorError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
 {
-    type Response = Lookup;
+    type Response = VendorResponse;
     type Error = ConnectorError;
-    type Future = BoxFuture<'static, Result<Lookup, ConnectorError>>;
+    type Future = BoxFuture<'static, Result<VendorResponse, ConnectorError>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, user: UserRef) -> Self::Future {
+    fn call(&mut self, user: VendorRequest) -> Self::Future {
         let inner = self.inner.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
@@ -292,13 +297,13 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     Duration::from_millis(rand::rng().random_range(0..=millis))
 }
 
-impl tower::retry::Policy<UserRef, Lookup, ConnectorError> for RetryPolicy {
+impl tower::retry::Policy<VendorRequest, VendorResponse, ConnectorError> for RetryPolicy {
     type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
 
     fn retry(
         &mut self,
-        _: &mut UserRef,
-        result: &mut Result<Lookup, ConnectorError>,
+        _: &mut VendorRequest,
+        result: &mut Result<VendorResponse, ConnectorError>,
     ) -> Option<Self::Future> {
         let error = result.as_ref().err()?;
         let wait = match (error, error.class()) {
@@ -328,8 +333,8 @@ impl tower::retry::Policy<UserRef, Lookup, ConnectorError> for RetryPolicy {
         Some(Box::pin(tokio::time::sleep(wait)))
     }
 
-    fn clone_request(&mut self, user: &UserRef) -> Option<UserRef> {
-        Some(user.clone())
+    fn clone_request(&mut self, request: &VendorRequest) -> Option<VendorRequest> {
+        Some(request.clone())
     }
 }
 
@@ -340,7 +345,9 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use async_trait::async_trait;
+    use rolecall_common::messages::UserRef;
 
+    use crate::connectors::Lookup;
     use crate::limiter::LocalLimiter;
     use rolecall_common::config::RateSettings;
 
@@ -364,12 +371,16 @@ mod tests {
         }
     }
 
-    fn user() -> UserRef {
-        UserRef {
+    fn user() -> VendorRequest {
+        VendorRequest::lookup(UserRef {
             id: "u".into(),
             email: "u@example.com".into(),
             external_id: None,
-        }
+        })
+    }
+
+    fn not_found() -> VendorResponse {
+        VendorResponse::Lookup(Lookup::NotFound)
     }
 
     fn settings() -> PipelineSettings {
@@ -417,7 +428,7 @@ mod tests {
             Duration::ZERO,
             settings(),
         );
-        assert_eq!(svc.oneshot(user()).await.unwrap(), Lookup::NotFound);
+        assert_eq!(svc.oneshot(user()).await.unwrap(), not_found());
         assert_eq!(c.calls.load(Ordering::SeqCst), 3);
         assert_eq!(metrics.snapshot().attempts, 3);
     }
@@ -461,7 +472,7 @@ mod tests {
             settings(),
         );
         let started = tokio::time::Instant::now();
-        assert_eq!(svc.oneshot(user()).await.unwrap(), Lookup::NotFound);
+        assert_eq!(svc.oneshot(user()).await.unwrap(), not_found());
         assert_eq!(c.calls.load(Ordering::SeqCst), 4);
         assert!(started.elapsed() >= Duration::from_secs(6));
 

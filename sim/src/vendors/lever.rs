@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Admission, Gate, Verdict};
+use super::{Gate, Service, guard};
 use crate::population::{Population, SimUser};
 
 /// Lever's preconfigured access roles as the API spells them.
@@ -164,31 +164,45 @@ pub(crate) fn router(lever: Arc<Lever>) -> Router {
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user))
         .fallback(unknown_route)
-        .layer(middleware::from_fn_with_state(lever.clone(), guard))
+        .layer(middleware::from_fn_with_state(
+            lever.clone(),
+            guard::<Lever>,
+        ))
         .with_state(lever)
 }
 
-/// Throttle before auth, as the limit is counted per request; then injected
-/// faults, which stand in for the vendor failing to serve; then auth.
-async fn guard(State(lever): State<Arc<Lever>>, request: Request, next: Next) -> Response {
-    let Admission { verdict, ticket } = lever.gate.admit();
-    lever.gate.delay().await;
-    let response = match verdict {
-        Verdict::Throttled { retry_after_secs } => {
-            LeverError::TooManyRequests { retry_after_secs }.into_response()
-        }
-        Verdict::Faulted {
-            status,
-            retry_after_secs,
-        } => injected(status, retry_after_secs),
-        Verdict::Admitted if !lever.authorized(request.headers()) => {
-            lever.gate.record_unauthorized();
-            LeverError::Unauthorized.into_response()
-        }
-        Verdict::Admitted => next.run(request).await,
-    };
-    ticket.answered(response.status().as_u16());
-    response
+impl Service for Lever {
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    fn throttled(&self, retry_after_secs: u64) -> Response {
+        LeverError::TooManyRequests { retry_after_secs }.into_response()
+    }
+
+    /// In the shape Lever answers it, so clients parse it exactly as they
+    /// would the real thing.
+    fn injected(&self, status: StatusCode) -> Response {
+        let (code, message) = match status {
+            StatusCode::TOO_MANY_REQUESTS => ("TooManyRequestsError", "Rate limit exceeded"),
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "ServiceUnavailableError",
+                "The service is temporarily unavailable",
+            ),
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                ("InternalServerError", "An unexpected error occurred")
+            }
+            other => (
+                "Error",
+                other.canonical_reason().unwrap_or("Injected fault"),
+            ),
+        };
+        error_response(status, code, message)
+    }
+
+    fn refuse(&self, request: &Request) -> Option<Response> {
+        (!self.authorized(request.headers())).then(|| LeverError::Unauthorized.into_response())
+    }
 }
 
 #[derive(Deserialize)]
@@ -404,34 +418,6 @@ impl IntoResponse for LeverError {
 
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "code": code, "message": message }))).into_response()
-}
-
-/// An injected status in the shape Lever answers it, so clients parse it
-/// exactly as they would the real thing.
-fn injected(status: u16, retry_after_secs: Option<u64>) -> Response {
-    // Faults are validated when injected; a 500 is the honest fallback anyway.
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let (code, message) = match status {
-        StatusCode::TOO_MANY_REQUESTS => ("TooManyRequestsError", "Rate limit exceeded"),
-        StatusCode::SERVICE_UNAVAILABLE => (
-            "ServiceUnavailableError",
-            "The service is temporarily unavailable",
-        ),
-        StatusCode::INTERNAL_SERVER_ERROR => {
-            ("InternalServerError", "An unexpected error occurred")
-        }
-        other => (
-            "Error",
-            other.canonical_reason().unwrap_or("Injected fault"),
-        ),
-    };
-    let mut response = error_response(status, code, message);
-    if let Some(secs) = retry_after_secs {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
 }
 
 #[cfg(test)]

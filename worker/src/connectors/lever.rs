@@ -4,15 +4,20 @@
 //! Lookup: `GET /v1/users?email=<lower-cased>&includeDeactivated=true`; an
 //! empty `data` list means not found, `deactivatedAt` set means the user
 //! exists but is deactivated, `accessRole` is the role, verbatim.
+//! Lever pages with an opaque `next` cursor passed back as `offset`; the
+//! lookup follows it when a match is not on the first page.
+//! Action: `deactivate_user` → `POST /v1/users/{id}/deactivate`.
 //! Lever rate-limits per API key (10 requests/s, bursts of 20).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
-use rolecall_common::messages::UserRef;
+use rolecall_common::messages::{Action, UserRef};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::{Connector, ConnectorError, Lookup, VendorUser, read_json};
+use super::{ActionDone, Connector, ConnectorError, Lookup, VendorUser, read_json};
 
 /// The Lever connector.
 pub struct Lever {
@@ -22,9 +27,17 @@ pub struct Lever {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct UsersPage {
     data: Vec<serde_json::Value>,
+    #[serde(default)]
+    has_next: bool,
+    #[serde(default)]
+    next: Option<String>,
 }
+
+/// Pages followed for one lookup; an e-mail query matches at most a few users.
+const MAX_PAGES: usize = 20;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,6 +49,16 @@ struct LeverUser {
 }
 
 impl Lever {
+    /// Builds the connector from a SaaS app's settings.
+    pub fn from_context(ctx: &super::BuildContext<'_>) -> Result<Self, super::BuildError> {
+        ctx.only_options(&[])?;
+        Ok(Self::new(
+            ctx.http.clone(),
+            ctx.saas.base_url.clone(),
+            ctx.credential.clone(),
+        ))
+    }
+
     /// A connector for the Lever account at `base_url` (e.g. `https://api.lever.co`).
     pub fn new(http: reqwest::Client, base_url: Url, api_key: SecretString) -> Self {
         let mut base = base_url;
@@ -53,33 +76,98 @@ impl Lever {
     }
 }
 
+impl Lever {
+    /// Finds the user with this e-mail, following Lever's `next` cursor
+    /// (passed back unchanged as `offset`) when the match is not on the first page.
+    async fn find(
+        &self,
+        email: &str,
+    ) -> Result<Option<(LeverUser, serde_json::Value)>, ConnectorError> {
+        let mut offset: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut request = self
+                .http
+                .get(self.users_url.clone())
+                .query(&[
+                    ("email", email),
+                    ("includeDeactivated", "true"),
+                    ("limit", "100"),
+                ])
+                .basic_auth(self.api_key.expose_secret(), Some(""));
+            if let Some(token) = &offset {
+                request = request.query(&[("offset", token.as_str())]);
+            }
+            let body = read_json(request.send().await?, "code").await?;
+            let page: UsersPage =
+                serde_json::from_value(body).map_err(|e| ConnectorError::Decode(e.to_string()))?;
+            for raw in page.data {
+                let found: LeverUser = serde_json::from_value(raw.clone())
+                    .map_err(|e| ConnectorError::Decode(format!("user object: {e}")))?;
+                if found.email.eq_ignore_ascii_case(email) {
+                    return Ok(Some((found, raw)));
+                }
+            }
+            match (page.has_next, page.next) {
+                (true, Some(next)) => offset = Some(next),
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[async_trait]
 impl Connector for Lever {
     async fn lookup(&self, user: &UserRef) -> Result<Lookup, ConnectorError> {
         // Lever stores e-mails lower-cased; clients that send them as typed miss users.
         let email = user.email.trim().to_lowercase();
+        Ok(match self.find(&email).await? {
+            Some((found, raw)) => Lookup::Found(VendorUser {
+                vendor_id: found.id,
+                raw_role: found.access_role,
+                active: found.deactivated_at.is_none(),
+                raw,
+            }),
+            None => Lookup::NotFound,
+        })
+    }
+
+    /// `deactivate_user`: `POST /v1/users/{id}/deactivate`.
+    async fn act(
+        &self,
+        action: Action,
+        user: &UserRef,
+        _attributes: &BTreeMap<String, String>,
+    ) -> Result<ActionDone, ConnectorError> {
+        if action != Action::DeactivateUser {
+            return Err(ConnectorError::Unsupported(action.as_str()));
+        }
+        let email = user.email.trim().to_lowercase();
+        let (found, _) = self.find(&email).await?.ok_or(ConnectorError::Rejected {
+            status: 404,
+            detail: ", no such user to deactivate".into(),
+        })?;
+        if found.deactivated_at.is_some() {
+            return Ok(ActionDone {
+                vendor_id: Some(found.id),
+                detail: "already deactivated".into(),
+            });
+        }
+        let mut url = self.users_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| ConnectorError::Decode("base URL cannot take a path".into()))?
+            .push(&found.id)
+            .push("deactivate");
         let response = self
             .http
-            .get(self.users_url.clone())
-            .query(&[("email", email.as_str()), ("includeDeactivated", "true")])
+            .post(url)
             .basic_auth(self.api_key.expose_secret(), Some(""))
             .send()
             .await?;
-        let body = read_json(response, "code").await?;
-        let page: UsersPage =
-            serde_json::from_value(body).map_err(|e| ConnectorError::Decode(e.to_string()))?;
-        for raw in page.data {
-            let found: LeverUser = serde_json::from_value(raw.clone())
-                .map_err(|e| ConnectorError::Decode(format!("user object: {e}")))?;
-            if found.email.eq_ignore_ascii_case(&email) {
-                return Ok(Lookup::Found(VendorUser {
-                    vendor_id: found.id,
-                    raw_role: found.access_role,
-                    active: found.deactivated_at.is_none(),
-                    raw,
-                }));
-            }
-        }
-        Ok(Lookup::NotFound)
+        read_json(response, "code").await?;
+        Ok(ActionDone {
+            vendor_id: Some(found.id),
+            detail: "deactivated".into(),
+        })
     }
 }

@@ -1,0 +1,320 @@
+//! Okta Users API (`/api/v1`) with admin roles.
+//!
+//! Facts this file relies on (`/work/shared/VENDORS.md` §5):
+//! - Auth: `Authorization: SSWS <api token>` (a static token: a 401
+//!   `E0000011` means revoked or wrong, and no renewal can help).
+//! - Lookup: `GET /api/v1/users?search=profile.email eq "<email>"` answers an
+//!   array, `[]` when nobody matches. Search, unlike a plain list, also
+//!   returns `DEPROVISIONED` users, so a deactivated user is found as
+//!   inactive rather than reported missing.
+//! - Status values: `STAGED, PROVISIONED, ACTIVE, RECOVERY, LOCKED_OUT,
+//!   PASSWORD_EXPIRED, SUSPENDED, DEPROVISIONED`. Active here means "holds
+//!   access": every status but `SUSPENDED` (an admin blocked sign-in) and
+//!   `DEPROVISIONED` (deactivated). Locked-out, recovering and
+//!   password-expired users get back in by themselves, and staged or
+//!   provisioned users are assigned and count against the licence, so all
+//!   of those are active.
+//! - The role is not on the user: `GET /api/v1/users/{id}/roles` lists
+//!   admin role assignments by `type`. The connector reports the most
+//!   privileged one by a fixed order ([`ROLE_ORDER`]), and `USER` for a user
+//!   with no admin role; role types Okta adds later rank below the known
+//!   ones but above `USER`.
+//! - Errors share one body shape with `errorCode`: `E0000011` invalid token
+//!   (401), `E0000006` forbidden (403), `E0000007` not found (404),
+//!   `E0000047` rate limit (429). Every response passes through
+//!   [`read_json`], which also hands the `X-Rate-Limit-*` headers to the
+//!   fleet limiter.
+//!
+//! Actions: `deactivate_user` (`POST /api/v1/users/{id}/lifecycle/deactivate`
+//! after a lookup; an already deprovisioned user is left alone, so a
+//! retried job succeeds).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use rolecall_common::messages::{Action, UserRef};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use url::Url;
+
+use super::{
+    ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorUser, read_json,
+};
+
+/// Admin role types from most to least privileged.
+pub const ROLE_ORDER: [&str; 11] = [
+    "SUPER_ADMIN",
+    "ORG_ADMIN",
+    "APP_ADMIN",
+    "USER_ADMIN",
+    "GROUP_MEMBERSHIP_ADMIN",
+    "HELP_DESK_ADMIN",
+    "READ_ONLY_ADMIN",
+    "REPORT_ADMIN",
+    "MOBILE_ADMIN",
+    "API_ACCESS_MANAGEMENT_ADMIN",
+    "CUSTOM",
+];
+
+/// The raw role of a user without any admin role.
+pub const NO_ADMIN_ROLE: &str = "USER";
+
+/// Where Okta puts its error code.
+const CODE: &str = "errorCode";
+
+/// The Okta connector.
+pub struct Okta {
+    http: reqwest::Client,
+    users_url: Url,
+    /// `SSWS <token>`, marked sensitive.
+    auth: HeaderValue,
+}
+
+impl Okta {
+    /// Builds the connector from a SaaS app's settings.
+    pub fn from_context(ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
+        ctx.only_options(&[])?;
+        let token = ctx.credential.expose_secret().trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(ctx.malformed("is not an Okta API token (one word, no spaces)"));
+        }
+        let mut auth = HeaderValue::from_str(&format!("SSWS {token}"))
+            .map_err(|_| ctx.malformed("is not a valid HTTP header value"))?;
+        auth.set_sensitive(true);
+        Ok(Self {
+            http: ctx.http.clone(),
+            users_url: users_url(&ctx.saas.base_url),
+            auth,
+        })
+    }
+
+    fn get(&self, url: Url) -> reqwest::RequestBuilder {
+        self.http
+            .get(url)
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(ACCEPT, "application/json")
+    }
+
+    /// `{users_url}/{id}/{rest…}`, with the id escaped as a path segment.
+    fn user_url(&self, id: &str, rest: &[&str]) -> Url {
+        let mut url = self.users_url.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has path segments")
+            .push(id)
+            .extend(rest);
+        url
+    }
+
+    /// The user whose e-mail or login is `email`, ignoring case.
+    async fn find(&self, email: &str) -> Result<Option<Value>, ConnectorError> {
+        let search = format!("profile.email eq \"{}\"", escape(email));
+        let response = self
+            .get(self.users_url.clone())
+            .query(&[("search", search.as_str())])
+            .send()
+            .await?;
+        let body = read_json(response, CODE).await?;
+        let Value::Array(users) = body else {
+            return Err(ConnectorError::Decode(
+                "the user search did not answer a list".into(),
+            ));
+        };
+        let matches = |user: &Value, field: &str| {
+            user.pointer(&format!("/profile/{field}"))
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case(email))
+        };
+        let mut candidates: Vec<Value> = users
+            .into_iter()
+            .filter(|u| matches(u, "email") || matches(u, "login"))
+            .collect();
+        // Two accounts may share an e-mail (an old deprovisioned one and its
+        // successor): the one holding access is the one that costs a seat.
+        candidates.sort_by_key(|u| !is_active(status(u)));
+        Ok(candidates.into_iter().next())
+    }
+
+    async fn roles(&self, id: &str) -> Result<Option<Vec<Value>>, ConnectorError> {
+        let response = self.get(self.user_url(id, &["roles"])).send().await?;
+        match read_json(response, CODE).await {
+            Ok(Value::Array(roles)) => Ok(Some(roles)),
+            // Deleted between the search and now.
+            Err(ConnectorError::Rejected { status: 404, .. }) => Ok(None),
+            Ok(_) => Err(ConnectorError::Decode(
+                "the roles answer is not a list".into(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for Okta {
+    async fn lookup(&self, user: &UserRef) -> Result<Lookup, ConnectorError> {
+        let email = user.email.trim();
+        let Some(found) = self.find(email).await? else {
+            return Ok(Lookup::NotFound);
+        };
+        let id = user_id(&found)?;
+        let Some(roles) = self.roles(&id).await? else {
+            return Ok(Lookup::NotFound);
+        };
+        Ok(Lookup::Found(VendorUser {
+            vendor_id: id,
+            raw_role: highest_role(&roles),
+            active: is_active(status(&found)),
+            raw: found,
+        }))
+    }
+
+    async fn act(
+        &self,
+        action: Action,
+        user: &UserRef,
+        _attributes: &BTreeMap<String, String>,
+    ) -> Result<ActionDone, ConnectorError> {
+        if action != Action::DeactivateUser {
+            return Err(ConnectorError::Unsupported(action.as_str()));
+        }
+        let Some(found) = self.find(user.email.trim()).await? else {
+            return Err(ConnectorError::Rejected {
+                status: 404,
+                detail: ", no Okta user has this e-mail".into(),
+            });
+        };
+        let id = user_id(&found)?;
+        if status(&found) == "DEPROVISIONED" {
+            return Ok(ActionDone {
+                vendor_id: Some(id),
+                detail: "already deactivated".into(),
+            });
+        }
+        let response = self
+            .http
+            .post(self.user_url(&id, &["lifecycle", "deactivate"]))
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(ACCEPT, "application/json")
+            .send()
+            .await?;
+        read_json(response, CODE).await?;
+        Ok(ActionDone {
+            vendor_id: Some(id),
+            detail: "deactivated".into(),
+        })
+    }
+}
+
+/// `{base}/api/v1/users`, whether the base URL is the bare org URL or
+/// already ends in `/api/v1`.
+fn users_url(base: &Url) -> Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api/v1").unwrap_or(path).to_owned();
+    url.set_path(&format!("{path}/api/v1/users"));
+    url
+}
+
+/// Escapes a value for a double-quoted string in Okta's search expression.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn status(user: &Value) -> &str {
+    user.get("status").and_then(Value::as_str).unwrap_or("")
+}
+
+fn is_active(status: &str) -> bool {
+    !matches!(status, "DEPROVISIONED" | "SUSPENDED")
+}
+
+fn user_id(user: &Value) -> Result<String, ConnectorError> {
+    user.get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ConnectorError::Decode("a user has no `id`".into()))
+}
+
+/// The most privileged role type among active assignments, by [`ROLE_ORDER`].
+fn highest_role(roles: &[Value]) -> String {
+    roles
+        .iter()
+        // Assignments carry a status; one that is not ACTIVE grants nothing.
+        .filter(|r| {
+            r.get("status")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s == "ACTIVE")
+        })
+        .filter_map(|r| r.get("type").and_then(Value::as_str))
+        .filter(|t| !t.is_empty())
+        .min_by_key(|t| {
+            ROLE_ORDER
+                .iter()
+                .position(|known| known == t)
+                .unwrap_or(ROLE_ORDER.len())
+        })
+        .map_or_else(|| NO_ADMIN_ROLE.to_owned(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_most_privileged_role_wins() {
+        let roles = [
+            json!({"type": "HELP_DESK_ADMIN", "status": "ACTIVE"}),
+            json!({"type": "ORG_ADMIN", "status": "ACTIVE"}),
+            json!({"type": "SUPER_ADMIN", "status": "INACTIVE"}),
+        ];
+        assert_eq!(highest_role(&roles), "ORG_ADMIN");
+        assert_eq!(highest_role(&[]), "USER");
+        let unknown = [json!({"type": "NEW_KIND_ADMIN"}), json!({"type": "CUSTOM"})];
+        assert_eq!(highest_role(&unknown), "CUSTOM");
+        assert_eq!(
+            highest_role(&[json!({"type": "NEW_KIND_ADMIN"})]),
+            "NEW_KIND_ADMIN"
+        );
+    }
+
+    #[test]
+    fn search_values_are_escaped() {
+        assert_eq!(escape(r#"a"b\c@x.org"#), r#"a\"b\\c@x.org"#);
+    }
+
+    #[test]
+    fn the_users_url_tolerates_slashes_and_api_paths() {
+        for base in [
+            "https://acme.okta.com",
+            "https://acme.okta.com/",
+            "https://acme.okta.com/api/v1",
+            "https://acme.okta.com/api/v1/",
+        ] {
+            assert_eq!(
+                users_url(&base.parse().unwrap()).as_str(),
+                "https://acme.okta.com/api/v1/users",
+                "{base}"
+            );
+        }
+    }
+
+    #[test]
+    fn suspended_and_deprovisioned_users_are_inactive() {
+        for s in [
+            "ACTIVE",
+            "STAGED",
+            "PROVISIONED",
+            "RECOVERY",
+            "LOCKED_OUT",
+            "PASSWORD_EXPIRED",
+        ] {
+            assert!(is_active(s), "{s}");
+        }
+        assert!(!is_active("SUSPENDED"));
+        assert!(!is_active("DEPROVISIONED"));
+    }
+}
