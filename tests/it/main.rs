@@ -4,6 +4,7 @@
 mod bad_config;
 mod bad_input;
 mod failures;
+mod four_apps;
 mod happy_path;
 mod limits;
 mod scim_server;
