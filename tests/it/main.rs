@@ -1,6 +1,7 @@
 //! End-to-end tests against real RabbitMQ and Redis (start them with
 //! `scripts/services.sh`). One test binary, one module per concern.
 
+mod actions;
 mod bad_config;
 mod bad_input;
 mod failures;
@@ -8,3 +9,4 @@ mod four_apps;
 mod happy_path;
 mod limits;
 mod scim_server;
+mod vault;

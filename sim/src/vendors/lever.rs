@@ -58,6 +58,9 @@ pub(crate) struct Lever {
     /// Lower-cased, so a test can name an email in any case and still make it fail.
     fail_emails: HashSet<String>,
     gate: Arc<Gate>,
+    /// Users deactivated through `POST /users/{id}/deactivate`, with the
+    /// time (epoch ms): an overlay on the generated population.
+    deactivated: std::sync::Mutex<HashMap<usize, i64>>,
 }
 
 impl Lever {
@@ -88,7 +91,19 @@ impl Lever {
             fail_emails: fail_emails.iter().map(|e| e.to_lowercase()).collect(),
             gate,
             population,
+            deactivated: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// When a user was deactivated, generated or through the API.
+    fn deactivated_at(&self, index: usize) -> Option<i64> {
+        self.population.users[index].deactivated_at.or_else(|| {
+            self.deactivated
+                .lock()
+                .expect("never poisoned")
+                .get(&index)
+                .copied()
+        })
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -125,7 +140,7 @@ impl Lever {
                     .as_ref()
                     .is_none_or(|after| sort_key(&users[i]) > after.key())
             })
-            .filter(|&i| params.include_deactivated || users[i].deactivated_at.is_none());
+            .filter(|&i| params.include_deactivated || self.deactivated_at(i).is_none());
 
         let data: Vec<usize> = matching.by_ref().take(params.limit).collect();
         let has_next = matching.next().is_some();
@@ -150,7 +165,7 @@ impl Lever {
             access_role: &user.access_role,
             photo: None,
             created_at: user.created_at,
-            deactivated_at: user.deactivated_at,
+            deactivated_at: self.deactivated_at(index),
             external_directory_id: None,
             linked_contact_ids: None,
             job_title: (!index.is_multiple_of(3)).then(|| JOB_TITLES[index % JOB_TITLES.len()]),
@@ -163,6 +178,10 @@ pub(crate) fn router(lever: Arc<Lever>) -> Router {
     Router::new()
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user))
+        .route(
+            "/users/{id}/deactivate",
+            axum::routing::post(deactivate_user),
+        )
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(
             lever.clone(),
@@ -271,6 +290,29 @@ async fn get_user(
         return Err(LeverError::UserNotFound);
     };
     let index = *lever.by_id.get(&id).ok_or(LeverError::UserNotFound)?;
+    Ok(Json(json!({ "data": lever.render(index) })).into_response())
+}
+
+/// `POST /users/{id}/deactivate`: answers the user, now deactivated.
+async fn deactivate_user(
+    State(lever): State<Arc<Lever>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, LeverError> {
+    let Ok(Path(id)) = id else {
+        return Err(LeverError::UserNotFound);
+    };
+    let index = *lever.by_id.get(&id).ok_or(LeverError::UserNotFound)?;
+    if lever.deactivated_at(index).is_none() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        lever
+            .deactivated
+            .lock()
+            .expect("never poisoned")
+            .insert(index, now);
+    }
     Ok(Json(json!({ "data": lever.render(index) })).into_response())
 }
 
