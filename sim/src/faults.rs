@@ -18,6 +18,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// Faults queue up: injecting a 503 ×2 then a 429 ×1 answers the next three
 /// admitted requests 503, 503, 429.
+///
+/// Status 200 ([`MALFORMED`]) is the one success: a 200 whose body is not
+/// the vendor's shape (truncated JSON), for testing how clients classify a
+/// response they cannot read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     /// Any status from 400 to 599.
@@ -32,17 +36,20 @@ pub struct Fault {
     pub count: u32,
 }
 
+/// The fault status meaning "200 with a body that is not the vendor's shape".
+pub const MALFORMED: u16 = 200;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FaultError {
-    /// Success or informational statuses would not be faults, and would not
-    /// fit a vendor's error body.
-    #[error("an injected status must be between 400 and 599, not {0}")]
+    /// Other success or informational statuses would not be faults, and would
+    /// not fit a vendor's error body.
+    #[error("an injected status must be 200 (malformed body) or between 400 and 599, not {0}")]
     Status(u16),
 }
 
 impl Fault {
     pub fn validate(&self) -> Result<(), FaultError> {
-        if (400..=599).contains(&self.status) {
+        if self.status == MALFORMED || (400..=599).contains(&self.status) {
             Ok(())
         } else {
             Err(FaultError::Status(self.status))
@@ -182,10 +189,11 @@ mod tests {
     }
 
     #[test]
-    fn only_error_statuses_are_faults() {
+    fn only_error_statuses_and_malformed_bodies_are_faults() {
         assert!(fault(400, 1).validate().is_ok());
         assert!(fault(599, 1).validate().is_ok());
-        assert_eq!(fault(200, 1).validate(), Err(FaultError::Status(200)));
+        assert!(fault(MALFORMED, 1).validate().is_ok());
+        assert_eq!(fault(204, 1).validate(), Err(FaultError::Status(204)));
         assert_eq!(fault(600, 1).validate(), Err(FaultError::Status(600)));
     }
 }

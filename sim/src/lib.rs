@@ -57,7 +57,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use faults::{Fault, FaultError};
+pub use faults::{Fault, FaultError, MALFORMED};
 pub use population::{Population, SimUser, generate_population, generate_vendor_population};
 pub use stats::{REQUEST_LOG_CAPACITY, RequestRecord, StatsSnapshot};
 pub use throttle::RateLimit;

@@ -297,7 +297,7 @@ async fn faults_over_the_admin_api() {
     assert_eq!(lookup(&sim).await.0, 200);
 
     for bad in [
-        json!({"status": 200, "count": 1}),
+        json!({"status": 204, "count": 1}),
         json!({"status": 503}),
         json!({"status": "503", "count": 1}),
     ] {

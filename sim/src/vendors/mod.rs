@@ -315,7 +315,16 @@ pub(crate) async fn guard<S: Service>(
         } => {
             // Faults are validated when injected; a 500 is the honest fallback anyway.
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = service.injected(status);
+            let mut response = if status == StatusCode::OK {
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"data": [{"id": "truncated"#,
+                )
+                    .into_response()
+            } else {
+                service.injected(status)
+            };
             if let Some(secs) = retry_after_secs {
                 set_retry_after(&mut response, secs);
             }
