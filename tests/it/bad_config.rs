@@ -115,3 +115,26 @@ async fn a_missing_credential_stops_the_worker_at_start_without_printing_secrets
     assert!(!stderr.contains("hunter2"));
     let _ = config::from_toml(&text).expect("valid");
 }
+
+#[test]
+fn the_documented_example_configuration_is_valid_for_every_connector() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/config/rolecall.example.toml"
+    ))
+    .unwrap();
+    let mosyle = r#"{"access_token":"t","email":"admin@example.com","password":"p"}"#;
+    let (code, stderr) = run_binary(
+        "rolecall-worker",
+        &text,
+        &[
+            ("ROLECALL_SECRET_LEVER_PROD", "k"),
+            ("ROLECALL_SECRET_MOSYLE_BUSINESS", mosyle),
+            ("ROLECALL_SECRET_MIRO_SCIM_TOKEN", "k"),
+            ("ROLECALL_SECRET_OKTA_API_TOKEN", "k"),
+            ("ROLECALL_SECRET_ZOOM_TOKEN", "k"),
+        ],
+        &["--check-config"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
