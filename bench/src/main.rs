@@ -197,7 +197,9 @@ deactivate_missing = true
 rate = {{ per_second = {rate}, burst = {burst} }}
 "#,
         url = sim.base_url(),
-        burst = burst_for(rate).min(5),
+        // Half the vendor's bucket: the rest absorbs network jitter, which
+        // can bunch requests sent exactly 1/R apart.
+        burst = (burst_for(rate) / 2).max(1),
     );
     let config_path = dir.path().join("rolecall.toml");
     std::fs::write(&config_path, &config)?;

@@ -8,7 +8,7 @@ use rolecall_common::amqp::header_str;
 use rolecall_common::messages::ERROR_HEADER;
 use rolecall_scheduler::{RunOnceOptions, run_once};
 use rolecall_sim::SimConfig;
-use rolecall_tests::{AppSpec, TestEnv, temp_file};
+use rolecall_tests::{AppSpec, TestEnv, active_rows, publish, temp_file};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
@@ -37,19 +37,8 @@ async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
             _ => {}
         }
     }
-    let (_dir, inventory) = temp_file("inventory.csv", &csv);
     let worker = env.spawn_worker(&settings).await;
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = publish(&settings, &csv).await;
     assert_eq!(report.published, 50);
     assert_eq!(report.rejected_count, 3);
     // Header is line 1; good rows 0..=9 are lines 2..=11, so the first bad one is line 12.
@@ -180,22 +169,8 @@ async fn malformed_messages_go_to_the_dead_letter_queue_with_the_reason() {
             .unwrap();
     }
 
-    let mut csv = String::from("saas,user_id,email,status\n");
-    for (i, user) in sim.population().users.iter().take(30).enumerate() {
-        csv.push_str(&format!("lever,u{i},{},active\n", user.email));
-    }
-    let (_dir, inventory) = temp_file("inventory.csv", &csv);
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let csv = active_rows(&sim, "lever", 30);
+    let report = publish(&settings, &csv).await;
     let counters = env
         .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
         .await;

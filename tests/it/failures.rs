@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use rolecall_common::amqp::header_str;
 use rolecall_common::messages::{AlertKind, ERROR_HEADER};
-use rolecall_scheduler::{RunOnceOptions, run_once};
 use rolecall_sim::SimConfig;
-use rolecall_tests::{AppSpec, TestEnv, temp_file};
+use rolecall_tests::{AppSpec, TestEnv, active_rows, publish};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vendor_failing_after_every_retry_raises_an_alert_and_loses_nothing_else() {
@@ -40,19 +39,8 @@ async fn a_vendor_failing_after_every_retry_raises_an_alert_and_loses_nothing_el
     for (i, user) in users.iter().take(20).enumerate() {
         csv.push_str(&format!("lever,u{i},{},active\n", user.email));
     }
-    let (_dir, inventory) = temp_file("inventory.csv", &csv);
     let worker = env.spawn_worker(&settings).await;
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = publish(&settings, &csv).await;
     // Two in-process attempts, then delay queues of 1 s and 2 s.
     let counters = env
         .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
@@ -120,23 +108,9 @@ async fn a_refused_credential_alerts_once_not_once_per_user() {
         per_second: 100.0,
         burst: 10,
     }]);
-    let mut csv = String::from("saas,user_id,email,status\n");
-    for (i, user) in sim.population().users.iter().take(15).enumerate() {
-        csv.push_str(&format!("lever,u{i},{},active\n", user.email));
-    }
-    let (_dir, inventory) = temp_file("inventory.csv", &csv);
+    let csv = active_rows(&sim, "lever", 15);
     let worker = env.spawn_worker(&settings).await;
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = publish(&settings, &csv).await;
     let counters = env
         .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
         .await;

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use rolecall_common::config;
 use rolecall_common::credentials::Vault;
-use rolecall_scheduler::{RunOnceOptions, run_once};
 use rolecall_sim::{RateLimit, SimConfig, SimHandle, SimUser, Vendor};
-use rolecall_tests::{TestEnv, temp_file};
+use rolecall_tests::{TestEnv, publish};
 
 const KEY: &str = "four-apps-key";
 
@@ -126,7 +125,6 @@ roles = {{ "1" = {{ role = "basic", seat_price = 0.0 }}, "2" = {{ role = "licens
             expectations.push((saas, user_id, None));
         }
     }
-    let (_dir, inventory) = temp_file("inventory.csv", &csv);
 
     let worker = rolecall_worker::Worker::build(settings.clone(), &vault)
         .await
@@ -137,17 +135,7 @@ roles = {{ "1" = {{ role = "basic", seat_price = 0.0 }}, "2" = {{ role = "licens
         worker.run_until_stopped(token).await.unwrap();
         worker
     });
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = publish(&settings, &csv).await;
     assert_eq!(report.published, 4 * 48);
     let counters = env
         .wait_for_run(&settings, &report.run_id, Duration::from_secs(90))

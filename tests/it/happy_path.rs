@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rolecall_common::messages::AlertKind;
-use rolecall_scheduler::{RunOnceOptions, run_once};
 use rolecall_sim::{RateLimit, SimConfig, SimHandle};
-use rolecall_tests::{AppSpec, TestEnv, temp_file};
+use rolecall_tests::{AppSpec, TestEnv, publish};
 
 const SIM_RATE: f64 = 100.0;
 const SIM_BURST: u32 = 20;
@@ -97,20 +96,9 @@ async fn a_thousand_users_across_two_apps_get_exactly_a_thousand_results() {
             ));
         }
     }
-    let (_dir, inventory) = temp_file("inventory.csv", &csv);
 
     let worker = env.spawn_worker(&settings).await;
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .expect("the run publishes");
+    let report = publish(&settings, &csv).await;
     assert_eq!(report.published, 1000);
     assert_eq!(report.skipped, 40, "deactivated inventory rows are skipped");
     assert_eq!(report.rejected_count, 0);
@@ -246,19 +234,8 @@ async fn users_deactivated_in_the_inventory_are_never_published() {
         let status = if i % 2 == 0 { "active" } else { "deactivated" };
         csv.push_str(&format!("lever,u{i},{},{status}\n", user.email));
     }
-    let (_dir, inventory) = temp_file("inventory.csv", &csv);
     let worker = env.spawn_worker(&settings).await;
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = publish(&settings, &csv).await;
     assert_eq!(report.published, 20);
     assert_eq!(report.skipped, 20);
     env.wait_for_run(&settings, &report.run_id, Duration::from_secs(30))

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use rolecall_common::config::{self, RateSettings};
 use rolecall_common::ledger::{self, Ledger};
-use rolecall_scheduler::{RunOnceOptions, run_once};
 use rolecall_sim::{Fault, RateLimit, SimConfig, SimHandle};
-use rolecall_tests::{AppSpec, RedisProcess, TestEnv, WorkerProcess, temp_file};
+use rolecall_tests::{AppSpec, RedisProcess, TestEnv, WorkerProcess, publish};
 use rolecall_worker::limiter::{Admission, FleetLimiter, Limiter, WaitReason};
 
 fn rate(per_second: f64, burst: u32, max_in_flight: Option<u32>) -> RateSettings {
@@ -257,7 +256,7 @@ async fn sim(per_second: f64, burst: u32, users: usize) -> SimHandle {
     .unwrap()
 }
 
-fn inventory(sim: &SimHandle, saas: &str, jobs: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+fn inventory(sim: &SimHandle, saas: &str, jobs: usize) -> String {
     let mut csv = String::from("saas,user_id,email,status\n");
     for (i, user) in sim.population().users.iter().take(jobs).enumerate() {
         // One user in twenty is unknown to the vendor.
@@ -268,7 +267,7 @@ fn inventory(sim: &SimHandle, saas: &str, jobs: usize) -> (tempfile::TempDir, st
         };
         csv.push_str(&format!("{saas},u{i},{email},active\n"));
     }
-    temp_file("inventory.csv", &csv)
+    csv
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,18 +287,7 @@ async fn three_worker_processes_keep_to_the_vendors_limit_and_use_it() {
     let workers: Vec<_> = (0..3)
         .map(|_| WorkerProcess::spawn(&text, &settings))
         .collect();
-    let (_dir, path) = inventory(&sim, "lever", 450);
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory: path,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = publish(&settings, &inventory(&sim, "lever", 450)).await;
     let counters = env
         .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
         .await;
@@ -339,18 +327,7 @@ async fn a_429_with_retry_after_pauses_every_worker() {
     let workers: Vec<_> = (0..3)
         .map(|_| WorkerProcess::spawn(&text, &settings))
         .collect();
-    let (_dir, path) = inventory(&sim, "lever", 300);
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory: path,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = publish(&settings, &inventory(&sim, "lever", 300)).await;
     // Let the fleet get going, then have the vendor say "429, come back in 3 s".
     let deadline = Instant::now() + Duration::from_secs(20);
     while sim.stats().accepted < 60 {
@@ -419,18 +396,7 @@ async fn losing_redis_stops_limited_work_without_losing_a_job() {
     let workers: Vec<_> = (0..3)
         .map(|_| WorkerProcess::spawn(&text, &settings))
         .collect();
-    let (_dir, path) = inventory(&sim, "lever", 300);
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory: path,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = publish(&settings, &inventory(&sim, "lever", 300)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while sim.stats().accepted < 80 {
         assert!(Instant::now() < deadline, "the fleet never started");

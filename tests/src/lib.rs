@@ -523,3 +523,29 @@ impl Drop for RedisProcess {
         self.kill();
     }
 }
+
+/// Inventory CSV (header included) listing the first `n` users of a sim as
+/// active users `u0…` of `saas`.
+pub fn active_rows(sim: &SimHandle, saas: &str, n: usize) -> String {
+    let mut csv = String::from("saas,user_id,email,status\n");
+    for (i, user) in sim.population().users.iter().take(n).enumerate() {
+        csv.push_str(&format!("{saas},u{i},{},active\n", user.email));
+    }
+    csv
+}
+
+/// Writes `csv` as an inventory file and publishes it with the scheduler.
+pub async fn publish(settings: &Settings, csv: &str) -> rolecall_scheduler::RunReport {
+    let (_dir, inventory) = temp_file("inventory.csv", csv);
+    rolecall_scheduler::run_once(
+        settings,
+        rolecall_scheduler::RunOnceOptions {
+            inventory,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .expect("the run publishes")
+}

@@ -153,26 +153,13 @@ impl JobContext {
             user: job.user.clone(),
             attributes: job.attributes.clone(),
         };
-        let result =
-            if job.action == Action::LookupRole || app.settings.actions.contains(&job.action) {
-                None
-            } else {
-                // Changes at a vendor happen only where the configuration allows them.
-                Some(Err(ConnectorError::NotEnabled(job.action.as_str())))
-            };
-        let result = match result {
-            Some(refused) => refused,
-            None => loop {
-                match app.service.clone().oneshot(request.clone()).await {
-                    // Never call a vendor without the fleet's limit: hold the
-                    // delivery (the broker sends no more past the prefetch) until
-                    // the limiter answers again.
-                    Err(e) if e.class() == ErrorClass::Unavailable => {
-                        self.hold_for_redis(app, &e.to_string()).await
-                    }
-                    other => break other,
-                }
-            },
+        // Changes at a vendor happen only where the configuration allows them.
+        let enabled =
+            job.action == Action::LookupRole || app.settings.actions.contains(&job.action);
+        let result = if enabled {
+            self.call_vendor(app, request).await
+        } else {
+            Err(ConnectorError::NotEnabled(job.action.as_str()))
         };
         let finding = match result {
             Ok(VendorResponse::Done(done)) => Finding::Acted {
@@ -216,6 +203,24 @@ impl JobContext {
             self.announce_run_finished(&job.run_id).await?;
         }
         Ok(JobOutcome::Recorded(recorded))
+    }
+
+    /// Calls the vendor through the pipeline. Never without the fleet's
+    /// limit: while the limiter cannot answer, the delivery is held (the
+    /// broker sends no more past the prefetch) until it can.
+    async fn call_vendor(
+        &self,
+        app: &App,
+        request: VendorRequest,
+    ) -> Result<VendorResponse, ConnectorError> {
+        loop {
+            match app.service.clone().oneshot(request.clone()).await {
+                Err(e) if e.class() == ErrorClass::Unavailable => {
+                    self.hold_for_redis(app, &e.to_string()).await
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits until Redis answers again. Holding the delivery (rather than
