@@ -141,6 +141,12 @@ impl ConnectorError {
                 status: code,
                 retry_after,
             },
+            // GitHub-style primary limits answer 403 with no quota left:
+            // a throttle until the reset, not a refused credential.
+            403 if quota_spent(headers) => ConnectorError::Throttled {
+                status: code,
+                retry_after: retry_after.or_else(|| until_reset(headers)),
+            },
             401 | 403 => ConnectorError::Unauthorized {
                 status: code,
                 detail,
@@ -169,6 +175,27 @@ impl From<reqwest::Error> for ConnectorError {
             ConnectorError::Transport(e.to_string())
         }
     }
+}
+
+fn header_u64(headers: &HeaderMap, names: &[&str]) -> Option<u64> {
+    names
+        .iter()
+        .find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse().ok())
+}
+
+/// The vendor says no requests are left in its window.
+fn quota_spent(headers: &HeaderMap) -> bool {
+    header_u64(
+        headers,
+        &["x-ratelimit-remaining", "x-rate-limit-remaining"],
+    ) == Some(0)
+}
+
+/// Time until the vendor's window resets (`x-ratelimit-reset`, epoch seconds).
+fn until_reset(headers: &HeaderMap) -> Option<Duration> {
+    let reset = header_u64(headers, &["x-ratelimit-reset", "x-rate-limit-reset"])?;
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
 }
 
 /// Parses `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -215,6 +242,24 @@ mod tests {
         assert_eq!(class(403, None), ErrorClass::Auth);
         assert_eq!(class(400, None), ErrorClass::Permanent);
         assert_eq!(class(404, None), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn a_403_with_no_quota_left_is_a_throttle_until_the_reset() {
+        let mut h = headers(None);
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        let reset = (chrono::Utc::now().timestamp() + 30).to_string();
+        h.insert("x-ratelimit-reset", HeaderValue::from_str(&reset).unwrap());
+        let e = ConnectorError::from_status(StatusCode::FORBIDDEN, &h, None);
+        match e.class() {
+            ErrorClass::Throttled(Some(wait)) => {
+                assert!(wait.as_secs() >= 28 && wait.as_secs() <= 30)
+            }
+            other => panic!("{other:?}"),
+        }
+        // A plain 403 is still a refused credential.
+        let e = ConnectorError::from_status(StatusCode::FORBIDDEN, &headers(None), None);
+        assert_eq!(e.class(), ErrorClass::Auth);
     }
 
     #[test]
