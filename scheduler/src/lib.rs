@@ -84,33 +84,17 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
     // not leave a run behind that never finishes.
     let rows = inventory::open(&options.inventory, format)?;
 
-    let conn = amqp::connect(&settings.amqp, "rolecall-scheduler")
-        .await
-        .context("connecting to RabbitMQ")?;
-    let channel = amqp::confirmed_channel(&conn).await?;
-    let all_saas: Vec<String> = settings.saas.keys().cloned().collect();
-    amqp::declare_topology(
-        &channel,
-        &names,
-        &settings.amqp,
-        &all_saas,
-        &settings.worker.delay_queues(),
-    )
-    .await
-    .context("declaring the RabbitMQ topology")?;
-    let redis = ledger::connect(&settings.redis)
-        .await
-        .context("connecting to Redis")?;
-    let ledger = Ledger::new(redis, names.clone(), &settings.redis);
+    let Connections {
+        conn,
+        channel,
+        ledger,
+    } = Connections::open(settings, &names).await?;
 
     let started_at = Utc::now();
-    let run_id = options.run_id.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            started_at.format("%Y%m%dT%H%M%SZ"),
-            &ulid::Ulid::new().to_string()[20..]
-        )
-    });
+    let run_id = options
+        .run_id
+        .clone()
+        .unwrap_or_else(|| new_run_id("", started_at));
     ledger
         .start_run(
             &run_id,
@@ -210,6 +194,52 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
     Ok(report)
 }
 
+/// What publishing needs: a confirmed channel on a declared topology, and
+/// the run ledger.
+struct Connections {
+    conn: lapin::Connection,
+    channel: lapin::Channel,
+    ledger: Ledger,
+}
+
+impl Connections {
+    async fn open(settings: &Settings, names: &Names) -> anyhow::Result<Self> {
+        let conn = amqp::connect(&settings.amqp, "rolecall-scheduler")
+            .await
+            .context("connecting to RabbitMQ")?;
+        let channel = amqp::confirmed_channel(&conn).await?;
+        let all_saas: Vec<String> = settings.saas.keys().cloned().collect();
+        amqp::declare_topology(
+            &channel,
+            names,
+            &settings.amqp,
+            &all_saas,
+            &settings.worker.delay_queues(),
+        )
+        .await
+        .context("declaring the RabbitMQ topology")?;
+        let redis = ledger::connect(&settings.redis)
+            .await
+            .context("connecting to Redis")?;
+        Ok(Self {
+            conn,
+            channel,
+            ledger: Ledger::new(redis, names.clone(), &settings.redis),
+        })
+    }
+}
+
+/// `[<prefix>-]<UTC time>-<random>`: sortable by start, readable in logs.
+fn new_run_id(prefix: &str, started_at: chrono::DateTime<Utc>) -> String {
+    let random = ulid::Ulid::new().to_string();
+    let id = format!("{}-{}", started_at.format("%Y%m%dT%H%M%SZ"), &random[20..]);
+    if prefix.is_empty() {
+        id
+    } else {
+        format!("{prefix}-{id}")
+    }
+}
+
 /// A change at a vendor for one user (deactivate, create, update), asked by
 /// an operator or an automation.
 #[derive(Debug, Clone)]
@@ -242,28 +272,13 @@ pub async fn enqueue_action(settings: &Settings, request: ActionRequest) -> anyh
         );
     }
     let names = Names::new(&settings.namespace);
-    let conn = amqp::connect(&settings.amqp, "rolecall-scheduler")
-        .await
-        .context("connecting to RabbitMQ")?;
-    let channel = amqp::confirmed_channel(&conn).await?;
-    let all_saas: Vec<String> = settings.saas.keys().cloned().collect();
-    amqp::declare_topology(
-        &channel,
-        &names,
-        &settings.amqp,
-        &all_saas,
-        &settings.worker.delay_queues(),
-    )
-    .await?;
-    let redis = ledger::connect(&settings.redis).await?;
-    let ledger = Ledger::new(redis, names.clone(), &settings.redis);
+    let Connections {
+        conn,
+        channel,
+        ledger,
+    } = Connections::open(settings, &names).await?;
     let started_at = Utc::now();
-    let run_id = format!(
-        "{}-{}-{}",
-        request.action.as_str(),
-        started_at.format("%Y%m%dT%H%M%SZ"),
-        &ulid::Ulid::new().to_string()[20..]
-    );
+    let run_id = new_run_id(request.action.as_str(), started_at);
     ledger.start_run(&run_id, started_at, "action").await?;
     let job = JobV1 {
         v: JOB_VERSION,

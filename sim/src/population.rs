@@ -130,6 +130,19 @@ pub struct Population {
 }
 
 impl Population {
+    /// Maps a key of every user to the user's index, for a vendor's lookups
+    /// (by id, by stored e-mail, by lower-cased login, …).
+    pub fn index_by(
+        &self,
+        key: impl Fn(&SimUser) -> String,
+    ) -> std::collections::HashMap<String, usize> {
+        self.users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (key(u), i))
+            .collect()
+    }
+
     /// Case-insensitive, unlike the vendor API: tests ask "what should the worker
     /// have found for this inventory row?", and inventory rows may be capitalised.
     pub fn by_email(&self, email: &str) -> Option<&SimUser> {

@@ -270,23 +270,36 @@ fn inventory(sim: &SimHandle, saas: &str, jobs: usize) -> String {
     csv
 }
 
+/// Three `rolecall-worker` processes for one Lever app at `per_second`.
+fn fleet(
+    env: &TestEnv,
+    sim: &SimHandle,
+    per_second: f64,
+    burst: u32,
+    redis: Option<&str>,
+) -> (rolecall_common::Settings, Vec<WorkerProcess>) {
+    let apps = [AppSpec {
+        name: "lever",
+        sim,
+        per_second,
+        burst,
+    }];
+    let text = match redis {
+        Some(url) => env.config_text_with_redis(&apps, "", url),
+        None => env.config_text(&apps, ""),
+    };
+    let settings = config::from_toml(&text).unwrap();
+    let workers = (0..3)
+        .map(|_| WorkerProcess::spawn(&text, &settings))
+        .collect();
+    (settings, workers)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_worker_processes_keep_to_the_vendors_limit_and_use_it() {
     let env = TestEnv::new().await;
     let sim = sim(50.0, 10, 500).await;
-    let text = env.config_text(
-        &[AppSpec {
-            name: "lever",
-            sim: &sim,
-            per_second: 50.0,
-            burst: 5,
-        }],
-        "",
-    );
-    let settings = config::from_toml(&text).unwrap();
-    let workers: Vec<_> = (0..3)
-        .map(|_| WorkerProcess::spawn(&text, &settings))
-        .collect();
+    let (settings, workers) = fleet(&env, &sim, 50.0, 5, None);
     let report = publish(&settings, &inventory(&sim, "lever", 450)).await;
     let counters = env
         .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
@@ -314,19 +327,7 @@ async fn three_worker_processes_keep_to_the_vendors_limit_and_use_it() {
 async fn a_429_with_retry_after_pauses_every_worker() {
     let env = TestEnv::new().await;
     let sim = sim(60.0, 10, 400).await;
-    let text = env.config_text(
-        &[AppSpec {
-            name: "lever",
-            sim: &sim,
-            per_second: 40.0,
-            burst: 5,
-        }],
-        "",
-    );
-    let settings = config::from_toml(&text).unwrap();
-    let workers: Vec<_> = (0..3)
-        .map(|_| WorkerProcess::spawn(&text, &settings))
-        .collect();
+    let (settings, workers) = fleet(&env, &sim, 40.0, 5, None);
     let report = publish(&settings, &inventory(&sim, "lever", 300)).await;
     // Let the fleet get going, then have the vendor say "429, come back in 3 s".
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -382,20 +383,7 @@ async fn losing_redis_stops_limited_work_without_losing_a_job() {
     let env = TestEnv::new().await;
     let mut redis = RedisProcess::start().await;
     let sim = sim(200.0, 20, 400).await;
-    let text = env.config_text_with_redis(
-        &[AppSpec {
-            name: "lever",
-            sim: &sim,
-            per_second: 40.0,
-            burst: 5,
-        }],
-        "",
-        &redis.url(),
-    );
-    let settings = config::from_toml(&text).unwrap();
-    let workers: Vec<_> = (0..3)
-        .map(|_| WorkerProcess::spawn(&text, &settings))
-        .collect();
+    let (settings, workers) = fleet(&env, &sim, 40.0, 5, Some(&redis.url()));
     let report = publish(&settings, &inventory(&sim, "lever", 300)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while sim.stats().accepted < 80 {

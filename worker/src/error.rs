@@ -126,6 +126,15 @@ impl ConnectorError {
         }
     }
 
+    /// A change was asked for a user the vendor does not know: permanent,
+    /// since retrying cannot make the user appear.
+    pub fn no_such_user(action: &str) -> Self {
+        ConnectorError::Rejected {
+            status: 404,
+            detail: format!(", no such user to {action}"),
+        }
+    }
+
     /// Classifies a non-success HTTP response. `vendor_code` is the vendor's
     /// own error code from the body, if the connector could read one.
     pub fn from_status(status: StatusCode, headers: &HeaderMap, vendor_code: Option<&str>) -> Self {

@@ -183,14 +183,8 @@ impl JobContext {
             }
             Ok(VendorResponse::Lookup(Lookup::NotFound)) => Finding::NotFound,
             Err(e) => match self.on_failure(app, &job, delivery, attempt, &e).await? {
-                Some(finding) => finding,
-                None => {
-                    let delay = self.retry_delay(attempt, e.class());
-                    return Ok(JobOutcome::Retrying {
-                        attempt: next_attempt(attempt, e.class()),
-                        delay,
-                    });
-                }
+                Fate::Failed(finding) => finding,
+                Fate::Later(retrying) => return Ok(retrying),
             },
         };
         let recorded = loop {
@@ -240,8 +234,8 @@ impl JobContext {
         }
     }
 
-    /// Decides what a failed lookup becomes: a later attempt (`None`, the job
-    /// is already in a delay queue) or a final failure (alerted and
+    /// Decides what a failed call becomes: a later attempt (the job is
+    /// already in a delay queue) or a final failure (alerted and
     /// dead-lettered, to be recorded by the caller).
     async fn on_failure(
         &self,
@@ -250,7 +244,7 @@ impl JobContext {
         delivery: &Delivery,
         attempt: u32,
         error: &ConnectorError,
-    ) -> Result<Option<Finding>, InfraError> {
+    ) -> Result<Fate, InfraError> {
         let saas = &app.settings.name;
         let class = error.class();
         let retryable = matches!(class, ErrorClass::Transient | ErrorClass::Throttled(_));
@@ -270,7 +264,10 @@ impl JobContext {
             );
             amqp::publish_confirmed(&self.publisher, "", &queue, &delivery.data, props).await?;
             debug!(saas = %saas, job_id = %job.job_id, attempt = next, delay_ms = delay.as_millis() as u64, error = %error, "Job deferred to a delay queue.");
-            return Ok(None);
+            return Ok(Fate::Later(JobOutcome::Retrying {
+                attempt: next,
+                delay,
+            }));
         }
         let (alert_kind, final_class) = match class {
             ErrorClass::Auth => (AlertKind::AuthFailed, "auth"),
@@ -296,7 +293,7 @@ impl JobContext {
             amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
         }
         self.publish_dead_letter(saas, delivery, &text).await?;
-        Ok(Some(Finding::Failed {
+        Ok(Fate::Failed(Finding::Failed {
             class: final_class.into(),
             error: error.to_string(),
         }))
@@ -413,6 +410,14 @@ impl JobContext {
         amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
         Ok(())
     }
+}
+
+/// What a failed call becomes.
+enum Fate {
+    /// Waiting in a delay queue for another attempt.
+    Later(JobOutcome),
+    /// Failed for good; the finding is to be recorded.
+    Failed(Finding),
 }
 
 fn next_attempt(attempt: u32, class: ErrorClass) -> u32 {

@@ -73,16 +73,8 @@ impl Lever {
         let users = &population.users;
         let mut order: Vec<usize> = (0..users.len()).collect();
         order.sort_by(|&a, &b| sort_key(&users[a]).cmp(&sort_key(&users[b])));
-        let by_email = users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.email.clone(), i))
-            .collect();
-        let by_id = users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.id.clone(), i))
-            .collect();
+        let by_email = population.index_by(|u| u.email.clone());
+        let by_id = population.index_by(|u| u.id.clone());
         Self {
             order,
             by_email,

@@ -136,18 +136,8 @@ impl Okta {
                     .unwrap_or_default()
             })
             .collect();
-        let by_id = population
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.id.clone(), i))
-            .collect();
-        let by_login = population
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.email.to_lowercase(), i))
-            .collect();
+        let by_id = population.index_by(|u| u.id.clone());
+        let by_login = population.index_by(|u| u.email.to_lowercase());
         Self {
             token: token.to_owned(),
             users,

@@ -84,18 +84,8 @@ impl Zoom {
         gate: Arc<Gate>,
     ) -> Self {
         let users = population.users.iter().map(user_object).collect();
-        let by_id = population
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.id.clone(), i))
-            .collect();
-        let by_email = population
-            .users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.email.to_lowercase(), i))
-            .collect();
+        let by_id = population.index_by(|u| u.id.clone());
+        let by_email = population.index_by(|u| u.email.to_lowercase());
         Self {
             token: token.to_owned(),
             users,

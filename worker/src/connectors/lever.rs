@@ -143,10 +143,10 @@ impl Connector for Lever {
             return Err(ConnectorError::Unsupported(action.as_str()));
         }
         let email = user.email.trim().to_lowercase();
-        let (found, _) = self.find(&email).await?.ok_or(ConnectorError::Rejected {
-            status: 404,
-            detail: ", no such user to deactivate".into(),
-        })?;
+        let (found, _) = self
+            .find(&email)
+            .await?
+            .ok_or_else(|| ConnectorError::no_such_user("deactivate"))?;
         if found.deactivated_at.is_some() {
             return Ok(ActionDone {
                 vendor_id: Some(found.id),

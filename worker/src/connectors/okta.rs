@@ -178,10 +178,7 @@ impl Connector for Okta {
             return Err(ConnectorError::Unsupported(action.as_str()));
         }
         let Some(found) = self.find(user.email.trim()).await? else {
-            return Err(ConnectorError::Rejected {
-                status: 404,
-                detail: ", no Okta user has this e-mail".into(),
-            });
+            return Err(ConnectorError::no_such_user("deactivate"));
         };
         let id = user_id(&found)?;
         if status(&found) == "DEPROVISIONED" {

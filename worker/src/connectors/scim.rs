@@ -307,10 +307,7 @@ impl Connector for Scim {
         let found = self
             .find(user.email.trim())
             .await?
-            .ok_or(ConnectorError::Rejected {
-                status: 404,
-                detail: ", no such user to deactivate".into(),
-            })?;
+            .ok_or_else(|| ConnectorError::no_such_user("deactivate"))?;
         let id = found
             .get("id")
             .and_then(Value::as_str)
