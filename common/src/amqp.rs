@@ -177,6 +177,18 @@ pub fn job_properties(job: &JobV1, attempt: u32) -> BasicProperties {
 }
 
 /// Reads an integer header, whatever integer type the publisher used.
+pub fn header_u64(props: &BasicProperties, name: &str) -> Option<u64> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(&ShortString::from(name))? {
+        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
+        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::Timestamp(v) => Some(*v),
+        _ => None,
+    }
+}
+
+/// Reads a numeric header as `u32` (any integer width the broker kept).
 pub fn header_u32(props: &BasicProperties, name: &str) -> Option<u32> {
     let headers = props.headers().as_ref()?;
     match headers.inner().get(&ShortString::from(name))? {

@@ -113,8 +113,10 @@ return complete(KEYS[1], ARGV[1])
 pub enum Finding {
     /// The vendor knows the user.
     Found {
-        /// The vendor's role string, verbatim.
+        /// The role the role map is keyed by.
         raw_role: String,
+        /// The vendor's own role value(s), verbatim.
+        vendor_roles: Vec<String>,
         /// The normalized role from the role map.
         role: String,
         /// Seat price from the role map.
@@ -241,6 +243,7 @@ pub struct Ledger {
     conn: ConnectionManager,
     names: Names,
     done_ttl_s: u64,
+    audit_ttl_s: u64,
 }
 
 impl Ledger {
@@ -250,6 +253,7 @@ impl Ledger {
             conn,
             names,
             done_ttl_s: settings.done_ttl.as_secs().max(1),
+            audit_ttl_s: settings.audit_ttl.as_secs().max(1),
         }
     }
 
@@ -310,6 +314,25 @@ impl Ledger {
         Ok(finished == 1)
     }
 
+    /// Keeps the audit copy of the vendor's answer about a user for
+    /// `redis.audit_ttl` (overwritten by the next check).
+    pub async fn save_audit(
+        &self,
+        saas: &str,
+        user_id: &str,
+        copy: &str,
+    ) -> Result<(), LedgerError> {
+        let mut conn = self.conn.clone();
+        let () = redis::cmd("SET")
+            .arg(self.names.audit_key(saas, user_id))
+            .arg(copy)
+            .arg("EX")
+            .arg(self.audit_ttl_s)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Records a job's outcome once; a redelivered job changes nothing.
     pub async fn record(&self, job: &JobV1, finding: &Finding) -> Result<Recorded, LedgerError> {
         let now = Utc::now().to_rfc3339();
@@ -330,6 +353,7 @@ impl Ledger {
         match finding {
             Finding::Found {
                 raw_role,
+                vendor_roles,
                 role,
                 seat_price: price,
                 role_known,
@@ -340,6 +364,10 @@ impl Ledger {
                     ("found", "1".to_string()),
                     ("active", bool_str(*active)),
                     ("role", raw_role.clone()),
+                    (
+                        "vendor_roles",
+                        serde_json::to_string(vendor_roles).unwrap_or_default(),
+                    ),
                     ("normalized_role", role.clone()),
                     ("seat_price", price.to_string()),
                     ("role_known", bool_str(*role_known)),

@@ -142,8 +142,11 @@ impl JobV1 {
     }
 }
 
+/// Header of a deferred job: when it first had to wait for quota (epoch ms).
+pub const THROTTLED_SINCE_HEADER: &str = "x-rolecall-throttled-since";
+
 /// What went wrong, for whoever reads the alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A job failed for good (permanent error or retries exhausted).
@@ -154,6 +157,10 @@ pub enum AlertKind {
     VendorUnavailable,
     /// Every job of a run has an outcome.
     RunFinished,
+    /// Jobs waited for quota longer than `worker.max_throttle_age` and failed.
+    ThrottledOut,
+    /// The vendor asked the fleet to pause longer than `rate.max_pause`.
+    PauseCapped,
 }
 
 /// An alert on the alert queue, for the notifier.

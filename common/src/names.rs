@@ -67,6 +67,11 @@ impl Names {
         format!("{}role:{saas}:{user_id}", self.key_prefix)
     }
 
+    /// The capped, secret-free copy of the vendor's last answer about a user (TTL).
+    pub fn audit_key(&self, saas: &str, user_id: &str) -> String {
+        format!("{}audit:{saas}:{user_id}", self.key_prefix)
+    }
+
     /// Hash with a run's counters.
     pub fn run_key(&self, run_id: &str) -> String {
         format!("{}run:{run_id}", self.key_prefix)

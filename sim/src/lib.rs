@@ -18,27 +18,73 @@
 //! | GitHub | `GET /orgs/{github_org}/memberships/{username}`, `GET /orgs/{github_org}/members` | `Bearer <api_key>` (or `token`) |
 //! | Zoom | `GET /v2/users/{id or email}`, `GET /v2/users` | `Bearer <api_key>` |
 //!
-//! Every vendor route passes the same gate: throttle, injected faults,
-//! latency, auth, handler; refusals come in the vendor's own error shape.
-//! [`SimUser`] documents how each vendor shows a user's role and status.
+//! Every vendor route passes the same gate: the network's way in, the
+//! limiter, injected faults, auth, the handler, the way back; refusals come
+//! in the vendor's own error shape. [`SimUser`] documents how each vendor
+//! shows a user's role and status.
+//!
+//! ## Rate limits, as vendors count them
+//!
+//! A [`Limit`] is one of three schemes: a token bucket ([`RateLimit`], what
+//! Lever documents), a strict sliding window (at most N requests in *any*
+//! window of W, counted on arrival; refused requests count only with
+//! `count_rejected`) or fixed windows of W aligned to the Unix epoch. The
+//! default bucket takes `SimConfig::limit` (or the older `rate`); named
+//! [`BucketSpec`]s (`SimConfig::buckets`) give endpoint groups their own
+//! limit, as Okta counts per endpoint: a request goes to the first bucket
+//! whose pattern (`/api/v1/users/*/roles`, `*` = one path segment) matches
+//! its path. Okta and GitHub report the request's bucket in their rate-limit
+//! headers. Whether 429s carry `Retry-After` follows the vendor's
+//! documentation unless `SimConfig::retry_after` says otherwise
+//! ([`Vendor::sends_retry_after`]).
+//!
+//! `SimConfig::latency` is a round trip: half of it (plus up to half of
+//! `jitter`, drawn uniformly) passes before the limiter counts a request,
+//! the rest after the answer. Jitter thus bunches evenly sent requests into
+//! one window, as a real network does; a request whose client gives up on
+//! the way is still counted (logged as 499).
+//!
+//! ## Scenarios
+//!
+//! - `fail_emails`: lookups of these answer 500.
+//! - `endless_emails` (Lever): lookups page forever, every page empty with
+//!   `hasNext: true` and a fresh `next`, so a client must hit its page cap.
+//! - Mosyle Business: deactivated users (`deactivated_ratio`, 5 % by
+//!   default) are listed with `is_removed: true`.
+//! - Okta: about 15 % of users are admins, and about a third of those hold
+//!   one or two lesser roles besides, all listed by `/users/{id}/roles`.
+//!
+//! ## Control
 //!
 //! `/_sim/...` controls and observes the sim (no auth, never throttled, never
 //! counted):
 //!
-//! - `GET /_sim/stats`: [`StatsSnapshot`]
+//! - `GET /_sim/stats`: [`StatsSnapshot`], with per-bucket [`BucketStats`]
+//!   (counts, peak requests in one window of the bucket's own length, the
+//!   limit, first and last arrivals) and `received`, every HTTP request that
+//!   reached a vendor route
 //! - `GET /_sim/requests`: the request log, `[RequestRecord]`
 //! - `POST /_sim/reset`: [`SimHandle::reset_stats`]; answers the cleared stats
-//! - `GET|PUT /_sim/rate`: `Option<RateLimit>` (`null` is unlimited)
+//! - `GET|PUT /_sim/rate[?bucket=NAME]`: `Option<Limit>` (`null` is
+//!   unlimited) of the default or the named bucket; `PUT` takes
+//!   `{"per_second": 10, "burst": 20}` (a token bucket, as always),
+//!   `{"scheme": "sliding_window", "requests": 50, "window_ms": 1000}` or
+//!   `{"scheme": "fixed_window", "requests": 200, "window_ms": 30000}` and
+//!   answers the limit now in force; an unknown bucket is 404
 //! - `POST /_sim/faults`: queue a [`Fault`]; `GET` lists pending ones, `DELETE`
 //!   drops them
 //! - `GET /_sim/health`: `ok`
 
+mod buckets;
+mod clock;
 mod faults;
 pub mod inventory;
+mod limit;
 mod population;
 mod stats;
 mod throttle;
 mod vendors;
+mod window;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -47,19 +93,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use buckets::{BucketError, BucketSpec, DEFAULT_BUCKET};
 pub use faults::{Fault, FaultError, MALFORMED};
+pub use limit::{Limit, LimitError, parse_window};
 pub use population::{Population, SimUser, generate_population, generate_vendor_population};
-pub use stats::{REQUEST_LOG_CAPACITY, RequestRecord, StatsSnapshot};
+pub use stats::{BucketStats, REQUEST_LOG_CAPACITY, RequestRecord, StatsSnapshot};
 pub use throttle::RateLimit;
 pub use vendors::Vendor;
 pub use vendors::github::GITHUB_ROLES;
@@ -69,13 +118,13 @@ pub use vendors::okta::OKTA_ROLES;
 pub use vendors::scim::{MIRO_ROLES, MIRO_USER_TYPES, SCIM_ENTITLEMENTS, SCIM_ROLES};
 pub use vendors::zoom::{ZOOM_ROLES, ZOOM_TYPES};
 
-use vendors::Gate;
 use vendors::github::Github;
-use vendors::lever::{self, Lever};
+use vendors::lever::{self, Lever, LeverScenarios};
 use vendors::mosyle::{Mosyle, MosyleSettings, Product};
 use vendors::okta::Okta;
 use vendors::scim::{Flavor, Scim};
 use vendors::zoom::Zoom;
+use vendors::{Gate, GateSettings};
 
 /// How long [`SimHandle::shutdown`] lets in-flight requests finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -102,16 +151,43 @@ pub struct SimConfig {
     pub page_size: usize,
     /// GitHub: the organisation whose memberships the sim answers.
     pub github_org: String,
-    /// `None` means unlimited.
+    /// The default bucket's token bucket; `None` means unlimited. Kept for
+    /// callers that only know token buckets: `limit` overrides it.
     pub rate: Option<RateLimit>,
-    /// Added to every vendor response, throttled ones included.
+    /// The default bucket's limit in any scheme (sliding or fixed windows,
+    /// token bucket); when `Some`, used instead of `rate`.
+    pub limit: Option<Limit>,
+    /// Endpoint groups the vendor counts apart, each with its own limit
+    /// (Okta's per-endpoint limits); a request goes to the first whose
+    /// pattern matches its path, else to the default bucket.
+    pub buckets: Vec<BucketSpec>,
+    /// The network's round trip, on every vendor response, throttled ones
+    /// included: half of it passes before the vendor counts the request,
+    /// half after it answers.
     pub latency: Duration,
+    /// Added to `latency`: each way draws uniformly up to half of it,
+    /// independently, so requests sent evenly arrive unevenly.
+    pub jitter: Duration,
+    /// Whether throttled (429) answers carry `Retry-After`; `None` does as
+    /// the vendor documents ([`Vendor::sends_retry_after`]: Lever, Miro,
+    /// Okta, GitHub and Zoom send none). Injected faults carry theirs anyway.
+    pub retry_after: Option<bool>,
     /// Share of vendor users deactivated (how that shows is per vendor, see
     /// [`SimUser`]).
     pub deactivated_ratio: f64,
     /// Lookups of these emails (any case) always answer 500 (Lever email
     /// lookups, SCIM and Okta searches, Okta/Zoom/GitHub single-user reads).
     pub fail_emails: HashSet<String>,
+    /// Lever: lookups of these emails (any case) page forever, every page
+    /// empty with `hasNext: true` and a new `next` cursor.
+    pub endless_emails: HashSet<String>,
+}
+
+impl SimConfig {
+    /// The default bucket's limit: `limit`, else `rate`.
+    pub fn default_limit(&self) -> Option<Limit> {
+        self.limit.or(self.rate.map(Limit::TokenBucket))
+    }
 }
 
 impl Default for SimConfig {
@@ -128,9 +204,14 @@ impl Default for SimConfig {
             page_size: 50,
             github_org: "acme".to_owned(),
             rate: None,
+            limit: None,
+            buckets: Vec::new(),
             latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            retry_after: None,
             deactivated_ratio: 0.05,
             fail_emails: HashSet::new(),
+            endless_emails: HashSet::new(),
         }
     }
 }
@@ -150,9 +231,14 @@ impl fmt::Debug for SimConfig {
             .field("page_size", &self.page_size)
             .field("github_org", &self.github_org)
             .field("rate", &self.rate)
+            .field("limit", &self.limit)
+            .field("buckets", &self.buckets)
             .field("latency", &self.latency)
+            .field("jitter", &self.jitter)
+            .field("retry_after", &self.retry_after)
             .field("deactivated_ratio", &self.deactivated_ratio)
             .field("fail_emails", &self.fail_emails)
+            .field("endless_emails", &self.endless_emails)
             .finish()
     }
 }
@@ -167,6 +253,8 @@ pub enum SimError {
     },
     #[error("cannot read the address the sim listens on")]
     LocalAddr(#[source] std::io::Error),
+    #[error("invalid rate-limit buckets")]
+    Buckets(#[from] BucketError),
 }
 
 /// Starts a sim on an ephemeral loopback port, so parallel tests never collide.
@@ -176,6 +264,7 @@ pub async fn spawn(config: SimConfig) -> anyhow::Result<SimHandle> {
 
 /// As [`spawn`], on a chosen address (the binary's `--bind`).
 pub async fn spawn_on(config: SimConfig, bind: SocketAddr) -> anyhow::Result<SimHandle> {
+    let gate = Arc::new(build_gate(&config)?);
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|source| SimError::Bind { addr: bind, source })?;
@@ -188,7 +277,6 @@ pub async fn spawn_on(config: SimConfig, bind: SocketAddr) -> anyhow::Result<Sim
         &config.email_domain,
         config.deactivated_ratio,
     ));
-    let gate = Arc::new(Gate::new(config.rate, config.latency));
     let logins = Arc::new(AtomicU64::new(0));
     let app = vendor_router(&config, &population, &gate, &logins)
         .nest("/_sim", admin_router(gate.clone()));
@@ -216,6 +304,26 @@ pub async fn spawn_on(config: SimConfig, bind: SocketAddr) -> anyhow::Result<Sim
         stop: Some(stop),
         task: Some(task),
     })
+}
+
+/// Checked before binding, so a bad limit never leaves a port open.
+fn build_gate(config: &SimConfig) -> Result<Gate, SimError> {
+    let limit = config.default_limit();
+    if let Some(limit) = &limit {
+        limit.validate().map_err(|source| BucketError::Limit {
+            name: DEFAULT_BUCKET.to_owned(),
+            source,
+        })?;
+    }
+    Ok(Gate::new(GateSettings {
+        limit,
+        buckets: config.buckets.clone(),
+        latency: config.latency,
+        jitter: config.jitter,
+        retry_after: config
+            .retry_after
+            .unwrap_or_else(|| config.vendor.sends_retry_after()),
+    })?)
 }
 
 fn vendor_router(
@@ -252,12 +360,16 @@ fn vendor_router(
         );
         Router::new().nest(flavor.base_path(), vendors::scim::router(Arc::new(scim)))
     };
-    match config.vendor {
+    let router = match config.vendor {
         Vendor::Lever => {
+            let scenarios = LeverScenarios {
+                fail_emails: &config.fail_emails,
+                endless_emails: &config.endless_emails,
+            };
             let lever = Lever::new(
                 population.clone(),
                 &config.api_key,
-                &config.fail_emails,
+                &scenarios,
                 gate.clone(),
             );
             Router::new().nest("/v1", lever::router(Arc::new(lever)))
@@ -294,7 +406,8 @@ fn vendor_router(
             );
             Router::new().nest("/v2", vendors::zoom::router(Arc::new(zoom)))
         }
-    }
+    };
+    router.layer(axum::middleware::from_fn(vendors::remember_path))
 }
 
 /// The running sim; dropping it stops the server.
@@ -334,9 +447,34 @@ impl SimHandle {
         self.logins.load(Ordering::Relaxed)
     }
 
-    /// Takes effect for the next request, with a full bucket.
+    /// The default bucket becomes a token bucket at `rate` (`None`:
+    /// unlimited), full, from the next request on.
     pub fn set_rate(&self, rate: Option<RateLimit>) {
-        self.gate.set_rate(rate);
+        self.set_limit(rate.map(Limit::TokenBucket))
+            .unwrap_or_else(|error| panic!("cannot set {rate:?}: {error}"));
+    }
+
+    /// The default bucket's limit, in any scheme, from the next request on.
+    /// A token bucket starts full; a window keeps counting the requests
+    /// already in it, so halving a limit mid-run bites at once, as at a
+    /// vendor. Fails for an invalid limit (a window under 1 ms).
+    pub fn set_limit(&self, limit: Option<Limit>) -> Result<(), BucketError> {
+        self.gate.set_limit(DEFAULT_BUCKET, limit)
+    }
+
+    /// As [`SimHandle::set_limit`], for the bucket named `name`
+    /// ([`DEFAULT_BUCKET`] is the default one).
+    pub fn set_bucket_limit(&self, name: &str, limit: Option<Limit>) -> Result<(), BucketError> {
+        self.gate.set_limit(name, limit)
+    }
+
+    /// The default bucket's limit now.
+    pub fn limit(&self) -> Option<Limit> {
+        self.gate.limit(DEFAULT_BUCKET).unwrap_or_default()
+    }
+
+    pub fn bucket_limit(&self, name: &str) -> Result<Option<Limit>, BucketError> {
+        self.gate.limit(name)
     }
 
     /// The last [`REQUEST_LOG_CAPACITY`] vendor requests, oldest arrival first,
@@ -349,8 +487,9 @@ impl SimHandle {
 
     /// Starts a new measurement on the same sim, e.g. between benchmark
     /// phases: counters, peaks, timings and the request log go back to empty;
-    /// the population, the rate (and the bucket's tokens) and pending faults
-    /// stay. Requests in flight are counted in the old measurement only.
+    /// the population, the limits (and what their buckets and windows have
+    /// counted) and pending faults stay. Requests in flight are counted in the
+    /// old measurement only.
     pub fn reset_stats(&self) {
         self.gate.reset_stats();
     }
@@ -430,16 +569,48 @@ async fn post_reset(State(gate): State<Arc<Gate>>) -> Json<StatsSnapshot> {
     Json(gate.stats())
 }
 
-async fn get_rate(State(gate): State<Arc<Gate>>) -> Json<Option<RateLimit>> {
-    Json(gate.rate())
+/// `?bucket=NAME` picks a named bucket; without it, the default one.
+#[derive(Deserialize)]
+struct BucketQuery {
+    bucket: Option<String>,
 }
 
+impl BucketQuery {
+    fn name(&self) -> &str {
+        self.bucket.as_deref().unwrap_or(DEFAULT_BUCKET)
+    }
+}
+
+fn bucket_error(error: &BucketError) -> Response {
+    let status = match error {
+        BucketError::Unknown(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, error.to_string()).into_response()
+}
+
+async fn get_rate(State(gate): State<Arc<Gate>>, Query(query): Query<BucketQuery>) -> Response {
+    match gate.limit(query.name()) {
+        Ok(limit) => Json(limit).into_response(),
+        Err(error) => bucket_error(&error),
+    }
+}
+
+/// Answers the limit now in force; a bad body is a 4xx with the reason as
+/// plain text.
 async fn put_rate(
     State(gate): State<Arc<Gate>>,
-    Json(rate): Json<Option<RateLimit>>,
-) -> Json<Option<RateLimit>> {
-    gate.set_rate(rate);
-    Json(gate.rate())
+    Query(query): Query<BucketQuery>,
+    limit: Result<Json<Option<Limit>>, JsonRejection>,
+) -> Response {
+    let limit = match limit {
+        Ok(Json(limit)) => limit,
+        Err(rejection) => return (rejection.status(), rejection.body_text()).into_response(),
+    };
+    match gate.set_limit(query.name(), limit) {
+        Ok(()) => Json(gate.limit(query.name()).unwrap_or_default()).into_response(),
+        Err(error) => bucket_error(&error),
+    }
 }
 
 async fn get_faults(State(gate): State<Arc<Gate>>) -> Json<Vec<Fault>> {

@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use rolecall_sim::inventory::{InventorySpec, build_inventory};
-use rolecall_sim::{RateLimit, SimConfig, Vendor, generate_vendor_population, spawn_on};
+use rolecall_sim::{
+    BucketSpec, Limit, RateLimit, SimConfig, Vendor, generate_vendor_population, parse_window,
+    spawn_on,
+};
 use tracing_subscriber::EnvFilter;
 use url::Url;
 
@@ -33,7 +36,8 @@ enum Command {
     Stats(SimUrl),
     /// Zero a running sim's counters, timings and request log.
     Reset(SimUrl),
-    /// Change a running sim's rate limit; the bucket starts full.
+    /// Change a running sim's rate limit (a token bucket starts full; a
+    /// window keeps what it counted).
     SetRate(SetRateArgs),
 }
 
@@ -45,18 +49,116 @@ struct SimUrl {
 }
 
 #[derive(Args)]
+#[command(group(ArgGroup::new("new-limit").args(["rate", "requests", "unlimited"]).required(true)))]
 struct SetRateArgs {
     #[command(flatten)]
     sim: SimUrl,
-    /// Steady-state requests per second.
-    #[arg(long, required_unless_present = "unlimited", value_parser = parse_rate)]
+    #[command(flatten)]
+    limit: LimitArgs,
+    /// Remove the limit.
+    #[arg(long, conflicts_with_all = ["rate", "burst", "requests", "window", "count_rejected"])]
+    unlimited: bool,
+    /// The named bucket to change; the default bucket when absent.
+    #[arg(long, value_name = "NAME")]
+    bucket: Option<String>,
+}
+
+/// How a vendor counts requests (`--scheme`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scheme {
+    /// Steady --rate per second, bursts up to --burst (Lever).
+    TokenBucket,
+    /// At most --requests in any --window, counted on arrival.
+    SlidingWindow,
+    /// --requests per --window, windows aligned to the Unix epoch.
+    FixedWindow,
+}
+
+/// The default bucket's limit, in any scheme.
+#[derive(Args)]
+struct LimitArgs {
+    /// How the vendor counts: a token bucket (--rate, --burst) or windows
+    /// (--requests per --window).
+    #[arg(long, value_enum, default_value_t = Scheme::TokenBucket)]
+    scheme: Scheme,
+    /// Token bucket: steady-state requests per second; unlimited when no
+    /// limit is given.
+    #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
-    /// Token-bucket capacity; defaults to one second's worth of --rate.
+    /// Token bucket: capacity; defaults to one second's worth of --rate.
     #[arg(long, requires = "rate")]
     burst: Option<u32>,
-    /// Remove the limit.
-    #[arg(long, conflicts_with_all = ["rate", "burst"])]
-    unlimited: bool,
+    /// Windows: requests allowed per --window.
+    #[arg(long, requires = "window")]
+    requests: Option<u32>,
+    /// Windows: the window's length (e.g. 500ms, 1s, 30s, 1m).
+    #[arg(long, requires = "requests", value_parser = parse_window_arg)]
+    window: Option<Duration>,
+    /// Sliding window: refused requests count toward the window too.
+    #[arg(long, requires = "requests")]
+    count_rejected: bool,
+}
+
+impl LimitArgs {
+    /// `None`: unlimited. Flags of another scheme than --scheme are an error
+    /// rather than silently ignored.
+    fn limit(&self) -> anyhow::Result<Option<Limit>> {
+        let windowed = self.requests.is_some() || self.window.is_some();
+        match self.scheme {
+            Scheme::TokenBucket => {
+                anyhow::ensure!(
+                    !windowed && !self.count_rejected,
+                    "--requests, --window and --count-rejected need --scheme sliding-window or fixed-window"
+                );
+                Ok(rate_limit(self.rate, self.burst).map(Limit::TokenBucket))
+            }
+            Scheme::SlidingWindow | Scheme::FixedWindow => {
+                anyhow::ensure!(
+                    self.rate.is_none() && self.burst.is_none(),
+                    "--rate and --burst are for --scheme token-bucket; windows take --requests and --window"
+                );
+                let (Some(requests), Some(window)) = (self.requests, self.window) else {
+                    anyhow::bail!("--scheme {:?} needs --requests and --window", self.scheme);
+                };
+                if self.scheme == Scheme::FixedWindow {
+                    anyhow::ensure!(
+                        !self.count_rejected,
+                        "--count-rejected is for --scheme sliding-window"
+                    );
+                    return Ok(Some(Limit::fixed_window(requests, window)));
+                }
+                Ok(Some(Limit::SlidingWindow {
+                    requests,
+                    window,
+                    count_rejected: self.count_rejected,
+                }))
+            }
+        }
+    }
+}
+
+fn parse_window_arg(raw: &str) -> Result<Duration, String> {
+    parse_window(raw)
+        .map_err(|e| e.to_string())
+        .and_then(|window| {
+            if window >= Duration::from_millis(1) {
+                Ok(window)
+            } else {
+                Err("a window must be at least 1ms".to_owned())
+            }
+        })
+}
+
+fn parse_bucket(raw: &str) -> Result<BucketSpec, String> {
+    raw.parse()
+        .map_err(|e: rolecall_sim::BucketError| e.to_string())
+}
+
+/// `--retry-after on|off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Toggle {
+    On,
+    Off,
 }
 
 /// What decides who exists: `serve` and `inventory` must be given the same values.
@@ -77,21 +179,34 @@ struct PopulationArgs {
 struct ServeArgs {
     #[command(flatten)]
     population: PopulationArgs,
-    /// Steady-state requests per second; unlimited when absent.
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Token-bucket capacity; defaults to one second's worth of --rate.
-    #[arg(long, requires = "rate")]
-    burst: Option<u32>,
-    /// Delay added to every vendor response.
+    #[command(flatten)]
+    limit: LimitArgs,
+    /// An endpoint group counted apart, with its own limit (repeatable; the
+    /// first match wins): NAME=PATTERN:LIMIT, `*` matching one path segment,
+    /// LIMIT as `600/60s` (sliding window), `fixed:600/60s`,
+    /// `token-bucket:10/1s,burst=20` or `unlimited`.
+    #[arg(long = "bucket", value_name = "NAME=PATTERN:LIMIT", value_parser = parse_bucket)]
+    buckets: Vec<BucketSpec>,
+    /// Network round trip added to every vendor response: half before the
+    /// request is counted, half after it is answered.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Added to the latency: each way draws up to half of it, uniformly.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Whether 429s carry Retry-After; by default as the vendor documents
+    /// (Lever, Miro SCIM, Okta, GitHub and Zoom: off).
+    #[arg(long, value_enum)]
+    retry_after: Option<Toggle>,
     /// Share of vendor users that are deactivated.
     #[arg(long, default_value_t = 0.05)]
     deactivated_ratio: f64,
     /// Email whose lookups always answer 500 (repeatable).
     #[arg(long = "fail-email", value_name = "EMAIL")]
     fail_emails: Vec<String>,
+    /// Lever: email whose lookups page forever, never matching (repeatable).
+    #[arg(long = "endless-email", value_name = "EMAIL")]
+    endless_emails: Vec<String>,
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: SocketAddr,
@@ -179,7 +294,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let rate = rate_limit(args.rate, args.burst);
+    let limit = args.limit.limit()?;
     let config = SimConfig {
         vendor: args.vendor,
         users: args.population.users,
@@ -191,17 +306,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         session_ttl: Duration::from_secs(args.session_ttl_s),
         page_size: usize::try_from(args.page_size).unwrap_or(usize::MAX),
         github_org: args.github_org,
-        rate,
+        rate: None,
+        limit,
+        buckets: args.buckets,
         latency: Duration::from_millis(args.latency_ms),
+        jitter: Duration::from_millis(args.jitter_ms),
+        retry_after: args.retry_after.map(|t| t == Toggle::On),
         deactivated_ratio: args.deactivated_ratio,
         fail_emails: args.fail_emails.into_iter().collect::<HashSet<_>>(),
+        endless_emails: args.endless_emails.into_iter().collect::<HashSet<_>>(),
     };
+    let limit = config
+        .default_limit()
+        .map_or_else(|| "unlimited".to_owned(), |l| l.to_string());
+    let buckets: Vec<String> = config.buckets.iter().map(ToString::to_string).collect();
     tracing::info!(
         vendor = %config.vendor,
         users = config.users,
         seed = config.seed,
-        rate = ?config.rate,
+        %limit,
+        ?buckets,
         latency_ms = args.latency_ms,
+        jitter_ms = args.jitter_ms,
+        retry_after = config.retry_after.unwrap_or_else(|| config.vendor.sends_retry_after()),
         "starting sim"
     );
     let sim = spawn_on(config, args.bind).await?;
@@ -337,20 +464,29 @@ async fn reset(sim: &SimUrl) -> anyhow::Result<()> {
 }
 
 async fn set_rate(args: &SetRateArgs) -> anyhow::Result<()> {
-    let rate = rate_limit(args.rate, args.burst);
-    let request = reqwest::Client::new()
+    let limit = if args.unlimited {
+        None
+    } else {
+        args.limit.limit()?
+    };
+    let mut request = reqwest::Client::new()
         .put(args.sim.admin("rate"))
-        .json(&rate);
-    let now: Option<RateLimit> = send(request, "change its rate")
+        .json(&limit);
+    if let Some(bucket) = &args.bucket {
+        request = request.query(&[("bucket", bucket)]);
+    }
+    let now: Option<Limit> = send(request, "change its rate")
         .await?
         .json()
         .await
-        .context("the sim's answer is not a rate")?;
+        .context("the sim's answer is not a rate limit")?;
+    let bucket = args
+        .bucket
+        .as_deref()
+        .unwrap_or(rolecall_sim::DEFAULT_BUCKET);
     match now {
-        Some(RateLimit { per_second, burst }) => {
-            eprintln!("Rate limit now {per_second}/s, burst {burst}.");
-        }
-        None => eprintln!("Rate limit removed."),
+        Some(limit) => eprintln!("Rate limit of bucket {bucket} now: {limit}."),
+        None => eprintln!("Rate limit of bucket {bucket} removed."),
     }
     Ok(())
 }
@@ -382,23 +518,24 @@ mod tests {
     fn set_rate_takes_a_rate_or_unlimited() {
         let url = ["set-rate", "--url", "http://127.0.0.1:9"];
         let rate_of = |extra: &[&str]| match parse(&[&url[..], extra].concat()) {
-            Ok(Command::SetRate(args)) => Ok(rate_limit(args.rate, args.burst)),
+            Ok(Command::SetRate(args)) if args.unlimited => Ok(None),
+            Ok(Command::SetRate(args)) => Ok(args.limit.limit().ok().flatten()),
             Ok(_) => panic!("not set-rate"),
             Err(error) => Err(error.kind()),
         };
         assert_eq!(
             rate_of(&["--rate", "2.5", "--burst", "7"]),
-            Ok(Some(RateLimit {
+            Ok(Some(Limit::TokenBucket(RateLimit {
                 per_second: 2.5,
                 burst: 7
-            }))
+            })))
         );
         assert_eq!(
             rate_of(&["--rate", "2.5"]),
-            Ok(Some(RateLimit {
+            Ok(Some(Limit::TokenBucket(RateLimit {
                 per_second: 2.5,
                 burst: 3
-            }))
+            })))
         );
         assert_eq!(rate_of(&["--unlimited"]), Ok(None));
 
@@ -451,6 +588,159 @@ mod tests {
         }
         assert!(parse(&["serve", "--vendor", "slack"]).is_err());
         assert!(parse(&["serve", "--page-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn limits_take_a_scheme_and_its_own_flags() {
+        let limit_of = |args: &[&str]| match parse(&[&["serve"][..], args].concat()) {
+            Ok(Command::Serve(serve)) => serve.limit.limit().map_err(|e| e.to_string()),
+            Ok(_) => panic!("not serve"),
+            Err(error) => Err(error.kind().to_string()),
+        };
+        assert_eq!(limit_of(&[]), Ok(None));
+        assert_eq!(
+            limit_of(&[
+                "--scheme",
+                "sliding-window",
+                "--requests",
+                "50",
+                "--window",
+                "1s"
+            ]),
+            Ok(Some(Limit::sliding_window(50, Duration::from_secs(1))))
+        );
+        assert_eq!(
+            limit_of(&[
+                "--scheme",
+                "sliding-window",
+                "--requests",
+                "5",
+                "--window",
+                "500ms",
+                "--count-rejected"
+            ]),
+            Ok(Some(Limit::SlidingWindow {
+                requests: 5,
+                window: Duration::from_millis(500),
+                count_rejected: true
+            }))
+        );
+        assert_eq!(
+            limit_of(&[
+                "--scheme",
+                "fixed-window",
+                "--requests",
+                "200",
+                "--window",
+                "30s"
+            ]),
+            Ok(Some(Limit::fixed_window(200, Duration::from_secs(30))))
+        );
+        for mixed in [
+            &["--requests", "5", "--window", "1s"][..],
+            &["--scheme", "fixed-window", "--rate", "5"],
+            &["--scheme", "sliding-window"],
+            &[
+                "--scheme",
+                "fixed-window",
+                "--requests",
+                "1",
+                "--window",
+                "1s",
+                "--count-rejected",
+            ],
+        ] {
+            assert!(limit_of(mixed).is_err(), "{mixed:?}");
+        }
+        for bad in [
+            &["--requests", "5"][..],
+            &["--window", "1s"],
+            &[
+                "--scheme",
+                "sliding-window",
+                "--requests",
+                "1",
+                "--window",
+                "0s",
+            ],
+            &["--scheme", "leaky"],
+        ] {
+            assert!(parse(&[&["serve"][..], bad].concat()).is_err(), "{bad:?}");
+        }
+
+        let Ok(Command::SetRate(args)) = parse(&[
+            "set-rate",
+            "--url",
+            "http://127.0.0.1:9",
+            "--bucket",
+            "roles",
+            "--scheme",
+            "fixed-window",
+            "--requests",
+            "300",
+            "--window",
+            "1m",
+        ]) else {
+            panic!("set-rate did not parse");
+        };
+        assert_eq!(args.bucket.as_deref(), Some("roles"));
+        assert_eq!(
+            args.limit.limit().ok().flatten(),
+            Some(Limit::fixed_window(300, Duration::from_secs(60)))
+        );
+    }
+
+    #[test]
+    fn serve_takes_network_buckets_and_scenarios() {
+        let Ok(Command::Serve(args)) = parse(&[
+            "serve",
+            "--vendor",
+            "okta",
+            "--latency-ms",
+            "40",
+            "--jitter-ms",
+            "20",
+            "--retry-after",
+            "on",
+            "--bucket",
+            "roles=/api/v1/users/*/roles:600/60s",
+            "--bucket",
+            "search=/api/v1/users:fixed:100/1m",
+            "--endless-email",
+            "loop@example.com",
+        ]) else {
+            panic!("serve did not parse");
+        };
+        assert_eq!((args.latency_ms, args.jitter_ms), (40, 20));
+        assert_eq!(args.retry_after, Some(Toggle::On));
+        assert_eq!(args.endless_emails, ["loop@example.com"]);
+        assert_eq!(
+            args.buckets,
+            [
+                BucketSpec::new(
+                    "roles",
+                    "/api/v1/users/*/roles",
+                    Some(Limit::sliding_window(600, Duration::from_secs(60)))
+                ),
+                BucketSpec::new(
+                    "search",
+                    "/api/v1/users",
+                    Some(Limit::fixed_window(100, Duration::from_secs(60)))
+                ),
+            ]
+        );
+        let Ok(Command::Serve(defaults)) = parse(&["serve"]) else {
+            panic!("serve did not parse");
+        };
+        assert_eq!(defaults.retry_after, None);
+        assert!(defaults.buckets.is_empty());
+        for bad in [
+            &["--bucket", "roles"][..],
+            &["--bucket", "default=/x:1/1s"],
+            &["--retry-after", "maybe"],
+        ] {
+            assert!(parse(&[&["serve"][..], bad].concat()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

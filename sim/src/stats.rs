@@ -1,13 +1,17 @@
 //! What the vendor saw, so tests and benchmarks can check that the fleet stayed
 //! within the vendor's limits from the vendor's side of the wire.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-const WINDOW: Duration = Duration::from_secs(1);
+use crate::clock::WallClock;
+use crate::limit::Limit;
+use crate::window::{Measure, PeakCounter};
+
+const SECOND: Measure = Measure::Sliding(Duration::from_secs(1));
 
 /// Enough for a benchmark of a few minutes at the rates the fleet is tested
 /// with, while capping the sim's memory (about 3 MB) on a run nobody resets.
@@ -19,6 +23,10 @@ pub const REQUEST_LOG_CAPACITY: usize = 200_000;
 /// "Accepted" means "not answered 429": an injected 429 counts as throttled, an
 /// injected 503 or 500 as accepted, because only a 429 tells the client it
 /// went over the limit.
+///
+/// A request is counted when it reaches the vendor's limiter, which with
+/// `latency` is half the latency (and half a jitter draw) after the sim
+/// received it; `received` counts it on receipt.
 ///
 /// The `*_unix_ms` fields are wall-clock epoch milliseconds of arrivals, so a
 /// benchmark can line them up with its own clock; `None` until such a request
@@ -37,6 +45,59 @@ pub struct StatsSnapshot {
     pub last_request_unix_ms: Option<u64>,
     pub first_accepted_unix_ms: Option<u64>,
     pub last_accepted_unix_ms: Option<u64>,
+    /// Every HTTP request that reached a vendor route, counted as it came in
+    /// (before the network delay, auth or the limiter): what a contract test
+    /// compares with the calls its limiter granted. Exceeds `requests` only
+    /// by requests still on their way to the limiter.
+    #[serde(default)]
+    pub received: u64,
+    /// Per rate-limit bucket, by name: `default` (requests no named bucket
+    /// matches) and each named one, listed from the start even if unused.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, BucketStats>,
+}
+
+/// One bucket as the vendor counted it. Quota used over a run is
+/// `accepted / (limit_per_second × elapsed)`, elapsed from
+/// `first_request_unix_ms` to `last_request_unix_ms`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BucketStats {
+    /// `None` for the default bucket.
+    pub pattern: Option<String>,
+    /// The limit in force now (`None`: unlimited).
+    pub limit: Option<Limit>,
+    /// `limit` as a steady rate.
+    pub limit_per_second: Option<f64>,
+    /// The window the peaks are measured over: the limit's own (one second
+    /// for a token bucket or no limit), sliding or, for fixed windows,
+    /// epoch-aligned as the vendor counts. Changing the limit to another
+    /// window restarts the measurement; the peaks so far stay.
+    pub window_ms: u64,
+    pub fixed_windows: bool,
+    pub requests: u64,
+    pub accepted: u64,
+    pub throttled: u64,
+    /// Most arrivals in one window, refused ones included: what the fleet
+    /// sent. A fleet that never needs a 429 keeps this within the limit.
+    pub peak_in_window: u64,
+    /// As `peak_in_window`, counting only requests not answered 429; never
+    /// above `requests` of a window limit.
+    pub peak_accepted_in_window: u64,
+    pub first_request_unix_ms: Option<u64>,
+    pub last_request_unix_ms: Option<u64>,
+    pub first_accepted_unix_ms: Option<u64>,
+    pub last_accepted_unix_ms: Option<u64>,
+}
+
+impl BucketStats {
+    /// Fills in the configuration part from the bucket's current limit.
+    pub(crate) fn describe(&mut self, limit: Option<Limit>) {
+        let measure = limit.map_or(SECOND, |l| l.measure());
+        self.limit = limit;
+        self.limit_per_second = limit.map(|l| l.per_second());
+        self.window_ms = u64::try_from(measure.window().as_millis()).unwrap_or(u64::MAX);
+        self.fixed_windows = matches!(measure, Measure::Fixed(_));
+    }
 }
 
 /// One vendor request (never an `/_sim` one) as the vendor answered it.
@@ -56,34 +117,93 @@ pub(crate) struct Epoch(u64);
 
 pub(crate) struct Stats {
     clock: WallClock,
+    /// Bucket names and patterns, in the gate's order (default first).
+    names: Vec<(String, Option<String>)>,
     inner: Mutex<Inner>,
 }
 
 /// One lock for everything, so a snapshot is internally consistent.
-#[derive(Default)]
 struct Inner {
     epoch: u64,
     counts: StatsSnapshot,
-    all: SlidingWindow,
-    accepted: SlidingWindow,
+    all: PeakCounter,
+    accepted: PeakCounter,
+    buckets: Vec<BucketCounts>,
     log: VecDeque<RequestRecord>,
 }
 
-impl Default for Stats {
-    fn default() -> Self {
+struct BucketCounts {
+    stats: BucketStats,
+    all: PeakCounter,
+    accepted: PeakCounter,
+}
+
+impl Inner {
+    fn new(epoch: u64, buckets: usize) -> Self {
         Self {
-            clock: WallClock::now(),
-            inner: Mutex::default(),
+            epoch,
+            counts: StatsSnapshot::default(),
+            all: PeakCounter::new(SECOND),
+            accepted: PeakCounter::new(SECOND),
+            buckets: (0..buckets)
+                .map(|_| BucketCounts {
+                    stats: BucketStats::default(),
+                    all: PeakCounter::new(SECOND),
+                    accepted: PeakCounter::new(SECOND),
+                })
+                .collect(),
+            log: VecDeque::new(),
         }
     }
 }
 
+/// What the statistics need to know about one arrival.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arrival {
+    pub(crate) at: Instant,
+    /// Index of the bucket it was counted in (0: default).
+    pub(crate) bucket: usize,
+    /// The bucket's window, as its limit counts.
+    pub(crate) measure: Measure,
+    /// False for anything answered 429.
+    pub(crate) accepted: bool,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new(WallClock::now(), Vec::new())
+    }
+}
+
 impl Stats {
-    /// Counts a request at its arrival, as the throttle saw it; `accepted` is
-    /// false for anything answered 429.
-    pub(crate) fn record_request(&self, at: Instant, accepted: bool) -> Epoch {
+    /// `buckets`: names and patterns of the named buckets, after the default.
+    pub(crate) fn new(clock: WallClock, buckets: Vec<(String, Option<String>)>) -> Self {
+        let mut names = vec![(crate::buckets::DEFAULT_BUCKET.to_owned(), None)];
+        names.extend(buckets);
+        Self {
+            clock,
+            inner: Mutex::new(Inner::new(0, names.len())),
+            names,
+        }
+    }
+
+    /// Counts an HTTP request as it comes in, before it reaches the limiter.
+    pub(crate) fn record_received(&self) {
+        self.lock().counts.received += 1;
+    }
+
+    /// Counts a request at its arrival, as the throttle saw it.
+    pub(crate) fn record_request(&self, arrival: Arrival) -> Epoch {
+        let Arrival {
+            at,
+            bucket,
+            measure,
+            accepted,
+        } = arrival;
+        let unix = self.clock.unix(at);
         let unix_ms = self.clock.unix_ms(at);
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let counts = &mut inner.counts;
         counts.requests += 1;
         stretch(
@@ -101,11 +221,35 @@ impl Stats {
         } else {
             counts.throttled += 1;
         }
-        let in_window = inner.all.hit(at);
-        inner.counts.peak_1s = inner.counts.peak_1s.max(in_window);
+        counts.peak_1s = counts.peak_1s.max(inner.all.hit(SECOND, at, unix));
         if accepted {
-            let in_window = inner.accepted.hit(at);
-            inner.counts.peak_accepted_1s = inner.counts.peak_accepted_1s.max(in_window);
+            counts.peak_accepted_1s = counts
+                .peak_accepted_1s
+                .max(inner.accepted.hit(SECOND, at, unix));
+        }
+
+        if let Some(counts) = inner.buckets.get_mut(bucket) {
+            let stats = &mut counts.stats;
+            stats.requests += 1;
+            stretch(
+                &mut stats.first_request_unix_ms,
+                &mut stats.last_request_unix_ms,
+                unix_ms,
+            );
+            counts.all.hit(measure, at, unix);
+            stats.peak_in_window = counts.all.peak();
+            if accepted {
+                stats.accepted += 1;
+                stretch(
+                    &mut stats.first_accepted_unix_ms,
+                    &mut stats.last_accepted_unix_ms,
+                    unix_ms,
+                );
+                counts.accepted.hit(measure, at, unix);
+                stats.peak_accepted_in_window = counts.accepted.peak();
+            } else {
+                stats.throttled += 1;
+            }
         }
         Epoch(inner.epoch)
     }
@@ -131,8 +275,23 @@ impl Stats {
         self.lock().counts.unauthorized += 1;
     }
 
+    /// Bucket entries carry counts only; the gate adds their limits.
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
-        self.lock().counts.clone()
+        let inner = self.lock();
+        let mut snapshot = inner.counts.clone();
+        snapshot.buckets = self
+            .names
+            .iter()
+            .zip(&inner.buckets)
+            .map(|((name, pattern), counts)| {
+                let stats = BucketStats {
+                    pattern: pattern.clone(),
+                    ..counts.stats.clone()
+                };
+                (name.clone(), stats)
+            })
+            .collect();
+        snapshot
     }
 
     /// Sorted by arrival: the log is appended as responses complete, and a
@@ -146,10 +305,7 @@ impl Stats {
     pub(crate) fn reset(&self) {
         let mut inner = self.lock();
         let epoch = inner.epoch + 1;
-        *inner = Inner {
-            epoch,
-            ..Inner::default()
-        };
+        *inner = Inner::new(epoch, self.names.len());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -165,63 +321,27 @@ fn stretch(first: &mut Option<u64>, last: &mut Option<u64>, at: u64) {
     *last = Some(last.map_or(at, |l| l.max(at)));
 }
 
-/// Wall-clock times derived from the monotonic clock and one reading of the
-/// system clock: a wall clock stepped by NTP mid-run would otherwise make
-/// `last` earlier than `first`, and it keeps the log consistent with the
-/// sliding-window peaks, which use `Instant`s.
-struct WallClock {
-    anchor: Instant,
-    anchor_unix_ms: u64,
-}
-
-impl WallClock {
-    fn now() -> Self {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Self {
-            anchor: Instant::now(),
-            anchor_unix_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
-        }
-    }
-
-    fn unix_ms(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.anchor).as_millis();
-        self.anchor_unix_ms
-            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
-    }
-}
-
-/// Arrival times within the last second.
-#[derive(Default)]
-struct SlidingWindow {
-    hits: VecDeque<Instant>,
-}
-
-impl SlidingWindow {
-    /// Records a hit and returns how many hits fall in the second ending at `at`.
-    fn hit(&mut self, at: Instant) -> u64 {
-        while self
-            .hits
-            .front()
-            .is_some_and(|&first| at.saturating_duration_since(first) >= WINDOW)
-        {
-            self.hits.pop_front();
-        }
-        self.hits.push_back(at);
-        self.hits.len() as u64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn arrival(at: Instant, accepted: bool) -> Arrival {
+        Arrival {
+            at,
+            bucket: 0,
+            measure: SECOND,
+            accepted,
+        }
+    }
 
     #[test]
     fn counts_and_sliding_peaks() {
         let stats = Stats::default();
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
         // A burst: 3 accepted + 2 throttled within 0.4 s ...
         for (offset, accepted) in [
             (0, true),
@@ -230,15 +350,29 @@ mod tests {
             (300, true),
             (400, false),
         ] {
-            stats.record_request(t0 + ms(offset), accepted);
+            stats.record_request(arrival(t0 + ms(offset), accepted));
         }
         // ... then 2 more, far enough away that no window holds more than the burst.
-        stats.record_request(t0 + ms(1250), true);
-        stats.record_request(t0 + ms(1300), true);
+        stats.record_request(arrival(t0 + ms(1250), true));
+        stats.record_request(arrival(t0 + ms(1300), true));
         stats.record_unauthorized();
+        stats.record_received();
 
         let snapshot = stats.snapshot();
         let unix = |offset| Some(stats.clock.unix_ms(t0 + ms(offset)));
+        let bucket = BucketStats {
+            pattern: None,
+            requests: 7,
+            accepted: 5,
+            throttled: 2,
+            peak_in_window: 5,
+            peak_accepted_in_window: 3,
+            first_request_unix_ms: unix(0),
+            last_request_unix_ms: unix(1300),
+            first_accepted_unix_ms: unix(0),
+            last_accepted_unix_ms: unix(1300),
+            ..BucketStats::default()
+        };
         assert_eq!(
             snapshot,
             StatsSnapshot {
@@ -252,7 +386,54 @@ mod tests {
                 last_request_unix_ms: unix(1300),
                 first_accepted_unix_ms: unix(0),
                 last_accepted_unix_ms: unix(1300),
+                received: 1,
+                buckets: BTreeMap::from([("default".to_owned(), bucket)]),
             }
+        );
+    }
+
+    #[test]
+    fn buckets_are_counted_apart_over_their_own_windows() {
+        let stats = Stats::new(
+            WallClock::now(),
+            vec![("roles".to_owned(), Some("/r/*".to_owned()))],
+        );
+        let t0 = Instant::now();
+        let thirty = Measure::Sliding(ms(30_000));
+        let roles = |offset, accepted| Arrival {
+            at: t0 + ms(offset),
+            bucket: 1,
+            measure: thirty,
+            accepted,
+        };
+        // Spread over 20 s: one per second overall, but 4 in one 30 s window.
+        for (offset, accepted) in [(0, true), (5_000, true), (10_000, false), (20_000, true)] {
+            stats.record_request(roles(offset, accepted));
+        }
+        stats.record_request(arrival(t0, true));
+        let snapshot = stats.snapshot();
+        assert_eq!((snapshot.requests, snapshot.peak_1s), (5, 2));
+        let roles = &snapshot.buckets["roles"];
+        assert_eq!(roles.pattern.as_deref(), Some("/r/*"));
+        assert_eq!((roles.requests, roles.accepted, roles.throttled), (4, 3, 1));
+        assert_eq!(
+            (roles.peak_in_window, roles.peak_accepted_in_window),
+            (4, 3)
+        );
+        assert_eq!(snapshot.buckets["default"].requests, 1);
+
+        let mut described = roles.clone();
+        described.describe(Some(Limit::fixed_window(100, ms(60_000))));
+        assert_eq!(described.window_ms, 60_000);
+        assert!(described.fixed_windows);
+        assert_eq!(
+            described.limit_per_second.map(|r| (r * 60.0).round()),
+            Some(100.0)
+        );
+        described.describe(None);
+        assert_eq!(
+            (described.window_ms, described.fixed_windows),
+            (1000, false)
         );
     }
 
@@ -260,41 +441,28 @@ mod tests {
     fn timings_cover_arrivals_in_any_order() {
         let stats = Stats::default();
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
         // Locks taken out of arrival order must not shrink the span.
-        stats.record_request(t0 + ms(500), false);
-        stats.record_request(t0 + ms(100), false);
-        stats.record_request(t0 + ms(300), true);
-        stats.record_request(t0 + ms(200), true);
+        stats.record_request(arrival(t0 + ms(500), false));
+        stats.record_request(arrival(t0 + ms(100), false));
+        stats.record_request(arrival(t0 + ms(300), true));
+        stats.record_request(arrival(t0 + ms(200), true));
         let snapshot = stats.snapshot();
         let unix = |offset| Some(stats.clock.unix_ms(t0 + ms(offset)));
         assert_eq!(snapshot.first_request_unix_ms, unix(100));
         assert_eq!(snapshot.last_request_unix_ms, unix(500));
         assert_eq!(snapshot.first_accepted_unix_ms, unix(200));
         assert_eq!(snapshot.last_accepted_unix_ms, unix(300));
-    }
-
-    #[test]
-    fn wall_clock_is_epoch_millis_and_monotonic() {
-        let clock = WallClock::now();
-        let system_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
-        let now = Instant::now();
-        let here = u128::from(clock.unix_ms(now));
-        assert!(here.abs_diff(system_ms) < 1000, "{here} vs {system_ms}");
-        let later = clock.unix_ms(now + Duration::from_millis(1500));
-        assert_eq!(u128::from(later), here + 1500);
+        let bucket = &snapshot.buckets["default"];
+        assert_eq!(bucket.first_request_unix_ms, unix(100));
+        assert_eq!(bucket.last_accepted_unix_ms, unix(300));
     }
 
     #[test]
     fn log_is_sorted_by_arrival_and_bounded() {
         let stats = Stats::default();
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let late = stats.record_request(t0, true);
-        let early = stats.record_request(t0 + ms(5), false);
+        let late = stats.record_request(arrival(t0, true));
+        let early = stats.record_request(arrival(t0 + ms(5), false));
         // The later arrival is answered first.
         stats.record_response(early, t0 + ms(5), 429);
         stats.record_response(late, t0, 200);
@@ -328,12 +496,17 @@ mod tests {
     fn reset_clears_everything_and_ignores_requests_in_flight() {
         let stats = Stats::default();
         let t0 = Instant::now();
-        let before = stats.record_request(t0, true);
-        stats.record_request(t0, false);
+        let before = stats.record_request(arrival(t0, true));
+        stats.record_request(arrival(t0, false));
         stats.record_unauthorized();
+        stats.record_received();
         stats.record_response(before, t0, 200);
         stats.reset();
-        assert_eq!(stats.snapshot(), StatsSnapshot::default());
+        let cleared = StatsSnapshot {
+            buckets: BTreeMap::from([("default".to_owned(), BucketStats::default())]),
+            ..StatsSnapshot::default()
+        };
+        assert_eq!(stats.snapshot(), cleared);
         assert!(stats.requests().is_empty());
 
         // Answered after the reset, counted before it: not logged.
@@ -341,19 +514,11 @@ mod tests {
         assert!(stats.requests().is_empty());
 
         // Windows restart too: the pre-reset hits do not add to the peak.
-        let after = stats.record_request(t0 + Duration::from_millis(1), true);
+        let after = stats.record_request(arrival(t0 + ms(1), true));
         stats.record_response(after, t0, 200);
         let snapshot = stats.snapshot();
         assert_eq!((snapshot.peak_1s, snapshot.peak_accepted_1s), (1, 1));
+        assert_eq!(snapshot.buckets["default"].peak_in_window, 1);
         assert_eq!(stats.requests().len(), 1);
-    }
-
-    #[test]
-    fn window_excludes_hits_exactly_one_second_old() {
-        let mut window = SlidingWindow::default();
-        let t0 = Instant::now();
-        assert_eq!(window.hit(t0), 1);
-        assert_eq!(window.hit(t0 + Duration::from_millis(999)), 2);
-        assert_eq!(window.hit(t0 + Duration::from_secs(1)), 2);
     }
 }

@@ -1,10 +1,10 @@
-//! A token bucket, the scheme Lever documents for its API keys; every simulated
-//! vendor is throttled with it (Okta and GitHub also report its level in headers).
+//! A token bucket, the scheme Lever documents for its API keys ("a steady
+//! state of 10 requests per second, with bursts up to 20"), and the sim's
+//! default scheme; windows are in [`crate::window`].
 //!
 //! Time is passed in rather than read, so the arithmetic can be tested without
 //! sleeping.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -18,78 +18,65 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// What a throttled client is told to wait when the bucket will never refill,
-/// and the cap on any wait: a `Retry-After` of days would only stall a test.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+/// What a throttled client is told to wait when the limit will never let a
+/// request through, and the cap on any wait: a `Retry-After` of days would
+/// only stall a test.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// The bucket's state; [`crate::limit::Limiter`] holds it under its lock.
 pub(crate) struct TokenBucket {
-    state: Mutex<BucketState>,
-}
-
-struct BucketState {
-    limit: Option<RateLimit>,
+    limit: RateLimit,
     tokens: f64,
     refilled_at: Instant,
 }
 
 impl TokenBucket {
-    pub(crate) fn new(limit: Option<RateLimit>, now: Instant) -> Self {
+    /// Starts full: a benchmark that changes the limit between phases wants
+    /// each phase to start clean.
+    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
         Self {
-            state: Mutex::new(BucketState::full(limit, now)),
+            limit,
+            tokens: f64::from(limit.burst),
+            refilled_at: now,
         }
     }
 
-    pub(crate) fn limit(&self) -> Option<RateLimit> {
-        self.lock().limit
-    }
-
-    /// Starts from a full bucket: a benchmark that changes the limit between
-    /// phases wants each phase to start clean.
-    pub(crate) fn set_limit(&self, limit: Option<RateLimit>, now: Instant) {
-        *self.lock() = BucketState::full(limit, now);
+    pub(crate) fn limit(&self) -> RateLimit {
+        self.limit
     }
 
     /// Takes one token, or says how long until one is available.
     #[cfg(test)]
-    pub(crate) fn try_take(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
         self.take(now).0
     }
 
     /// As `try_take`, and the bucket's level just after, for vendors that
-    /// report their quota in headers on every response (`None` when unlimited).
-    pub(crate) fn take(&self, now: Instant) -> (Result<(), Duration>, Option<Level>) {
-        let mut state = self.lock();
-        let Some(limit) = state.limit else {
-            return (Ok(()), None);
-        };
+    /// report their quota in headers on every response.
+    pub(crate) fn take(&mut self, now: Instant) -> (Result<(), Duration>, Level) {
+        let limit = self.limit;
         let refill = refill_rate(limit);
         if let Some(rate) = refill {
-            let elapsed = now.saturating_duration_since(state.refilled_at);
-            state.tokens =
-                (state.tokens + elapsed.as_secs_f64() * rate).min(f64::from(limit.burst));
+            let elapsed = now.saturating_duration_since(self.refilled_at);
+            self.tokens = (self.tokens + elapsed.as_secs_f64() * rate).min(f64::from(limit.burst));
         }
-        state.refilled_at = state.refilled_at.max(now);
+        self.refilled_at = self.refilled_at.max(now);
 
-        let taken = if state.tokens >= 1.0 {
-            state.tokens -= 1.0;
+        let taken = if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
             Ok(())
         } else {
             let wait = refill
-                .and_then(|rate| Duration::try_from_secs_f64((1.0 - state.tokens) / rate).ok())
+                .and_then(|rate| Duration::try_from_secs_f64((1.0 - self.tokens) / rate).ok())
                 .unwrap_or(MAX_WAIT);
             Err(wait.min(MAX_WAIT))
         };
         let level = Level {
             burst: limit.burst,
-            tokens: state.tokens,
+            tokens: self.tokens,
             refill_per_second: refill,
         };
-        (taken, Some(level))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BucketState> {
-        // The state is plain numbers, valid even if a holder panicked.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        (taken, level)
     }
 }
 
@@ -124,16 +111,6 @@ impl Level {
     }
 }
 
-impl BucketState {
-    fn full(limit: Option<RateLimit>, now: Instant) -> Self {
-        Self {
-            limit,
-            tokens: limit.map_or(0.0, |l| f64::from(l.burst)),
-            refilled_at: now,
-        }
-    }
-}
-
 fn refill_rate(limit: RateLimit) -> Option<f64> {
     (limit.per_second.is_finite() && limit.per_second > 0.0).then_some(limit.per_second)
 }
@@ -148,21 +125,14 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    fn limit(per_second: f64, burst: u32) -> Option<RateLimit> {
-        Some(RateLimit { per_second, burst })
-    }
-
-    #[test]
-    fn unlimited_always_admits() {
-        let now = Instant::now();
-        let bucket = TokenBucket::new(None, now);
-        assert!((0..10_000).all(|_| bucket.try_take(now).is_ok()));
+    fn limit(per_second: f64, burst: u32) -> RateLimit {
+        RateLimit { per_second, burst }
     }
 
     #[test]
     fn burst_then_refill() {
         let t0 = Instant::now();
-        let bucket = TokenBucket::new(limit(2.0, 3), t0);
+        let mut bucket = TokenBucket::new(limit(2.0, 3), t0);
         assert!((0..3).all(|_| bucket.try_take(t0).is_ok()));
         assert_eq!(bucket.try_take(t0), Err(Duration::from_millis(500)));
         let later = t0 + Duration::from_millis(500);
@@ -177,37 +147,22 @@ mod tests {
     #[test]
     fn degenerate_limits() {
         let t0 = Instant::now();
-        let never_refills = TokenBucket::new(limit(0.0, 2), t0);
+        let mut never_refills = TokenBucket::new(limit(0.0, 2), t0);
         assert!(never_refills.try_take(t0).is_ok());
         assert!(never_refills.try_take(t0).is_ok());
         let later = t0 + Duration::from_secs(1000);
         assert_eq!(never_refills.try_take(later), Err(MAX_WAIT));
 
-        let always_busy = TokenBucket::new(limit(f64::NAN, 0), t0);
+        let mut always_busy = TokenBucket::new(limit(f64::NAN, 0), t0);
         assert_eq!(always_busy.try_take(t0), Err(MAX_WAIT));
-    }
-
-    #[test]
-    fn set_limit_starts_full() {
-        let t0 = Instant::now();
-        let bucket = TokenBucket::new(limit(1.0, 1), t0);
-        assert!(bucket.try_take(t0).is_ok());
-        assert!(bucket.try_take(t0).is_err());
-        bucket.set_limit(limit(1.0, 2), t0);
-        assert_eq!(bucket.limit(), limit(1.0, 2));
-        assert!(bucket.try_take(t0).is_ok());
-        assert!(bucket.try_take(t0).is_ok());
-        bucket.set_limit(None, t0);
-        assert!(bucket.try_take(t0).is_ok());
     }
 
     #[test]
     fn level_reports_remaining_and_time_to_full() {
         let t0 = Instant::now();
-        let bucket = TokenBucket::new(limit(2.0, 4), t0);
+        let mut bucket = TokenBucket::new(limit(2.0, 4), t0);
         let (taken, level) = bucket.take(t0);
         assert!(taken.is_ok());
-        let level = level.expect("limited");
         assert_eq!((level.burst, level.remaining()), (4, 3));
         assert_eq!(level.until_full(), Duration::from_millis(500));
         for _ in 0..3 {
@@ -215,13 +170,11 @@ mod tests {
         }
         let (taken, level) = bucket.take(t0);
         assert!(taken.is_err());
-        let level = level.expect("limited");
         assert_eq!(level.remaining(), 0);
         assert_eq!(level.until_full(), Duration::from_secs(2));
-        assert_eq!(TokenBucket::new(None, t0).take(t0), (Ok(()), None));
-        let never = TokenBucket::new(limit(0.0, 1), t0);
+        let mut never = TokenBucket::new(limit(0.0, 1), t0);
         assert!(never.take(t0).0.is_ok());
-        assert_eq!(never.take(t0).1.map(|l| l.until_full()), Some(MAX_WAIT));
+        assert_eq!(never.take(t0).1.until_full(), MAX_WAIT);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The admin subcommands against a live sim, as a benchmark script runs them.
 
+mod common;
+
 use std::process::Output;
 
-use rolecall_sim::{RateLimit, SimConfig, StatsSnapshot, spawn};
+use rolecall_sim::{Limit, RateLimit, SimConfig, StatsSnapshot, spawn};
 use tokio::process::Command;
 
 async fn run(args: &[&str]) -> Output {
@@ -54,11 +56,42 @@ async fn stats_reset_and_set_rate_drive_a_running_sim() {
         })
     );
 
+    // Windows too, per bucket.
+    let out = run(&[
+        "set-rate",
+        "--url",
+        &url,
+        "--scheme",
+        "sliding-window",
+        "--requests",
+        "50",
+        "--window",
+        "1s",
+    ])
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sliding window, 50 per 1s"),
+        "{out:?}"
+    );
+    assert_eq!(
+        sim.limit(),
+        Some(Limit::sliding_window(50, std::time::Duration::from_secs(1)))
+    );
+    let out = run(&["set-rate", "--url", &url, "--bucket", "nope", "--rate", "1"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
+
     let out = run(&["set-rate", "--url", &format!("{url}/"), "--unlimited"]).await;
     assert!(out.status.success(), "{out:?}");
     let out = run(&["reset", "--url", &url]).await;
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(sim.stats(), StatsSnapshot::default());
+    let stats = sim.stats();
+    assert_eq!(stats, common::cleared(&stats));
+    assert_eq!(stats.buckets["default"].limit, None);
     let rate: Option<RateLimit> = reqwest::get(format!("{url}/_sim/rate"))
         .await
         .expect("request failed")

@@ -1,9 +1,13 @@
 //! Observing and steering the sim: timings, the request log, resets and
 //! injected faults, through the handle and over the admin API.
 
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rolecall_sim::{Fault, RateLimit, RequestRecord, SimConfig, SimHandle, StatsSnapshot, spawn};
+use rolecall_sim::{
+    Fault, Limit, RateLimit, RequestRecord, SimConfig, SimHandle, StatsSnapshot, spawn,
+};
 use serde_json::{Value, json};
 
 const KEY: &str = "test-key";
@@ -143,10 +147,11 @@ async fn request_log_records_what_was_answered() {
     assert_eq!(body["code"], "ServiceUnavailableError");
     assert!(body["message"].is_string());
 
-    // The bucket is empty: the throttle answers, with its own Retry-After.
+    // The bucket is empty: the throttle answers, without Retry-After (Lever
+    // documents none; injected faults still carry theirs).
     let (status, retry_after, body) = lookup(&sim).await;
     assert_eq!(status, 429);
-    assert_eq!(retry_after.as_deref(), Some("10"));
+    assert_eq!(retry_after, None);
     assert_eq!(body["code"], "TooManyRequestsError");
 
     let log = sim.requests();
@@ -245,7 +250,9 @@ async fn reset_starts_a_new_measurement() {
     sim.inject(fault(503, None, 2));
 
     sim.reset_stats();
-    assert_eq!(sim.stats(), StatsSnapshot::default());
+    let stats = sim.stats();
+    assert_eq!(stats, common::cleared(&stats));
+    assert_eq!(stats.buckets["default"].limit, rate.map(Limit::TokenBucket));
     assert!(sim.requests().is_empty());
     // The scenario stays: rate, drained bucket and pending faults.
     assert_eq!(sim.pending_faults(), [fault(503, None, 2)]);
@@ -261,7 +268,7 @@ async fn reset_starts_a_new_measurement() {
         .expect("request failed");
     assert_eq!(response.status().as_u16(), 200);
     let cleared: StatsSnapshot = response.json().await.expect("JSON");
-    assert_eq!(cleared, StatsSnapshot::default());
+    assert_eq!(cleared, common::cleared(&stats));
     assert!(
         admin::<Vec<RequestRecord>>(&sim, "requests")
             .await

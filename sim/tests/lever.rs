@@ -298,12 +298,40 @@ async fn failing_emails_answer_500() {
 }
 
 #[tokio::test]
+async fn endless_emails_page_forever_without_a_match() {
+    let sim = sim(SimConfig {
+        endless_emails: HashSet::from(["Loop@Example.com".to_owned()]),
+        ..SimConfig::default()
+    })
+    .await;
+    let known = sim.population().users[0].email.clone();
+    let (status, body) = users(&sim, &[("email", &known)]).await;
+    assert_eq!((status, data(&body).len()), (StatusCode::OK, 1));
+
+    let mut cursors = HashSet::new();
+    let mut query = vec![("email", "loop@example.com".to_owned())];
+    for page in 0..25 {
+        let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = users(&sim, &pairs).await;
+        assert_eq!(status, StatusCode::OK, "page {page}: {body}");
+        assert!(data(&body).is_empty(), "page {page}: {body}");
+        assert_eq!(body["hasNext"], true, "page {page}");
+        let next = body["next"].as_str().expect("a next cursor").to_owned();
+        assert!(cursors.insert(next.clone()), "page {page} repeats a cursor");
+        query = vec![("email", "loop@example.com".to_owned()), ("offset", next)];
+    }
+    assert_eq!(sim.stats().requests, 26);
+}
+
+#[tokio::test]
 async fn throttles_with_retry_after_and_counts_from_the_vendor_side() {
+    // Lever documents no Retry-After; the sim sends one when asked to.
     let sim = sim(SimConfig {
         rate: Some(RateLimit {
             per_second: 0.25,
             burst: 3,
         }),
+        retry_after: Some(true),
         ..SimConfig::default()
     })
     .await;

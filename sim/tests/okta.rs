@@ -87,16 +87,18 @@ async fn finds_a_user_and_their_roles() {
 
     let (status, _, roles) = get(&sim, &format!("/users/{}/roles", admin.id), &[]).await;
     assert_eq!(status, 200);
-    let [role] = roles.as_array().expect("array").as_slice() else {
-        panic!("one role expected: {roles}");
-    };
+    let roles = roles.as_array().expect("array");
+    // The main (most privileged) role first, then any lesser ones.
+    let role = &roles[0];
     assert_eq!(role["type"], admin.access_role.as_str());
     assert!(OKTA_ROLES.contains(&admin.access_role.as_str()));
-    assert_eq!(
-        (&role["status"], &role["assignmentType"]),
-        (&json!("ACTIVE"), &json!("USER"))
-    );
-    assert!(role["label"].is_string() && role["id"].is_string());
+    for role in roles {
+        assert_eq!(
+            (&role["status"], &role["assignmentType"]),
+            (&json!("ACTIVE"), &json!("USER"))
+        );
+        assert!(role["label"].is_string() && role["id"].is_string());
+    }
 
     // By login, in any case, then roles by id: none for a plain user.
     let plain = sim
@@ -274,4 +276,63 @@ async fn rate_headers_follow_the_bucket() {
         }
     }
     assert_eq!(seen, [(200, 2), (200, 1), (200, 0), (429, 0)]);
+}
+
+#[tokio::test]
+async fn some_admins_hold_several_roles_the_main_one_first() {
+    let sim = start(okta(SimConfig {
+        users: 300,
+        ..SimConfig::default()
+    }))
+    .await;
+    let several: Vec<_> = sim
+        .population()
+        .users
+        .iter()
+        .filter(|u| u.extra["roles"].as_array().is_some_and(|r| r.len() > 1))
+        .cloned()
+        .collect();
+    assert!(
+        several.len() >= 5,
+        "{} admins with several roles",
+        several.len()
+    );
+    // Least to most privileged, as Okta ranks its standard roles.
+    let rank = |role: &str| {
+        [
+            "REPORT_ADMIN",
+            "READ_ONLY_ADMIN",
+            "HELP_DESK_ADMIN",
+            "USER_ADMIN",
+            "APP_ADMIN",
+            "ORG_ADMIN",
+            "SUPER_ADMIN",
+        ]
+        .iter()
+        .position(|r| *r == role)
+        .unwrap_or_else(|| panic!("unknown role {role}"))
+    };
+    for user in several.iter().take(5) {
+        let (status, _, roles) = get(&sim, &format!("/users/{}/roles", user.id), &[]).await;
+        assert_eq!(status, 200);
+        let types: Vec<&str> = roles
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|r| r["type"].as_str())
+            .collect();
+        assert!(types.len() > 1, "{roles}");
+        assert_eq!(types[0], user.access_role);
+        assert!(
+            types[1..].iter().all(|t| rank(t) < rank(types[0])),
+            "{types:?}"
+        );
+        let ids: HashSet<&str> = roles
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        assert_eq!(ids.len(), types.len(), "assignment ids are unique");
+    }
 }

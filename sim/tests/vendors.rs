@@ -131,3 +131,33 @@ async fn failing_emails_answer_500_in_each_vendors_shape() {
         assert!(error_marker(vendor, &body), "{vendor}: {body}");
     }
 }
+
+#[tokio::test]
+async fn throttled_answers_carry_retry_after_as_each_vendor_documents() {
+    for vendor in Vendor::ALL {
+        for setting in [None, Some(true), Some(false)] {
+            let sim = start(SimConfig {
+                vendor,
+                users: 5,
+                rate: common::tight_rate(),
+                retry_after: setting,
+                ..SimConfig::default()
+            })
+            .await;
+            let user = sim.population().users[0].clone();
+            for _ in 0..2 {
+                answer(lookup(&sim, vendor, &user.email, &user.github_login)).await;
+            }
+            let (status, headers, body) =
+                answer(lookup(&sim, vendor, &user.email, &user.github_login)).await;
+            assert_eq!(status, 429, "{vendor}: {body}");
+            assert!(error_marker(vendor, &body), "{vendor}: {body}");
+            let expected = setting.unwrap_or(vendor.sends_retry_after());
+            let sent = header(&headers, "retry-after");
+            assert_eq!(sent.is_some(), expected, "{vendor} {setting:?}");
+            if expected {
+                assert_eq!(sent, Some("2"), "{vendor}");
+            }
+        }
+    }
+}

@@ -157,7 +157,8 @@ async fn bad_tokens_and_throttling_in_zoom_shape() {
     }
     let (status, headers, body) = answer(client.get(&url).bearer_auth(KEY)).await;
     assert_eq!(status, 429);
-    assert_eq!(header(&headers, "retry-after"), Some("2"));
+    // Zoom's Retry-After is unverified: none by default.
+    assert_eq!(header(&headers, "retry-after"), None);
     assert_eq!(
         body,
         json!({"code": 429, "message": "You have reached the maximum per-second rate limit for this API. Try again later."})

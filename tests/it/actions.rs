@@ -75,7 +75,7 @@ async fn an_enabled_deactivation_reaches_the_vendor_through_the_queue() {
 
     // The vendor now reports the user deactivated.
     let lever = rolecall_worker::connectors::Lever::new(
-        reqwest::Client::new(),
+        rolecall_worker::vendor::VendorClient::unlimited("lever"),
         sim.base_url().parse().unwrap(),
         secrecy::SecretString::from(rolecall_tests::SIM_KEY.to_string()),
     );

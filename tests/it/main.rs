@@ -4,6 +4,7 @@
 mod actions;
 mod bad_config;
 mod bad_input;
+mod example_limits;
 mod failures;
 mod four_apps;
 mod happy_path;

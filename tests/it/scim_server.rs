@@ -110,7 +110,7 @@ options = {options}
         settings.credentials.clone(),
         HashMap::from([("ROLECALL_SECRET_SCIM".to_string(), token.to_string())]),
     );
-    connectors::build(saas, reqwest::Client::new(), &vault)
+    connectors::build(saas, &connectors::VendorClient::standalone(saas), &vault)
         .await
         .expect("the connector builds")
 }

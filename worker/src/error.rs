@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::vendor::quota::Quota;
 
 /// How a failure is to be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,10 @@ pub enum ConnectorError {
     /// The fleet-wide rate limiter could not be asked.
     #[error("{0}")]
     LimiterUnavailable(String),
+    /// The vendor's answer does not settle the question (a page cap reached,
+    /// a partial list): never read as "not found".
+    #[error("no verdict: {0}")]
+    Inconclusive(String),
     /// The connector does not offer this action.
     #[error("this connector cannot {0}")]
     Unsupported(&'static str),
@@ -120,6 +125,7 @@ impl ConnectorError {
             | ConnectorError::Timeout(_) => ErrorClass::Transient,
             ConnectorError::Rejected { .. }
             | ConnectorError::Decode(_)
+            | ConnectorError::Inconclusive(_)
             | ConnectorError::Unsupported(_)
             | ConnectorError::NotEnabled(_)
             | ConnectorError::VendorStatus(_) => ErrorClass::Permanent,
@@ -136,26 +142,20 @@ impl ConnectorError {
     }
 
     /// Classifies a non-success HTTP response. `vendor_code` is the vendor's
-    /// own error code from the body, if the connector could read one.
-    pub fn from_status(status: StatusCode, headers: &HeaderMap, vendor_code: Option<&str>) -> Self {
-        let detail = vendor_code.map(|c| format!(", {c}")).unwrap_or_default();
+    /// own error code from the body, if one could be read; it is clipped,
+    /// since it ends up in results, alerts and logs.
+    pub fn from_status(status: StatusCode, quota: &Quota, vendor_code: Option<&str>) -> Self {
+        let detail = vendor_code
+            .map(|c| format!(", {}", clip(c, MAX_VENDOR_TEXT)))
+            .unwrap_or_default();
         let code = status.as_u16();
-        let retry_after = retry_after(headers);
+        if quota.is_throttle(status) {
+            return ConnectorError::Throttled {
+                status: code,
+                retry_after: quota.throttle_wait(),
+            };
+        }
         match code {
-            429 => ConnectorError::Throttled {
-                status: code,
-                retry_after,
-            },
-            503 if retry_after.is_some() => ConnectorError::Throttled {
-                status: code,
-                retry_after,
-            },
-            // GitHub-style primary limits answer 403 with no quota left:
-            // a throttle until the reset, not a refused credential.
-            403 if quota_spent(headers) => ConnectorError::Throttled {
-                status: code,
-                retry_after: retry_after.or_else(|| until_reset(headers)),
-            },
             401 | 403 => ConnectorError::Unauthorized {
                 status: code,
                 detail,
@@ -169,6 +169,17 @@ impl ConnectorError {
                 detail,
             },
         }
+    }
+}
+
+/// Vendor texts kept in errors are cut to this many characters.
+pub const MAX_VENDOR_TEXT: usize = 120;
+
+/// Cuts `text` to `max` characters (on a character boundary), marking the cut.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
@@ -186,42 +197,10 @@ impl From<reqwest::Error> for ConnectorError {
     }
 }
 
-fn header_u64(headers: &HeaderMap, names: &[&str]) -> Option<u64> {
-    names
-        .iter()
-        .find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse().ok())
-}
-
-/// The vendor says no requests are left in its window.
-fn quota_spent(headers: &HeaderMap) -> bool {
-    header_u64(
-        headers,
-        &["x-ratelimit-remaining", "x-rate-limit-remaining"],
-    ) == Some(0)
-}
-
-/// Time until the vendor's window resets (`x-ratelimit-reset`, epoch seconds).
-fn until_reset(headers: &HeaderMap) -> Option<Duration> {
-    let reset = header_u64(headers, &["x-ratelimit-reset", "x-rate-limit-reset"])?;
-    let now = chrono::Utc::now().timestamp().max(0) as u64;
-    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
-}
-
-/// Parses `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     fn headers(retry: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -231,10 +210,14 @@ mod tests {
         h
     }
 
+    fn quota(retry: Option<&str>) -> Quota {
+        Quota::read(&headers(retry))
+    }
+
     #[test]
     fn statuses_are_classified_once() {
         let class = |s: u16, r: Option<&str>| {
-            ConnectorError::from_status(StatusCode::from_u16(s).unwrap(), &headers(r), None).class()
+            ConnectorError::from_status(StatusCode::from_u16(s).unwrap(), &quota(r), None).class()
         };
         assert_eq!(
             class(429, Some("3")),
@@ -259,7 +242,7 @@ mod tests {
         h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
         let reset = (chrono::Utc::now().timestamp() + 30).to_string();
         h.insert("x-ratelimit-reset", HeaderValue::from_str(&reset).unwrap());
-        let e = ConnectorError::from_status(StatusCode::FORBIDDEN, &h, None);
+        let e = ConnectorError::from_status(StatusCode::FORBIDDEN, &Quota::read(&h), None);
         match e.class() {
             ErrorClass::Throttled(Some(wait)) => {
                 assert!(wait.as_secs() >= 28 && wait.as_secs() <= 30)
@@ -267,32 +250,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A plain 403 is still a refused credential.
-        let e = ConnectorError::from_status(StatusCode::FORBIDDEN, &headers(None), None);
+        let e = ConnectorError::from_status(StatusCode::FORBIDDEN, &quota(None), None);
         assert_eq!(e.class(), ErrorClass::Auth);
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(
-            retry_after(&headers(Some("7"))),
-            Some(Duration::from_secs(7))
-        );
-        let past = "Wed, 21 Oct 2015 07:28:00 GMT";
-        assert_eq!(retry_after(&headers(Some(past))), Some(Duration::ZERO));
-        assert_eq!(retry_after(&headers(Some("soon"))), None);
-        assert_eq!(retry_after(&headers(None)), None);
     }
 
     #[test]
     fn vendor_codes_reach_the_message() {
         let e = ConnectorError::from_status(
             StatusCode::UNAUTHORIZED,
-            &headers(None),
+            &quota(None),
             Some("UnauthorizedError"),
         );
         assert_eq!(
             e.to_string(),
             "vendor refused the credential (HTTP 401, UnauthorizedError)"
         );
+    }
+
+    #[test]
+    fn long_vendor_codes_are_clipped() {
+        let long = "x".repeat(500);
+        let e = ConnectorError::from_status(StatusCode::BAD_REQUEST, &quota(None), Some(&long));
+        assert!(e.to_string().len() < 200, "{e}");
     }
 }

@@ -16,7 +16,9 @@ use lapin::{BasicProperties, Channel};
 use rolecall_common::amqp::{self, AmqpError};
 use rolecall_common::config::SaasSettings;
 use rolecall_common::ledger::{Finding, Ledger, Recorded};
-use rolecall_common::messages::{ATTEMPT_HEADER, Action, AlertKind, AlertV1, ERROR_HEADER, JobV1};
+use rolecall_common::messages::{
+    ATTEMPT_HEADER, Action, AlertKind, AlertV1, ERROR_HEADER, JobV1, THROTTLED_SINCE_HEADER,
+};
 use rolecall_common::names::Names;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
@@ -25,6 +27,7 @@ use crate::connectors::{ConnectorError, Lookup, VendorRequest, VendorResponse};
 use crate::error::ErrorClass;
 use crate::metrics::VendorMetrics;
 use crate::pipeline::VendorService;
+use crate::vendor::{Notice, VendorClient};
 
 /// One SaaS app as a worker runs it.
 pub struct App {
@@ -32,6 +35,8 @@ pub struct App {
     pub settings: SaasSettings,
     /// Its connector inside the pipeline.
     pub service: VendorService,
+    /// Its vendor client (for what it noticed while sending).
+    pub client: VendorClient,
     /// Its vendor-call counters.
     pub metrics: Arc<VendorMetrics>,
 }
@@ -75,12 +80,15 @@ pub struct JobContext {
     pub publisher: Channel,
     /// Broker-side retry delays.
     pub retry_delays: Vec<Duration>,
-    /// When an auth alert was last sent per SaaS app: one alert, not thousands.
-    pub auth_alerted: Mutex<HashMap<String, Instant>>,
-    /// How long auth alerts for one SaaS app are suppressed after one is sent.
+    /// When an alert of a deduplicated kind was last sent per SaaS app:
+    /// one alert, not thousands.
+    pub auth_alerted: Mutex<HashMap<(AlertKind, String), Instant>>,
+    /// How long such alerts for one SaaS app are suppressed after one is sent.
     pub auth_alert_quiet: Duration,
     /// Delay queues for jobs waiting for quota.
     pub defer_delays: Vec<Duration>,
+    /// How long a job may wait for quota in all before it fails.
+    pub max_throttle_age: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +169,7 @@ impl JobContext {
         } else {
             Err(ConnectorError::NotEnabled(job.action.as_str()))
         };
+        self.publish_notices(app, &job).await?;
         let finding = match result {
             Ok(VendorResponse::Done(done)) => Finding::Acted {
                 action: job.action.as_str().to_string(),
@@ -172,8 +181,13 @@ impl JobContext {
                 if !known {
                     debug!(saas = %saas, role = %user.raw_role, "Vendor role is not in the role map; using the default.");
                 }
+                let copy = crate::audit::audit_copy(&user.raw);
+                while let Err(e) = self.ledger.save_audit(saas, &job.user.id, &copy).await {
+                    self.hold_for_redis(app, &e.to_string()).await;
+                }
                 Finding::Found {
                     raw_role: user.raw_role.clone(),
+                    vendor_roles: user.vendor_roles.clone(),
                     role: mapping.role.clone(),
                     seat_price: mapping.seat_price,
                     role_known: known,
@@ -249,19 +263,38 @@ impl JobContext {
         let class = error.class();
         let retryable = matches!(class, ErrorClass::Transient | ErrorClass::Throttled(_));
         let throttled = matches!(class, ErrorClass::Throttled(_));
+        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+        let throttled_since = amqp::header_u64(&delivery.properties, THROTTLED_SINCE_HEADER)
+            .filter(|_| throttled)
+            .unwrap_or(now_ms);
+        let throttled_out = throttled
+            && Duration::from_millis(now_ms.saturating_sub(throttled_since))
+                > self.max_throttle_age;
         // A throttle is waiting for quota, not a failure: it never uses up
-        // the job's retries.
-        if retryable && (throttled || (attempt as usize) < self.retry_delays.len()) {
+        // the job's retries, until it has waited too long in all.
+        if retryable
+            && !throttled_out
+            && (throttled || (attempt as usize) < self.retry_delays.len())
+        {
             let delay = self.retry_delay(attempt, class);
             if throttled {
                 app.metrics.record_deferred();
             }
             let next = next_attempt(attempt, class);
             let queue = self.names.retry_queue(saas, delay);
-            let props = with_headers(
+            let mut props = with_headers(
                 delivery.properties.clone(),
                 [(ATTEMPT_HEADER, AMQPValue::LongUInt(next))],
             );
+            if throttled {
+                props = with_headers(
+                    props,
+                    [(
+                        THROTTLED_SINCE_HEADER,
+                        AMQPValue::LongLongInt(throttled_since as i64),
+                    )],
+                );
+            }
             amqp::publish_confirmed(&self.publisher, "", &queue, &delivery.data, props).await?;
             debug!(saas = %saas, job_id = %job.job_id, attempt = next, delay_ms = delay.as_millis() as u64, error = %error, "Job deferred to a delay queue.");
             return Ok(Fate::Later(JobOutcome::Retrying {
@@ -270,6 +303,7 @@ impl JobContext {
             }));
         }
         let (alert_kind, final_class) = match class {
+            _ if throttled_out => (AlertKind::ThrottledOut, "throttled_out"),
             ErrorClass::Auth => (AlertKind::AuthFailed, "auth"),
             ErrorClass::Permanent => (AlertKind::JobFailed, "permanent"),
             ErrorClass::Transient | ErrorClass::Throttled(_) | ErrorClass::Unavailable => {
@@ -320,8 +354,14 @@ impl JobContext {
         }
     }
 
+    /// Whether to send an alert of `kind`: kinds that describe the SaaS app
+    /// rather than one user (a refused credential, quota waits) are sent
+    /// once per app per quiet period, not once per job.
     fn should_alert(&self, kind: AlertKind, saas: &str) -> bool {
-        if kind != AlertKind::AuthFailed {
+        if !matches!(
+            kind,
+            AlertKind::AuthFailed | AlertKind::ThrottledOut | AlertKind::PauseCapped
+        ) {
             return true;
         }
         let mut last = self
@@ -329,13 +369,41 @@ impl JobContext {
             .lock()
             .expect("the lock is never poisoned");
         let now = Instant::now();
-        match last.get(saas) {
+        let key = (kind, saas.to_string());
+        match last.get(&key) {
             Some(at) if now.duration_since(*at) < self.auth_alert_quiet => false,
             _ => {
-                last.insert(saas.to_string(), now);
+                last.insert(key, now);
                 true
             }
         }
+    }
+
+    /// Tells admins what the vendor client noticed while this job was sent.
+    async fn publish_notices(&self, app: &App, job: &JobV1) -> Result<(), InfraError> {
+        for notice in app.client.take_notices() {
+            let Notice::PauseCapped { asked, applied } = notice;
+            let saas = &app.settings.name;
+            warn!(saas = %saas, asked_s = asked.as_secs(), applied_s = applied.as_secs(), "The vendor asked for a pause longer than rate.max_pause.");
+            if self.should_alert(AlertKind::PauseCapped, saas) {
+                let alert = AlertV1 {
+                    v: 1,
+                    kind: AlertKind::PauseCapped,
+                    saas: saas.clone(),
+                    run_id: job.run_id.clone(),
+                    user: None,
+                    error: format!(
+                        "the vendor asked the fleet to pause for {} s; paused for the maximum, {} s (rate.max_pause)",
+                        asked.as_secs(),
+                        applied.as_secs()
+                    ),
+                    attempts: 0,
+                    at: Utc::now(),
+                };
+                amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn dead_letter(

@@ -3,11 +3,15 @@
 //!
 //! Layout:
 //! - `connectors/` — one file per vendor behind one trait;
-//! - `pipeline` — timeout, rate limit, retry and metrics around any connector;
+//! - `vendor` — the one HTTP path to vendors: the fleet's limit per request,
+//!   quota headers, throttles and response classification;
+//! - `limiter` — the fleet-wide limiter in Redis the vendor client asks;
+//! - `pipeline` — job deadline, retry and metrics around any connector;
 //! - `job` — one delivery from decode to ack;
 //! - this file — building the worker and running its consumers, reconnecting
 //!   after broker or Redis trouble, and draining on shutdown.
 
+pub mod audit;
 pub mod connectors;
 pub mod error;
 pub mod job;
@@ -15,6 +19,7 @@ pub mod limiter;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod vendor;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,9 +37,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::job::{App, JobContext};
-use crate::limiter::FleetLimiter;
+use crate::limiter::{FleetLimit, FleetLimiter, Limiter, Limiters};
 use crate::metrics::{MetricsSnapshot, VendorMetrics};
 use crate::pipeline::PipelineSettings;
+use crate::vendor::{ClientTimings, VendorClient};
 
 /// A worker, built and validated, ready to run.
 pub struct Worker {
@@ -48,6 +54,7 @@ pub struct Worker {
 struct AppParts {
     settings: rolecall_common::config::SaasSettings,
     connector: Arc<dyn connectors::Connector>,
+    client: VendorClient,
     metrics: Arc<VendorMetrics>,
 }
 
@@ -64,18 +71,15 @@ impl Worker {
         if names.is_empty() {
             anyhow::bail!("saas: no SaaS app is configured for this worker");
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("rolecall/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(32)
-            .build()
-            .context("building the HTTP client")?;
+        let http = vendor::http_client();
+        let timings = ClientTimings {
+            attempt_timeout: settings.worker.attempt_timeout,
+            max_hold: settings.worker.max_hold,
+        };
         let pipeline = PipelineSettings {
             job_deadline: settings.worker.job_deadline,
-            attempt_timeout: settings.worker.attempt_timeout,
             attempts: settings.worker.attempts_in_process.get(),
             backoff_base: Duration::from_millis(200),
-            max_throttle_wait: settings.worker.max_hold,
         };
         let mut apps = Vec::new();
         let mut problems = Vec::new();
@@ -84,11 +88,14 @@ impl Worker {
                 .saas
                 .get(name)
                 .with_context(|| format!("worker.saas: `{name}` is not configured"))?;
-            match connectors::build(saas, http.clone(), vault).await {
+            let metrics = Arc::new(VendorMetrics::default());
+            let client = VendorClient::new(saas, http.clone(), metrics.clone(), timings);
+            match connectors::build(saas, &client, vault).await {
                 Ok(connector) => apps.push(AppParts {
                     settings: saas.clone(),
                     connector,
-                    metrics: Arc::new(VendorMetrics::default()),
+                    client,
+                    metrics,
                 }),
                 Err(e) => problems.push(e.to_string()),
             }
@@ -149,6 +156,8 @@ impl Worker {
                 throttled = m.throttled,
                 auth = m.auth,
                 permanent = m.permanent,
+                requests = m.requests,
+                throttled_requests = m.throttled_requests,
                 "Vendor calls."
             );
         }
@@ -184,6 +193,7 @@ impl Worker {
             auth_alerted: Mutex::new(HashMap::new()),
             auth_alert_quiet: Duration::from_secs(300),
             defer_delays: settings.worker.defer_delays.clone(),
+            max_throttle_age: settings.worker.max_throttle_age,
         });
 
         let tracker = TaskTracker::new();
@@ -191,24 +201,20 @@ impl Worker {
         let mut loops = tokio::task::JoinSet::new();
         let mut channels = Vec::new();
         for parts in &self.apps {
-            let limiter = Arc::new(FleetLimiter::new(
-                &parts.settings.name,
-                parts.settings.rate,
-                redis.clone(),
+            parts.client.attach(fleet_limiters(
+                &parts.settings,
+                &redis,
                 &names,
-                // A crashed worker's slots free up one attempt later.
-                settings.worker.attempt_timeout + Duration::from_secs(2),
-                // Book slots up to this far ahead; wait beyond it.
-                Duration::from_millis(500),
+                settings.worker.attempt_timeout,
             ));
             let app = Arc::new(App {
                 settings: parts.settings.clone(),
                 service: pipeline::build(
                     parts.connector.clone(),
-                    limiter,
                     parts.metrics.clone(),
                     &self.pipeline,
                 ),
+                client: parts.client.clone(),
                 metrics: parts.metrics.clone(),
             });
             // One channel per SaaS app: prefetch is per channel, so a slow
@@ -265,6 +271,41 @@ impl Worker {
         let _ = conn.close(200, "worker stopping".into()).await;
         result
     }
+}
+
+/// The fleet's limiters of one SaaS app: its default limit and one per bucket.
+fn fleet_limiters(
+    saas: &rolecall_common::config::SaasSettings,
+    redis: &redis::aio::ConnectionManager,
+    names: &Names,
+    attempt_timeout: Duration,
+) -> Limiters {
+    let rate = &saas.rate;
+    let make = |bucket: Option<&str>, limit| {
+        Arc::new(FleetLimiter::new(
+            &saas.name,
+            bucket,
+            FleetLimit {
+                limit,
+                max_in_flight: rate.max_in_flight,
+                adaptive: rate.adaptive,
+                max_pause: rate.max_pause,
+            },
+            redis.clone(),
+            names,
+            // A crashed worker's slots free up one attempt later.
+            attempt_timeout + Duration::from_secs(2),
+            // Book slots up to this far ahead; wait beyond it.
+            Duration::from_millis(500),
+        )) as Arc<dyn Limiter>
+    };
+    Limiters::new(
+        make(None, rate.limit()),
+        rate.buckets
+            .iter()
+            .map(|b| (b.clone(), make(Some(&b.name), b.limit)))
+            .collect(),
+    )
 }
 
 async fn consume(

@@ -80,10 +80,10 @@ pub async fn status(
             |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<f64>().ok());
         let override_per_second = parse(&ov, "per_second");
         let base = override_per_second.unwrap_or(app.rate.per_second);
-        let factor = recovered_factor(&state, now_ms);
+        let factor = crate::limiter::factor_at(&state, now_ms);
         out.push(LimitStatus {
             saas: saas.clone(),
-            configured: app.rate,
+            configured: app.rate.clone(),
             override_per_second,
             override_burst: parse(&ov, "burst").map(|v| v as u32),
             override_max_in_flight: parse(&ov, "max_in_flight").map(|v| v as u32),
@@ -96,23 +96,6 @@ pub async fn status(
         });
     }
     Ok(out)
-}
-
-/// The factor as the limiter will compute it now (it recovers lazily).
-fn recovered_factor(state: &HashMap<String, String>, now_ms: i64) -> f64 {
-    let factor = state
-        .get("factor")
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(1.0);
-    let updated = state
-        .get("updated_ms")
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(now_ms as f64);
-    if factor < 1.0 {
-        (factor + (now_ms as f64 - updated).max(0.0) / 1000.0 * 0.05).min(1.0)
-    } else {
-        factor
-    }
 }
 
 /// Sets an override for one SaaS app.
@@ -166,10 +149,22 @@ pub fn render(statuses: &[LimitStatus]) -> String {
         "| saas | configured | override | factor | effective/s | paused | in flight |\n|---|---|---|---|---|---|---|\n",
     );
     for s in statuses {
+        let limit = if s.configured.window == Duration::from_secs(1) {
+            format!(
+                "{}/s, burst {}",
+                s.configured.per_second, s.configured.burst
+            )
+        } else {
+            let l = s.configured.limit();
+            format!("{:.0} per {:?}", l.requests(), l.window)
+        };
         let configured = format!(
-            "{}/s, burst {}{}",
-            s.configured.per_second,
-            s.configured.burst,
+            "{limit}{}{}",
+            if s.configured.buckets.is_empty() {
+                String::new()
+            } else {
+                format!(", {} buckets", s.configured.buckets.len())
+            },
             s.configured
                 .max_in_flight
                 .map(|c| format!(", {c} in flight"))
@@ -202,21 +197,4 @@ pub fn render(statuses: &[LimitStatus]) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_factor_recovers_as_the_script_does() {
-        let state = HashMap::from([
-            ("factor".to_string(), "0.5".to_string()),
-            ("updated_ms".to_string(), "1000".to_string()),
-        ]);
-        assert!((recovered_factor(&state, 1000) - 0.5).abs() < 1e-9);
-        assert!((recovered_factor(&state, 3000) - 0.6).abs() < 1e-9);
-        assert!((recovered_factor(&state, 100_000) - 1.0).abs() < 1e-9);
-        assert_eq!(recovered_factor(&HashMap::new(), 5), 1.0);
-    }
 }

@@ -24,6 +24,10 @@ pub struct VendorMetrics {
     deferred: AtomicU64,
     held_for_redis: AtomicU64,
     actions: AtomicU64,
+    requests: AtomicU64,
+    throttled_requests: AtomicU64,
+    failed_requests: AtomicU64,
+    request_latency_us: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -53,6 +57,14 @@ pub struct MetricsSnapshot {
     pub held_for_redis: u64,
     /// Changes made at the vendor (deactivations, creations, updates).
     pub actions: u64,
+    /// HTTP requests sent to the vendor: one fleet slot each.
+    pub requests: u64,
+    /// HTTP requests the vendor throttled (429, 503 with a wait, 403 with no quota).
+    pub throttled_requests: u64,
+    /// HTTP requests that got no answer (connection errors, timeouts).
+    pub failed_requests: u64,
+    /// Total time from booked slot to answer, in microseconds.
+    pub request_latency_us: u64,
 }
 
 impl VendorMetrics {
@@ -91,6 +103,28 @@ impl VendorMetrics {
         self.held_for_redis.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one HTTP request sent in a fleet slot; `status` is `None`
+    /// when no answer came.
+    pub fn record_request(
+        &self,
+        status: Option<reqwest::StatusCode>,
+        throttled: bool,
+        took: Duration,
+    ) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.request_latency_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        match status {
+            None => {
+                self.failed_requests.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) if throttled => {
+                self.throttled_requests.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {}
+        }
+    }
+
     /// Reads the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -107,6 +141,10 @@ impl VendorMetrics {
             deferred: r(&self.deferred),
             held_for_redis: r(&self.held_for_redis),
             actions: r(&self.actions),
+            requests: r(&self.requests),
+            throttled_requests: r(&self.throttled_requests),
+            failed_requests: r(&self.failed_requests),
+            request_latency_us: r(&self.request_latency_us),
         }
     }
 }

@@ -1,21 +1,22 @@
-//! The pipeline every connector runs in, as tower layers.
+//! The pipeline every connector call runs in, as tower layers.
 //!
 //! Outermost first:
 //!
-//! 1. job deadline — bounds a job's in-process work, token waits included,
+//! 1. job deadline — bounds a job's in-process work, quota waits included,
 //!    well below RabbitMQ's consumer timeout, so a stuck vendor never pins a
 //!    delivery;
 //! 2. retry — transient failures are retried with jittered exponential
-//!    backoff; a throttle waits what the vendor asked (when that fits the
-//!    deadline) and does not use up an attempt;
-//! 3. rate limit — every attempt, retries included, waits for a token: the
-//!    vendor counts each HTTP call;
-//! 4. metrics — one count per attempt, by outcome;
-//! 5. attempt timeout — bounds one HTTP call;
-//! 6. the connector.
+//!    backoff;
+//! 3. metrics — one count per call, by outcome;
+//! 4. the connector, whose every HTTP request goes through the vendor
+//!    client (`crate::vendor`): the fleet's limit, the attempt timeout and
+//!    the vendor's throttles are handled there, per request, because a
+//!    vendor counts requests, not lookups.
 //!
-//! Longer horizons (minutes) belong to the broker's delay queues, so each
-//! retry horizon has one owner and retry loops never multiply.
+//! Throttles are not retried here: the vendor client already re-sent the
+//! request in later slots for as long as a job may hold its delivery, and
+//! longer waits belong to the broker's defer queues. Each retry horizon has
+//! one owner, so retry loops never multiply.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +31,6 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 use crate::connectors::{Connector, ConnectorError, VendorRequest, VendorResponse};
 use crate::error::ErrorClass;
-use crate::limiter::{Admission, Lease, Limiter, QuotaHint, quota_hint};
 use crate::metrics::VendorMetrics;
 
 /// A connector wrapped in the pipeline; cheap to clone per job.
@@ -41,40 +41,26 @@ pub type VendorService = BoxCloneSyncService<VendorRequest, VendorResponse, Conn
 pub struct PipelineSettings {
     /// Bound on one job's in-process work.
     pub job_deadline: Duration,
-    /// Bound on one HTTP call.
-    pub attempt_timeout: Duration,
     /// Attempts for transient failures.
     pub attempts: u32,
     /// First backoff delay; doubles per attempt, with full jitter.
     pub backoff_base: Duration,
-    /// Longest throttle wait taken in process; longer ones go to the broker.
-    pub max_throttle_wait: Duration,
 }
 
 /// Wraps `connector` in the pipeline.
 pub fn build(
     connector: Arc<dyn Connector>,
-    limiter: Arc<dyn Limiter>,
     metrics: Arc<VendorMetrics>,
     settings: &PipelineSettings,
 ) -> VendorService {
-    let attempt_timeout = settings.attempt_timeout;
     let service = ServiceBuilder::new()
         .map_err(|e: BoxError| from_box(e, "job"))
         .timeout(settings.job_deadline)
         .retry(RetryPolicy::new(settings))
-        .layer_fn(|inner| RateLimited {
-            inner,
-            limiter: limiter.clone(),
-            metrics: metrics.clone(),
-            max_hold: settings.max_throttle_wait,
-        })
         .layer_fn(|inner| Measured {
             inner,
             metrics: metrics.clone(),
         })
-        .map_err(|e: BoxError| from_box(e, "vendor request"))
-        .timeout(attempt_timeout)
         .service(ConnectorService(connector));
     BoxCloneSyncService::new(service)
 }
@@ -105,130 +91,6 @@ impl Service<VendorRequest> for ConnectorService {
     fn call(&mut self, request: VendorRequest) -> Self::Future {
         let connector = self.0.clone();
         Box::pin(async move { crate::connectors::call(connector.as_ref(), &request).await })
-    }
-}
-
-tokio::task_local! {
-    /// The vendor's quota headers seen during one attempt, if any.
-    static QUOTA: std::cell::Cell<Option<QuotaHint>>;
-}
-
-/// Called by connectors' response helper: remembers the vendor's quota
-/// headers for the rate-limit layer (a no-op outside the pipeline).
-pub fn observe_quota(headers: &reqwest::header::HeaderMap) {
-    if let Some(hint) = quota_hint(headers) {
-        let _ = QUOTA.try_with(|cell| cell.set(Some(hint)));
-    }
-}
-
-/// Asks the limiter before each attempt and tells it what the vendor said
-/// after. The wait happens in the call future (not `poll_ready`) because the
-/// service is cloned per job and the limiter is shared by all clones.
-#[derive(Clone)]
-struct RateLimited<S> {
-    inner: S,
-    limiter: Arc<dyn Limiter>,
-    metrics: Arc<VendorMetrics>,
-    max_hold: Duration,
-}
-
-impl<S> Service<VendorRequest> for RateLimited<S>
-where
-    S: Service<VendorRequest, Response = VendorResponse, Error = ConnectorError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = VendorResponse;
-    type Error = ConnectorError;
-    type Future = BoxFuture<'static, Result<VendorResponse, ConnectorError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, user: VendorRequest) -> Self::Future {
-        let inner = self.inner.clone();
-        let limiter = self.limiter.clone();
-        let metrics = self.metrics.clone();
-        let max_hold = self.max_hold;
-        Box::pin(async move {
-            let started = tokio::time::Instant::now();
-            let mut held = Duration::ZERO;
-            let lease = loop {
-                match limiter.acquire().await {
-                    Err(e) => return Err(ConnectorError::LimiterUnavailable(e.to_string())),
-                    Ok(Admission::Granted { after, lease }) => {
-                        if !after.is_zero() {
-                            tokio::time::sleep(after).await;
-                            // The vendor may have paused the fleet while this
-                            // slot was booked. The booking is then stale: wait
-                            // out the pause and ask again, or every booked
-                            // request would fire together when it ends.
-                            if let Some(pause) = limiter.pause_remaining().await {
-                                if let Some(lease) = lease {
-                                    limiter.release(lease).await;
-                                }
-                                held += pause;
-                                tokio::time::sleep(pause).await;
-                                continue;
-                            }
-                        }
-                        break lease;
-                    }
-                    Ok(Admission::Wait { wait, reason }) => {
-                        // Past the hold budget the job gives its delivery
-                        // back (a defer queue) instead of pinning it.
-                        if held + wait > max_hold {
-                            metrics.record_wait(started.elapsed());
-                            return Err(ConnectorError::QuotaWait {
-                                wait,
-                                reason: reason.as_str(),
-                            });
-                        }
-                        held += wait;
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            };
-            metrics.record_wait(started.elapsed());
-            let guard = LeaseGuard(lease.map(|l| (limiter.clone(), l)));
-            let (result, hint) = QUOTA
-                .scope(std::cell::Cell::new(None), async move {
-                    let result = inner.oneshot(user).await;
-                    (result, QUOTA.with(|c| c.get()))
-                })
-                .await;
-            guard.release().await;
-            if let Some(hint) = hint {
-                limiter.quota(hint).await;
-            }
-            if let Err(ConnectorError::Throttled { retry_after, .. }) = &result {
-                limiter.throttled(*retry_after).await;
-            }
-            result
-        })
-    }
-}
-
-/// Returns an in-flight slot after the call, even when the call future is
-/// dropped (deadline): then a task returns it.
-struct LeaseGuard(Option<(Arc<dyn Limiter>, Lease)>);
-
-impl LeaseGuard {
-    async fn release(mut self) {
-        if let Some((limiter, lease)) = self.0.take() {
-            limiter.release(lease).await;
-        }
-    }
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if let Some((limiter, lease)) = self.0.take() {
-            tokio::spawn(async move { limiter.release(lease).await });
-        }
     }
 }
 
@@ -272,9 +134,7 @@ where
 struct RetryPolicy {
     attempts_left: u32,
     attempt: u32,
-    throttle_waits_left: u32,
     backoff_base: Duration,
-    max_throttle_wait: Duration,
 }
 
 impl RetryPolicy {
@@ -282,9 +142,7 @@ impl RetryPolicy {
         Self {
             attempts_left: settings.attempts.saturating_sub(1),
             attempt: 0,
-            throttle_waits_left: 3,
             backoff_base: settings.backoff_base,
-            max_throttle_wait: settings.max_throttle_wait,
         }
     }
 }
@@ -306,21 +164,8 @@ impl tower::retry::Policy<VendorRequest, VendorResponse, ConnectorError> for Ret
         result: &mut Result<VendorResponse, ConnectorError>,
     ) -> Option<Self::Future> {
         let error = result.as_ref().err()?;
-        let wait = match (error, error.class()) {
-            // The rate-limit layer already held as long as a job may: the
-            // job goes back to the broker to wait there.
-            (ConnectorError::QuotaWait { .. }, _) => return None,
-            // Waiting for quota is not a failure: it uses up no attempt. A
-            // few waits happen in process, longer ones in a defer queue.
-            (_, ErrorClass::Throttled(wait)) => {
-                let wait = wait.unwrap_or(Duration::from_secs(1));
-                if wait > self.max_throttle_wait || self.throttle_waits_left == 0 {
-                    return None;
-                }
-                self.throttle_waits_left -= 1;
-                wait
-            }
-            (_, ErrorClass::Transient) => {
+        let wait = match error.class() {
+            ErrorClass::Transient => {
                 if self.attempts_left == 0 {
                     return None;
                 }
@@ -328,7 +173,12 @@ impl tower::retry::Policy<VendorRequest, VendorResponse, ConnectorError> for Ret
                 self.attempt += 1;
                 backoff(self.backoff_base, self.attempt)
             }
-            (_, ErrorClass::Auth | ErrorClass::Permanent | ErrorClass::Unavailable) => return None,
+            // Throttles were waited out by the vendor client as long as a
+            // job may; the rest cannot get better by trying again now.
+            ErrorClass::Throttled(_)
+            | ErrorClass::Auth
+            | ErrorClass::Permanent
+            | ErrorClass::Unavailable => return None,
         };
         Some(Box::pin(tokio::time::sleep(wait)))
     }
@@ -348,8 +198,6 @@ mod tests {
     use rolecall_common::messages::UserRef;
 
     use crate::connectors::Lookup;
-    use crate::limiter::LocalLimiter;
-    use rolecall_common::config::RateSettings;
 
     struct Scripted {
         replies: Mutex<Vec<Result<Lookup, ConnectorError>>>,
@@ -386,10 +234,8 @@ mod tests {
     fn settings() -> PipelineSettings {
         PipelineSettings {
             job_deadline: Duration::from_secs(30),
-            attempt_timeout: Duration::from_secs(1),
             attempts: 3,
             backoff_base: Duration::from_millis(100),
-            max_throttle_wait: Duration::from_secs(5),
         }
     }
 
@@ -403,14 +249,8 @@ mod tests {
             calls: AtomicU32::new(0),
             delay,
         });
-        let limiter = Arc::new(LocalLimiter::new(RateSettings {
-            per_second: 1000.0,
-            burst: std::num::NonZeroU32::new(100).unwrap(),
-            max_in_flight: None,
-            adaptive: true,
-        }));
         let metrics = Arc::new(VendorMetrics::default());
-        let svc = build(connector.clone(), limiter, metrics.clone(), &s);
+        let svc = build(connector.clone(), metrics.clone(), &s);
         (connector, svc, metrics)
     }
 
@@ -459,36 +299,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn short_throttles_wait_without_using_attempts() {
-        let throttled = || {
-            Err(ConnectorError::Throttled {
-                status: 429,
-                retry_after: Some(Duration::from_secs(2)),
-            })
-        };
-        let (c, svc, _) = run(
-            vec![throttled(), throttled(), throttled(), Ok(Lookup::NotFound)],
-            Duration::ZERO,
-            settings(),
-        );
-        let started = tokio::time::Instant::now();
-        assert_eq!(svc.oneshot(user()).await.unwrap(), not_found());
-        assert_eq!(c.calls.load(Ordering::SeqCst), 4);
-        assert!(started.elapsed() >= Duration::from_secs(6));
-
-        // A fourth throttle in a row sends the job back to the broker to wait there.
-        let (c, svc, _) = run(vec![throttled()], Duration::ZERO, settings());
-        let err = svc.oneshot(user()).await.unwrap_err();
-        assert!(matches!(err.class(), ErrorClass::Throttled(_)));
-        assert_eq!(c.calls.load(Ordering::SeqCst), 4);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn long_throttles_go_back_to_the_broker() {
+    async fn throttles_go_back_to_the_broker_without_retrying_here() {
         let (c, svc, _) = run(
             vec![Err(ConnectorError::Throttled {
                 status: 429,
-                retry_after: Some(Duration::from_secs(60)),
+                retry_after: Some(Duration::from_secs(2)),
             })],
             Duration::ZERO,
             settings(),
@@ -496,13 +311,13 @@ mod tests {
         let err = svc.oneshot(user()).await.unwrap_err();
         assert_eq!(
             err.class(),
-            ErrorClass::Throttled(Some(Duration::from_secs(60)))
+            ErrorClass::Throttled(Some(Duration::from_secs(2)))
         );
         assert_eq!(c.calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn slow_attempts_time_out_and_the_job_deadline_holds() {
+    async fn the_job_deadline_bounds_a_slow_call() {
         let mut s = settings();
         s.job_deadline = Duration::from_millis(2500);
         let (_, svc, _) = run(vec![Ok(Lookup::NotFound)], Duration::from_secs(10), s);

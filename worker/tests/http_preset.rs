@@ -14,7 +14,7 @@ use std::time::Duration;
 use rolecall_common::credentials::Vault;
 use rolecall_common::messages::UserRef;
 use rolecall_sim::{RateLimit, SimConfig, SimHandle, SimUser, Vendor};
-use rolecall_worker::connectors::{self, Connector, Lookup, VendorUser};
+use rolecall_worker::connectors::{self, Connector, Lookup, VendorClient, VendorUser};
 use rolecall_worker::error::ErrorClass;
 
 const GITHUB: &str = r#"preset = "github-org-membership"
@@ -53,7 +53,10 @@ async fn sim(config: SimConfig) -> SimHandle {
 }
 
 /// Builds the `http` connector for `sim` as the worker would: a `[saas.x]`
-/// table with `options`, the credential from the vault's environment.
+/// table with `options`, the credential from the vault's environment, and
+/// every request through the SaaS app's vendor client. The client holds no
+/// job for quota (`max_hold` zero), so a throttle reaches the test as the
+/// connector classified it instead of being waited out and resent.
 async fn build(
     sim: &SimHandle,
     base_path: &str,
@@ -80,7 +83,8 @@ async fn build(
         settings.credentials.clone(),
         HashMap::from([(var, secret.to_owned())]),
     );
-    connectors::build(&saas, reqwest::Client::new(), &vault).await
+    let client = VendorClient::standalone(&saas).with_max_hold(Duration::ZERO);
+    connectors::build(&saas, &client, &vault).await
 }
 
 async fn connector(sim: &SimHandle, options: &str, secret: &str) -> Arc<dyn Connector> {
@@ -262,32 +266,33 @@ async fn github_vendor_failures_are_transient() {
     assert_eq!(err.class(), ErrorClass::Transient);
 }
 
+/// GitHub's member list: a bare array (`list = ""`), pages in `Link`.
+const GITHUB_MEMBERS: &str = r#"
+[saas.x.options.spec]
+[saas.x.options.spec.auth]
+kind = "bearer"
+token = "{{secret}}"
+[saas.x.options.spec.request]
+url = "{{base_url}}/orgs/{{vars.org}}/members"
+headers = { Accept = "application/vnd.github+json" }
+[saas.x.options.spec.response]
+list = ""
+match = { pointer = "/login", equals = "{{external_id}}", case_insensitive = true }
+role = "/type"
+vendor_id = "/id"
+[saas.x.options.spec.pagination]
+style = "link"
+size_param = "per_page"
+size = 10
+max_pages = 50
+[saas.x.options.vars]
+org = "acme"
+"#;
+
 #[tokio::test]
 async fn github_member_list_is_followed_through_link_headers() {
     let sim = sim(sim_config(Vendor::Github, "gh-token")).await;
-    // GitHub's member list: a bare array (`list = ""`), pages in `Link`.
-    let spec = r#"
-        [saas.x.options.spec]
-        [saas.x.options.spec.auth]
-        kind = "bearer"
-        token = "{{secret}}"
-        [saas.x.options.spec.request]
-        url = "{{base_url}}/orgs/{{vars.org}}/members"
-        headers = { Accept = "application/vnd.github+json" }
-        [saas.x.options.spec.response]
-        list = ""
-        match = { pointer = "/login", equals = "{{external_id}}", case_insensitive = true }
-        role = "/type"
-        vendor_id = "/id"
-        [saas.x.options.spec.pagination]
-        style = "link"
-        size_param = "per_page"
-        size = 10
-        max_pages = 50
-        [saas.x.options.vars]
-        org = "acme"
-    "#;
-    let github = connector(&sim, spec, "gh-token").await;
+    let github = connector(&sim, GITHUB_MEMBERS, "gh-token").await;
     // The sim lists active members other than billing managers, in order.
     let listed: Vec<&SimUser> = sim
         .population()
@@ -306,6 +311,21 @@ async fn github_member_list_is_followed_through_link_headers() {
         Lookup::NotFound
     );
     assert_eq!(sim.stats().requests, 2 * pages);
+}
+
+#[tokio::test]
+async fn github_member_list_cut_short_by_max_pages_is_no_verdict() {
+    let sim = sim(sim_config(Vendor::Github, "gh-token")).await;
+    let capped = GITHUB_MEMBERS.replace("max_pages = 50", "max_pages = 2");
+    let github = connector(&sim, &capped, "gh-token").await;
+    // Someone on no page: two pages read, more follow, so no "not found".
+    let err = github.lookup(&by_login("no-such-login")).await.unwrap_err();
+    assert!(
+        matches!(err, connectors::ConnectorError::Inconclusive(_)),
+        "{err:?}"
+    );
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(sim.stats().requests, 2);
 }
 
 // --- Zoom: the shipped zoom-users preset ----------------------------------
@@ -378,12 +398,27 @@ async fn zoom_a_bad_token_is_an_auth_error_with_zooms_code() {
 }
 
 #[tokio::test]
-async fn zoom_throttling_is_classified_with_the_wait() {
-    let sim = sim(throttled_config(Vendor::Zoom, "zoom-token")).await;
+async fn zoom_throttling_is_classified_with_the_wait_zoom_names() {
+    // Zoom's Retry-After is unverified (VENDORS.md §8): the sim sends one
+    // only when asked, and then the wait reaches the error.
+    let sim = sim(SimConfig {
+        retry_after: Some(true),
+        ..throttled_config(Vendor::Zoom, "zoom-token")
+    })
+    .await;
     let zoom = connector(&sim, ZOOM, "zoom-token").await;
     zoom.lookup(&by_email("a@example.com")).await.unwrap();
     let err = zoom.lookup(&by_email("a@example.com")).await.unwrap_err();
     assert_throttled(&err);
+}
+
+#[tokio::test]
+async fn zoom_throttling_without_a_retry_after_is_still_a_throttle() {
+    let sim = sim(throttled_config(Vendor::Zoom, "zoom-token")).await;
+    let zoom = connector(&sim, ZOOM, "zoom-token").await;
+    zoom.lookup(&by_email("a@example.com")).await.unwrap();
+    let err = zoom.lookup(&by_email("a@example.com")).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Throttled(None), "{err:?}");
 }
 
 #[tokio::test]
@@ -464,11 +499,14 @@ async fn an_inline_lever_spec_finds_reads_and_misses_users() {
 
 #[tokio::test]
 async fn an_inline_lever_spec_classifies_auth_and_throttling() {
+    // Lever documents no Retry-After (VENDORS.md §2.6); ask the sim for one
+    // so the wait can be checked.
     let sim = sim(SimConfig {
         rate: Some(RateLimit {
             per_second: 0.5,
             burst: 1,
         }),
+        retry_after: Some(true),
         ..SimConfig::default()
     })
     .await;

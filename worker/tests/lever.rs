@@ -20,7 +20,7 @@ async fn sim(config: SimConfig) -> (rolecall_sim::SimHandle, Lever) {
     let key = config.api_key.clone();
     let sim = rolecall_sim::spawn(config).await.unwrap();
     let lever = Lever::new(
-        reqwest::Client::new(),
+        rolecall_worker::vendor::VendorClient::unlimited("lever"),
         sim.base_url().parse().unwrap(),
         SecretString::from(key),
     );
@@ -82,7 +82,7 @@ async fn unknown_users_are_not_found() {
 async fn a_wrong_key_is_an_auth_error_that_does_not_echo_the_key() {
     let sim = rolecall_sim::spawn(SimConfig::default()).await.unwrap();
     let lever = Lever::new(
-        reqwest::Client::new(),
+        rolecall_worker::vendor::VendorClient::unlimited("lever"),
         sim.base_url().parse().unwrap(),
         SecretString::from("wrong-key-hunter2".to_string()),
     );
@@ -94,14 +94,23 @@ async fn a_wrong_key_is_an_auth_error_that_does_not_echo_the_key() {
 
 #[tokio::test]
 async fn throttling_is_classified_with_the_vendors_wait() {
-    let (_sim, lever) = sim(SimConfig {
+    let config = SimConfig {
         rate: Some(RateLimit {
             per_second: 0.5,
             burst: 1,
         }),
+        retry_after: Some(true),
         ..SimConfig::default()
-    })
-    .await;
+    };
+    let key = config.api_key.clone();
+    let sim = rolecall_sim::spawn(config).await.unwrap();
+    // A job that may not wait: the throttle comes back as an error.
+    let lever = Lever::new(
+        rolecall_worker::vendor::VendorClient::unlimited("lever")
+            .with_max_hold(std::time::Duration::ZERO),
+        sim.base_url().parse().unwrap(),
+        SecretString::from(key),
+    );
     lever.lookup(&user("a@example.com")).await.unwrap();
     let err = lever.lookup(&user("a@example.com")).await.unwrap_err();
     assert!(

@@ -36,9 +36,13 @@ options = {options}
         settings.credentials.clone(),
         HashMap::from([("ROLECALL_SECRET_APP".to_string(), secret.to_string())]),
     );
-    connectors::build(&settings.saas["app"], reqwest::Client::new(), &vault)
-        .await
-        .expect("the connector builds")
+    connectors::build(
+        &settings.saas["app"],
+        &connectors::VendorClient::standalone(&settings.saas["app"]),
+        &vault,
+    )
+    .await
+    .expect("the connector builds")
 }
 
 #[tokio::test]

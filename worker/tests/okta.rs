@@ -59,7 +59,12 @@ async fn build(
         },
         HashMap::from([("TEST_OKTA".to_string(), credential.to_string())]),
     );
-    connectors::build(&settings.saas["okta"], reqwest::Client::new(), &vault).await
+    connectors::build(
+        &settings.saas["okta"],
+        &connectors::VendorClient::standalone(&settings.saas["okta"]),
+        &vault,
+    )
+    .await
 }
 
 async fn start(config: SimConfig) -> (SimHandle, Arc<dyn Connector>) {

@@ -8,11 +8,12 @@
 //! other org) is 404.
 //!
 //! Every response carries `x-ratelimit-limit/-remaining/-used/-reset/-resource`
-//! from the token bucket (limit = burst, reset = when the bucket is full
-//! again; with no rate configured, GitHub's nominal 5000 per hour, unused).
+//! from the request's bucket (limit = capacity, reset = when it is full
+//! again; when unlimited, GitHub's nominal 5000 per hour, unused).
 //! GitHub answers a primary-limit breach with 403 or 429 and
-//! `x-ratelimit-remaining: 0`; the sim picks **429** with `retry-after` (from
-//! the bucket), so a client honouring either header waits long enough.
+//! `x-ratelimit-remaining: 0`, to be waited out until `x-ratelimit-reset`;
+//! the sim picks **429**, without `retry-after` by default (GitHub sends one
+//! for secondary limits only; `SimConfig::retry_after` turns it on).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
-use super::{FailEmails, Gate, Quota, Service, auth_token, base_url, guard, set_retry_after};
+use super::{FailEmails, Gate, Quota, Service, auth_token, base_url, guard};
 use crate::population::{Population, Profile, SimUser, weighted};
 
 /// Membership roles GitHub reports.
@@ -170,14 +171,8 @@ pub(crate) fn router(github: Arc<Github>) -> Router {
 }
 
 impl Service for Github {
-    fn gate(&self) -> &Gate {
+    fn gate(&self) -> &Arc<Gate> {
         &self.gate
-    }
-
-    fn throttled(&self, retry_after_secs: u64) -> Response {
-        let mut response = self.injected(StatusCode::TOO_MANY_REQUESTS);
-        set_retry_after(&mut response, retry_after_secs);
-        response
     }
 
     fn injected(&self, status: StatusCode) -> Response {

@@ -3,6 +3,10 @@
 //! Where the vendor's behaviour is only inferred (case-sensitive email match,
 //! deactivated users hidden from email lookups by default) the sim picks the
 //! stricter reading, so a client that works here does not rely on leniency.
+//!
+//! E-mail lookups of `endless_emails` never end: every page is empty, says
+//! `hasNext: true` and hands out a fresh `next` cursor, so a client that
+//! stops at its page cap must report a failure, not "no such user".
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -57,6 +61,8 @@ pub(crate) struct Lever {
     credentials: Vec<u8>,
     /// Lower-cased, so a test can name an email in any case and still make it fail.
     fail_emails: HashSet<String>,
+    /// Lower-cased, as `fail_emails`: lookups that page forever.
+    endless_emails: HashSet<String>,
     gate: Arc<Gate>,
     /// Users deactivated through `POST /users/{id}/deactivate`, with the
     /// time (epoch ms): an overlay on the generated population.
@@ -67,7 +73,7 @@ impl Lever {
     pub(crate) fn new(
         population: Arc<Population>,
         api_key: &str,
-        fail_emails: &HashSet<String>,
+        scenarios: &LeverScenarios,
         gate: Arc<Gate>,
     ) -> Self {
         let users = &population.users;
@@ -80,7 +86,8 @@ impl Lever {
             by_email,
             by_id,
             credentials: format!("{api_key}:").into_bytes(),
-            fail_emails: fail_emails.iter().map(|e| e.to_lowercase()).collect(),
+            fail_emails: lower_cased(scenarios.fail_emails),
+            endless_emails: lower_cased(scenarios.endless_emails),
             gate,
             population,
             deactivated: std::sync::Mutex::new(HashMap::new()),
@@ -166,6 +173,34 @@ impl Lever {
     }
 }
 
+/// Emails whose lookups misbehave on purpose.
+pub(crate) struct LeverScenarios<'a> {
+    /// Answer 500.
+    pub(crate) fail_emails: &'a HashSet<String>,
+    /// Page forever without a match.
+    pub(crate) endless_emails: &'a HashSet<String>,
+}
+
+fn lower_cased(emails: &HashSet<String>) -> HashSet<String> {
+    emails.iter().map(|e| e.to_lowercase()).collect()
+}
+
+/// An empty page that promises another: its cursor counts the pages
+/// served, so every `next` differs and a client cannot detect a loop by a
+/// repeated cursor.
+fn endless_page(after: Option<&Cursor>) -> Page<'static> {
+    let page = after.map_or(0, |c| c.created_at.saturating_add(1));
+    let next = Cursor {
+        created_at: page,
+        id: "endless".to_owned(),
+    };
+    Page {
+        data: Vec::new(),
+        has_next: true,
+        next: Some(next.encode()),
+    }
+}
+
 pub(crate) fn router(lever: Arc<Lever>) -> Router {
     Router::new()
         .route("/users", get(list_users))
@@ -183,12 +218,8 @@ pub(crate) fn router(lever: Arc<Lever>) -> Router {
 }
 
 impl Service for Lever {
-    fn gate(&self) -> &Gate {
+    fn gate(&self) -> &Arc<Gate> {
         &self.gate
-    }
-
-    fn throttled(&self, retry_after_secs: u64) -> Response {
-        LeverError::TooManyRequests { retry_after_secs }.into_response()
     }
 
     /// In the shape Lever answers it, so clients parse it exactly as they
@@ -270,6 +301,11 @@ async fn list_users(
     {
         tracing::debug!(email, "failing lookup on purpose");
         return Err(LeverError::Internal);
+    }
+    if let Some(email) = &params.email
+        && lever.endless_emails.contains(&email.to_lowercase())
+    {
+        return Ok(Json(endless_page(params.after.as_ref())).into_response());
     }
     Ok(Json(lever.page(&params)).into_response())
 }
@@ -407,8 +443,6 @@ pub(crate) enum LeverError {
     UserNotFound,
     #[error("That route doesn't exist")]
     RouteNotFound,
-    #[error("Rate limit exceeded")]
-    TooManyRequests { retry_after_secs: u64 },
     #[error("An unexpected error occurred")]
     Internal,
 }
@@ -423,7 +457,6 @@ impl LeverError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequestError"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "UnauthorizedError"),
             Self::UserNotFound | Self::RouteNotFound => (StatusCode::NOT_FOUND, "NotFoundError"),
-            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsError"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
         }
     }
@@ -433,18 +466,11 @@ impl IntoResponse for LeverError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let mut response = error_response(status, code, &self.to_string());
-        let headers = response.headers_mut();
-        match self {
-            Self::TooManyRequests { retry_after_secs } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            }
-            Self::Unauthorized => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"Lever\""),
-                );
-            }
-            _ => {}
+        if let Self::Unauthorized = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Lever\""),
+            );
         }
         response
     }

@@ -1,10 +1,12 @@
 //! One module per simulated vendor, each owning its wire format; what they share
-//! is how a request is let in ([`Gate`], [`guard`]) and a few small helpers.
+//! is how a request is let in (`gate`: [`Gate`], [`guard`]) and a few small
+//! helpers.
 //!
 //! A sim serves exactly one [`Vendor`]: several vendors claim the same paths
 //! (`/v1` is both Lever's and Mosyle Business's, `/v2` both Mosyle Manager's
 //! and Zoom's), and a test that wants two vendors starts two sims.
 
+mod gate;
 pub(crate) mod github;
 pub(crate) mod lever;
 pub(crate) mod mosyle;
@@ -13,19 +15,14 @@ pub(crate) mod scim;
 pub(crate) mod zoom;
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
-use crate::faults::{Fault, FaultQueue};
-use crate::stats::{Epoch, RequestRecord, Stats, StatsSnapshot};
-use crate::throttle::{RateLimit, TokenBucket, retry_after_secs};
+pub(crate) use gate::{Gate, GateSettings, Quota, Service, guard, remember_path};
 
 /// Which vendor a sim impersonates (`--vendor` on the command line, kebab-case
 /// in JSON).
@@ -76,277 +73,26 @@ impl Vendor {
     }
 }
 
+impl Vendor {
+    /// Whether the vendor's throttled (429) answers carry `Retry-After`, as
+    /// far as its documentation says (VENDORS.md): Lever documents none (§2.6),
+    /// Miro SCIM shows no headers (§3.6), Okta sends `X-Rate-Limit-Reset`
+    /// instead (§5), GitHub `x-ratelimit-reset` for its primary limit (§7),
+    /// and Zoom's is unverified (§8). Mosyle documents no rate limit at all
+    /// and generic SCIM leaves it to RFC 9110: those two keep the sim's
+    /// original `Retry-After`.
+    pub fn sends_retry_after(self) -> bool {
+        match self {
+            Self::MosyleBusiness | Self::MosyleManager | Self::Scim => true,
+            Self::Lever | Self::MiroScim | Self::Okta | Self::Github | Self::Zoom => false,
+        }
+    }
+}
+
 impl std::fmt::Display for Vendor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// The door every vendor request passes first: throttle, faults, count, then
-/// delay.
-///
-/// Kept apart from the vendors so the throttle, the faults and the statistics
-/// behave the same whichever payloads are served behind them.
-pub(crate) struct Gate {
-    bucket: TokenBucket,
-    faults: FaultQueue,
-    stats: Stats,
-    latency: Duration,
-}
-
-/// The gate's verdict, the quota left, and the ticket to log the answer with.
-pub(crate) struct Admission<'g> {
-    pub(crate) verdict: Verdict,
-    /// `None` when the sim is unlimited.
-    pub(crate) quota: Option<Quota>,
-    pub(crate) ticket: Ticket<'g>,
-}
-
-/// The token bucket as a quota-reporting vendor shows it: `limit` is the
-/// bucket's capacity (burst), `remaining` the whole tokens left after this
-/// request, `reset_unix_s` the epoch second by which the bucket is full again
-/// (`remaining == limit`) if no more requests come — a window vendor's
-/// "reset", and never earlier than a token is available.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Quota {
-    pub(crate) limit: u32,
-    pub(crate) remaining: u32,
-    pub(crate) reset_unix_s: u64,
-}
-
-impl Quota {
-    /// What to advertise when the sim is unlimited: the vendor's nominal
-    /// quota, untouched, resetting after one `window`.
-    pub(crate) fn nominal(limit: u32, window: Duration) -> Self {
-        Self {
-            limit,
-            remaining: limit,
-            reset_unix_s: unix_secs_ceil(SystemTime::now() + window),
-        }
-    }
-}
-
-pub(crate) enum Verdict {
-    Admitted,
-    Throttled {
-        retry_after_secs: u64,
-    },
-    /// An injected fault: answer `status` instead of serving the request.
-    Faulted {
-        status: u16,
-        retry_after_secs: Option<u64>,
-    },
-}
-
-/// nginx's "client closed request": logged for a request whose client went
-/// away before the answer, so the log still holds one record per counted
-/// request.
-pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
-
-/// A counted request not yet logged. Logging happens on drop if the handler
-/// never got to [`Ticket::answered`], which is what happens when hyper drops a
-/// request whose client disconnected.
-pub(crate) struct Ticket<'g> {
-    gate: &'g Gate,
-    arrived: Instant,
-    epoch: Epoch,
-    status: u16,
-}
-
-impl Ticket<'_> {
-    pub(crate) fn answered(mut self, status: u16) {
-        self.status = status;
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        self.gate
-            .stats
-            .record_response(self.epoch, self.arrived, self.status);
-    }
-}
-
-impl Gate {
-    pub(crate) fn new(rate: Option<RateLimit>, latency: Duration) -> Self {
-        Self {
-            bucket: TokenBucket::new(rate, Instant::now()),
-            faults: FaultQueue::default(),
-            stats: Stats::default(),
-            latency,
-        }
-    }
-
-    /// Decides, and counts the request as it arrives.
-    pub(crate) fn admit(&self) -> Admission<'_> {
-        let now = Instant::now();
-        let (taken, level) = self.bucket.take(now);
-        let quota = level.map(|level| Quota {
-            limit: level.burst,
-            remaining: level.remaining(),
-            reset_unix_s: unix_secs_ceil(SystemTime::now() + level.until_full()),
-        });
-        let verdict = match taken {
-            Ok(()) => match self.faults.take() {
-                None => Verdict::Admitted,
-                Some(fault) => Verdict::Faulted {
-                    status: fault.status,
-                    retry_after_secs: fault.retry_after_secs(),
-                },
-            },
-            Err(wait) => {
-                tracing::debug!(?wait, "throttled");
-                Verdict::Throttled {
-                    retry_after_secs: retry_after_secs(wait),
-                }
-            }
-        };
-        // Only a 429 tells the client it went over the limit.
-        let refused = matches!(
-            verdict,
-            Verdict::Throttled { .. } | Verdict::Faulted { status: 429, .. }
-        );
-        let epoch = self.stats.record_request(now, !refused);
-        Admission {
-            verdict,
-            quota,
-            ticket: Ticket {
-                gate: self,
-                arrived: now,
-                epoch,
-                status: CLIENT_CLOSED_REQUEST,
-            },
-        }
-    }
-
-    /// Applied after the decision, to throttled and faulted requests too: a
-    /// real error also travels over the network.
-    pub(crate) async fn delay(&self) {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-    }
-
-    pub(crate) fn record_unauthorized(&self) {
-        self.stats.record_unauthorized();
-    }
-
-    pub(crate) fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-
-    pub(crate) fn requests(&self) -> Vec<RequestRecord> {
-        self.stats.requests()
-    }
-
-    /// Leaves the rate, the bucket's tokens and pending faults alone: a reset
-    /// starts a new measurement, not a new scenario.
-    pub(crate) fn reset_stats(&self) {
-        tracing::info!("stats reset");
-        self.stats.reset();
-    }
-
-    pub(crate) fn rate(&self) -> Option<RateLimit> {
-        self.bucket.limit()
-    }
-
-    pub(crate) fn set_rate(&self, rate: Option<RateLimit>) {
-        tracing::info!(?rate, "rate limit changed");
-        self.bucket.set_limit(rate, Instant::now());
-    }
-
-    pub(crate) fn inject(&self, fault: Fault) {
-        tracing::info!(?fault, "fault injected");
-        self.faults.push(fault);
-    }
-
-    pub(crate) fn pending_faults(&self) -> Vec<Fault> {
-        self.faults.pending()
-    }
-
-    pub(crate) fn clear_faults(&self) {
-        tracing::info!("faults cleared");
-        self.faults.clear();
-    }
-}
-
-/// What a vendor decides at the door; the order (throttle, faults, latency,
-/// auth, handler) is the same for every vendor and lives in [`guard`].
-pub(crate) trait Service: Send + Sync + 'static {
-    fn gate(&self) -> &Gate;
-
-    /// The vendor's answer when the throttle refuses a request, with its own
-    /// `Retry-After` (or none, for vendors that only send reset headers).
-    fn throttled(&self, retry_after_secs: u64) -> Response;
-
-    /// An injected status in the vendor's error shape; [`guard`] adds the
-    /// fault's `Retry-After`.
-    fn injected(&self, status: StatusCode) -> Response;
-
-    /// Checks the credentials a request carries in its headers: `None` lets
-    /// it through, `Some` is the vendor's refusal. Vendors whose credentials
-    /// travel in the body (Mosyle) check those in their handlers.
-    fn refuse(&self, request: &Request) -> Option<Response>;
-
-    /// Headers every response carries, throttled and refused ones included
-    /// (Okta's and GitHub's rate-limit headers).
-    fn decorate(&self, _headers: &mut HeaderMap, _quota: Option<Quota>) {}
-}
-
-/// Throttle before auth, as the limit is counted per request; then injected
-/// faults, which stand in for the vendor failing to serve; then latency; then
-/// auth.
-pub(crate) async fn guard<S: Service>(
-    State(service): State<Arc<S>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Admission {
-        verdict,
-        quota,
-        ticket,
-    } = service.gate().admit();
-    service.gate().delay().await;
-    let mut response = match verdict {
-        Verdict::Throttled { retry_after_secs } => service.throttled(retry_after_secs),
-        Verdict::Faulted {
-            status,
-            retry_after_secs,
-        } => {
-            // Faults are validated when injected; a 500 is the honest fallback anyway.
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = if status == StatusCode::OK {
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    r#"{"data": [{"id": "truncated"#,
-                )
-                    .into_response()
-            } else {
-                service.injected(status)
-            };
-            if let Some(secs) = retry_after_secs {
-                set_retry_after(&mut response, secs);
-            }
-            response
-        }
-        Verdict::Admitted => match service.refuse(&request) {
-            None => next.run(request).await,
-            Some(refused) => {
-                service.gate().record_unauthorized();
-                refused
-            }
-        },
-    };
-    service.decorate(response.headers_mut(), quota);
-    ticket.answered(response.status().as_u16());
-    response
-}
-
-pub(crate) fn set_retry_after(response: &mut Response, secs: u64) {
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
 }
 
 /// A JSON body with an explicit content type (SCIM's `application/scim+json`).

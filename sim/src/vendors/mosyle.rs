@@ -36,7 +36,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
 
-use super::{Gate, Service, guard, set_retry_after};
+use super::{Gate, Service, guard};
 use crate::population::{Population, Profile, SimUser, capitalise, weighted};
 
 /// Mosyle Business user types (Terraform provider: "one of
@@ -358,14 +358,8 @@ pub(crate) fn router(mosyle: Arc<Mosyle>) -> Router {
 }
 
 impl Service for Mosyle {
-    fn gate(&self) -> &Gate {
+    fn gate(&self) -> &Arc<Gate> {
         &self.gate
-    }
-
-    fn throttled(&self, retry_after_secs: u64) -> Response {
-        let mut response = self.injected(StatusCode::TOO_MANY_REQUESTS);
-        set_retry_after(&mut response, retry_after_secs);
-        response
     }
 
     fn injected(&self, status: StatusCode) -> Response {

@@ -3,16 +3,20 @@
 //! Auth is `Authorization: SSWS <token>`. Roles are not on the user: a
 //! connector finds the user (`GET /users?search=profile.email eq "…"` or
 //! `GET /users/{id|login}`), then reads `GET /users/{id}/roles`; most users
-//! have no admin role and get `[]`.
+//! have no admin role and get `[]`, and about a third of admins hold one or
+//! two lesser roles besides their main one (`SimUser::access_role` is the
+//! most privileged).
 //!
+//! Okta counts per endpoint; configure named buckets (e.g.
+//! `/api/v1/users` and `/api/v1/users/*/roles`) to have the sim do the same.
 //! Every response, errors and 429s included, carries `X-Rate-Limit-Limit`,
-//! `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (epoch seconds), taken
-//! from the sim's token bucket: the limit is the bucket's capacity (burst),
-//! remaining its whole tokens left, and reset the second by which it is full
-//! again — Okta's window reset, in bucket terms. With no rate configured the
-//! sim advertises Okta's nominal 600 per minute, never used. Okta documents no
-//! `Retry-After` on its 429 (clients wait for `X-Rate-Limit-Reset`), so the
-//! sim sends none unless an injected fault asks for one.
+//! `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (epoch seconds) of the
+//! request's bucket: the limit is its capacity (a token bucket's burst, a
+//! window's requests), remaining what is left after this request, and reset
+//! the second by which it is back to full — the end of the window for fixed
+//! windows. An unlimited bucket advertises Okta's nominal 600 per minute,
+//! never used. Okta documents no `Retry-After` on its 429 (clients wait for
+//! `X-Rate-Limit-Reset`), so by default the sim sends none.
 //!
 //! Search and filter expressions use the SCIM filter grammar (our parser);
 //! string comparisons ignore case except on `id`. A search returns
@@ -67,6 +71,7 @@ fn label(role: &str) -> &'static str {
         "READ_ONLY_ADMIN" => "Read Only Administrator",
         "HELP_DESK_ADMIN" => "Help Desk Administrator",
         "APP_ADMIN" => "Application Administrator",
+        "REPORT_ADMIN" => "Report Administrator",
         _ => "Administrator",
     }
 }
@@ -89,16 +94,48 @@ pub(crate) fn profile(rng: &mut StdRng, user: &SimUser) -> Profile {
     } else {
         "ACTIVE"
     };
-    let roles: Vec<&str> = if role.is_empty() {
+    let roles = if role.is_empty() {
         Vec::new()
     } else {
-        vec![role]
+        with_lesser_roles(rng, role)
     };
     Profile {
         id: Some(id),
         access_role: role.to_owned(),
         extra: json!({"status": status, "roles": roles}),
     }
+}
+
+/// Admin role types from most to least privileged, as Okta ranks its
+/// standard roles: a user's most privileged role is the one a connector
+/// reports, whatever else they hold.
+const PRIVILEGE_ORDER: [&str; 7] = [
+    "SUPER_ADMIN",
+    "ORG_ADMIN",
+    "APP_ADMIN",
+    "USER_ADMIN",
+    "HELP_DESK_ADMIN",
+    "READ_ONLY_ADMIN",
+    "REPORT_ADMIN",
+];
+
+/// `role` first, then for about a third of admins one or two roles of
+/// lesser privilege (real admins accumulate assignments), so `/roles` lists
+/// several and `access_role` stays the most privileged. Drawn after every
+/// other attribute, so no other draw changes.
+fn with_lesser_roles<'r>(rng: &mut StdRng, role: &'r str) -> Vec<&'r str> {
+    let mut roles = vec![role];
+    let lesser: Vec<&'static str> = PRIVILEGE_ORDER
+        .iter()
+        .skip_while(|r| **r != role)
+        .skip(1)
+        .copied()
+        .collect();
+    let extra = weighted(rng, &[(0usize, 65), (1, 25), (2, 10)]).min(lesser.len());
+    for i in rand::seq::index::sample(rng, lesser.len(), extra) {
+        roles.push(lesser[i]);
+    }
+    roles
 }
 
 pub(crate) struct Okta {
@@ -229,12 +266,8 @@ pub(crate) fn router(okta: Arc<Okta>) -> Router {
 }
 
 impl Service for Okta {
-    fn gate(&self) -> &Gate {
+    fn gate(&self) -> &Arc<Gate> {
         &self.gate
-    }
-
-    fn throttled(&self, _retry_after_secs: u64) -> Response {
-        self.injected(StatusCode::TOO_MANY_REQUESTS)
     }
 
     fn injected(&self, status: StatusCode) -> Response {
@@ -420,9 +453,16 @@ async fn get_roles(
     let base = base_url(&headers);
     let roles: Vec<Value> = okta.roles[index]
         .iter()
-        .map(|role| {
+        .enumerate()
+        .map(|(i, role)| {
+            // Unique per assignment; the first keeps the id it always had.
+            let nth = if i == 0 {
+                String::new()
+            } else {
+                format!("x{i}")
+            };
             json!({
-                "id": format!("ra{}{}", user_id.get(3..13).unwrap_or(user_id), role.len()),
+                "id": format!("ra{}{}{nth}", user_id.get(3..13).unwrap_or(user_id), role.len()),
                 "label": label(role),
                 "type": role,
                 "status": "ACTIVE",

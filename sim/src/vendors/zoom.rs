@@ -6,9 +6,9 @@
 //! 4 Unassigned without Meetings Basic). Deactivated users are still found,
 //! with `status: "inactive"`; a few active users are `pending` (invited, not
 //! yet joined). Auth is a bearer token (Zoom's are S2S OAuth access tokens;
-//! the sim accepts one fixed token). Errors are `{"code","message"}`; a 429
-//! carries `Retry-After` from the token bucket (Zoom's own rate-limit headers
-//! are unverified, so the sim sends no others).
+//! the sim accepts one fixed token). Errors are `{"code","message"}`; Zoom's
+//! rate-limit headers, `Retry-After` included, are unverified, so by default
+//! a 429 carries none (`SimConfig::retry_after` turns it on).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
-use super::{FailEmails, Gate, Service, auth_token, guard, iso_secs, set_retry_after};
+use super::{FailEmails, Gate, Service, auth_token, guard, iso_secs};
 use crate::population::{Population, Profile, SimUser, random_chars, weighted};
 
 /// `role_name`s the sim hands out, with their `role_id`s.
@@ -145,14 +145,8 @@ pub(crate) fn router(zoom: Arc<Zoom>) -> Router {
 }
 
 impl Service for Zoom {
-    fn gate(&self) -> &Gate {
+    fn gate(&self) -> &Arc<Gate> {
         &self.gate
-    }
-
-    fn throttled(&self, retry_after_secs: u64) -> Response {
-        let mut response = self.injected(StatusCode::TOO_MANY_REQUESTS);
-        set_retry_after(&mut response, retry_after_secs);
-        response
     }
 
     fn injected(&self, status: StatusCode) -> Response {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use reqwest::header::HeaderMap;
-use rolecall_sim::{RateLimit, SimConfig, SimHandle, spawn};
+use rolecall_sim::{BucketStats, RateLimit, SimConfig, SimHandle, StatsSnapshot, spawn};
 use serde_json::Value;
 
 pub const KEY: &str = "test-key";
@@ -43,4 +43,28 @@ pub fn tight_rate() -> Option<RateLimit> {
         per_second: 0.5,
         burst: 2,
     })
+}
+
+/// What `stats` would be right after a reset: no counts, every bucket still
+/// listed with its pattern and limit.
+pub fn cleared(stats: &StatsSnapshot) -> StatsSnapshot {
+    let buckets = stats
+        .buckets
+        .iter()
+        .map(|(name, b)| {
+            let config = BucketStats {
+                pattern: b.pattern.clone(),
+                limit: b.limit,
+                limit_per_second: b.limit_per_second,
+                window_ms: b.window_ms,
+                fixed_windows: b.fixed_windows,
+                ..BucketStats::default()
+            };
+            (name.clone(), config)
+        })
+        .collect();
+    StatsSnapshot {
+        buckets,
+        ..StatsSnapshot::default()
+    }
 }

@@ -17,14 +17,19 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::{ActionDone, Connector, ConnectorError, Lookup, VendorUser, read_json};
+use super::{ActionDone, Connector, ConnectorError, Lookup, VendorClient, VendorUser};
 
 /// The Lever connector.
 pub struct Lever {
-    http: reqwest::Client,
+    client: VendorClient,
     users_url: Url,
     api_key: SecretString,
 }
+
+/// Lever takes no options.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,16 +56,16 @@ struct LeverUser {
 impl Lever {
     /// Builds the connector from a SaaS app's settings.
     pub fn from_context(ctx: &super::BuildContext<'_>) -> Result<Self, super::BuildError> {
-        ctx.only_options(&[])?;
+        let Options {} = ctx.options()?;
         Ok(Self::new(
-            ctx.http.clone(),
+            ctx.client.clone(),
             ctx.saas.base_url.clone(),
             ctx.credential.clone(),
         ))
     }
 
     /// A connector for the Lever account at `base_url` (e.g. `https://api.lever.co`).
-    pub fn new(http: reqwest::Client, base_url: Url, api_key: SecretString) -> Self {
+    pub fn new(client: VendorClient, base_url: Url, api_key: SecretString) -> Self {
         let mut base = base_url;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -69,7 +74,7 @@ impl Lever {
             .join("v1/users")
             .expect("a constant relative path joins");
         Self {
-            http,
+            client: client.with_error_code("code"),
             users_url,
             api_key,
         }
@@ -86,7 +91,7 @@ impl Lever {
         let mut offset: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let mut request = self
-                .http
+                .client
                 .get(self.users_url.clone())
                 .query(&[
                     ("email", email),
@@ -97,9 +102,7 @@ impl Lever {
             if let Some(token) = &offset {
                 request = request.query(&[("offset", token.as_str())]);
             }
-            let body = read_json(request.send().await?, "code").await?;
-            let page: UsersPage =
-                serde_json::from_value(body).map_err(|e| ConnectorError::Decode(e.to_string()))?;
+            let page: UsersPage = self.client.send(request).await?.parse()?;
             for raw in page.data {
                 let found: LeverUser = serde_json::from_value(raw.clone())
                     .map_err(|e| ConnectorError::Decode(format!("user object: {e}")))?;
@@ -109,10 +112,17 @@ impl Lever {
             }
             match (page.has_next, page.next) {
                 (true, Some(next)) => offset = Some(next),
-                _ => return Ok(None),
+                (true, None) => {
+                    return Err(ConnectorError::Inconclusive(
+                        "Lever said more pages follow but gave no `next` cursor".into(),
+                    ));
+                }
+                (false, _) => return Ok(None),
             }
         }
-        Ok(None)
+        Err(ConnectorError::Inconclusive(format!(
+            "the user was not on the first {MAX_PAGES} pages of the e-mail query"
+        )))
     }
 }
 
@@ -122,12 +132,12 @@ impl Connector for Lever {
         // Lever stores e-mails lower-cased; clients that send them as typed miss users.
         let email = user.email.trim().to_lowercase();
         Ok(match self.find(&email).await? {
-            Some((found, raw)) => Lookup::Found(VendorUser {
-                vendor_id: found.id,
-                raw_role: found.access_role,
-                active: found.deactivated_at.is_none(),
+            Some((found, raw)) => Lookup::Found(VendorUser::new(
+                found.id,
+                found.access_role,
+                found.deactivated_at.is_none(),
                 raw,
-            }),
+            )),
             None => Lookup::NotFound,
         })
     }
@@ -158,13 +168,11 @@ impl Connector for Lever {
             .map_err(|_| ConnectorError::Decode("base URL cannot take a path".into()))?
             .push(&found.id)
             .push("deactivate");
-        let response = self
-            .http
+        let request = self
+            .client
             .post(url)
-            .basic_auth(self.api_key.expose_secret(), Some(""))
-            .send()
-            .await?;
-        read_json(response, "code").await?;
+            .basic_auth(self.api_key.expose_secret(), Some(""));
+        self.client.send(request).await?;
         Ok(ActionDone {
             vendor_id: Some(found.id),
             detail: "deactivated".into(),

@@ -1,8 +1,15 @@
 //! Vendor connectors: one file per vendor, one trait for all.
 //!
 //! A connector only translates between our types and its vendor's HTTP API.
-//! Timeouts, rate limits, retries and metrics are the pipeline's business
-//! (see `pipeline.rs`) and wrap every connector the same way.
+//! Every request it sends goes through the SaaS app's [`VendorClient`]
+//! (`crate::vendor`), which applies the fleet's limit per HTTP request,
+//! reads the vendor's quota headers and classifies the response; retries
+//! and metrics per job are the pipeline's business (`pipeline.rs`).
+//!
+//! A verdict needs proof: `NotFound` and an inactive user come only from an
+//! affirmative vendor answer. A page cap reached, a partial list or an
+//! unreadable page is an error ([`ConnectorError::Inconclusive`] and
+//! friends), never "not found", so it can never trigger a deactivation.
 //!
 //! Adding a vendor: a variant in `rolecall_common::config::ConnectorKind`, a
 //! file here, and one arm in [`build`] (the `match` is exhaustive, so a
@@ -24,6 +31,7 @@ use rolecall_common::messages::{Action, UserRef};
 use secrecy::SecretString;
 
 pub use crate::error::ConnectorError;
+pub use crate::vendor::{VendorClient, VendorReply};
 pub use lever::Lever;
 
 /// A user as the vendor reports them.
@@ -31,8 +39,12 @@ pub use lever::Lever;
 pub struct VendorUser {
     /// The user's id at the vendor.
     pub vendor_id: String,
-    /// The vendor's role string, verbatim.
+    /// The role the role map is keyed by (one value, e.g. Okta's highest
+    /// admin role type).
     pub raw_role: String,
+    /// The vendor's own role value(s), verbatim (Okta: every admin role
+    /// type, sorted; empty when the user has none).
+    pub vendor_roles: Vec<String>,
     /// Whether the vendor reports the user as active.
     pub active: bool,
     /// The vendor's record, kept for audit.
@@ -123,6 +135,19 @@ pub async fn call(
     }
 }
 
+impl VendorUser {
+    /// A user whose single role value is both the map key and the vendor's answer.
+    pub fn new(vendor_id: String, role: String, active: bool, raw: serde_json::Value) -> Self {
+        Self {
+            vendor_id,
+            vendor_roles: vec![role.clone()],
+            raw_role: role,
+            active,
+            raw,
+        }
+    }
+}
+
 /// Why a connector could not be built: names the key, never the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -145,8 +170,9 @@ pub enum BuildError {
         /// What is wrong with it (never its value).
         reason: String,
     },
-    /// A connector option is missing or invalid.
-    #[error("saas.{saas}.options.{key}: {reason}")]
+    /// A connector option is missing or invalid (`key` is empty for the
+    /// options table itself).
+    #[error("saas.{saas}.options{}{key}: {reason}", if key.is_empty() { "" } else { "." })]
     Option {
         /// SaaS app.
         saas: String,
@@ -161,8 +187,8 @@ pub enum BuildError {
 pub struct BuildContext<'a> {
     /// The SaaS app's settings (base URL, options, …).
     pub saas: &'a SaasSettings,
-    /// The shared HTTP client.
-    pub http: reqwest::Client,
+    /// The SaaS app's way to its vendor: every request goes through it.
+    pub client: VendorClient,
     /// The resolved credential.
     pub credential: SecretString,
 }
@@ -186,35 +212,23 @@ impl BuildContext<'_> {
         }
     }
 
-    /// A string option, if set.
-    pub fn option_str(&self, key: &str) -> Result<Option<String>, BuildError> {
-        match self.saas.options.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.bad_option(key, "must be a string")),
-        }
-    }
-
-    /// Fails on options this connector does not know (typos must not pass silently).
-    pub fn only_options(&self, known: &[&str]) -> Result<(), BuildError> {
-        match self
-            .saas
-            .options
-            .keys()
-            .find(|k| !known.contains(&k.as_str()))
-        {
-            Some(k) => {
-                Err(self.bad_option(k, format!("unknown option (known: {})", known.join(", "))))
-            }
-            None => Ok(()),
-        }
+    /// The connector's options, parsed by serde into `T` (which should
+    /// `deny_unknown_fields`, so a typo names the known options). The
+    /// error names the option's path.
+    pub fn options<T: serde::de::DeserializeOwned>(&self) -> Result<T, BuildError> {
+        let value = serde_json::Value::Object(self.saas.options.clone());
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { String::new() } else { path };
+            self.bad_option(&key, e.into_inner().to_string())
+        })
     }
 }
 
 /// Builds the connector a SaaS app's configuration asks for.
 pub async fn build(
     saas: &SaasSettings,
-    http: reqwest::Client,
+    client: &VendorClient,
     vault: &Vault,
 ) -> Result<Arc<dyn Connector>, BuildError> {
     let credential =
@@ -227,7 +241,7 @@ pub async fn build(
             })?;
     let ctx = BuildContext {
         saas,
-        http,
+        client: client.clone(),
         credential,
     };
     Ok(match saas.connector {
@@ -237,41 +251,4 @@ pub async fn build(
         ConnectorKind::Okta => Arc::new(okta::Okta::from_context(&ctx)?),
         ConnectorKind::Http => Arc::new(http_preset::HttpPreset::from_context(&ctx)?),
     })
-}
-
-/// Reads a JSON body, classifying a non-success status with the vendor's
-/// error code when the body carries one at `code_pointer` (a JSON pointer
-/// such as `/code`, or a plain field name).
-pub(crate) async fn read_json(
-    response: reqwest::Response,
-    code_field: &str,
-) -> Result<serde_json::Value, ConnectorError> {
-    let status = response.status();
-    let headers = response.headers().clone();
-    crate::pipeline::observe_quota(&headers);
-    let body = response.bytes().await?;
-    if !status.is_success() {
-        let code = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                let found = if code_field.starts_with('/') {
-                    v.pointer(code_field).cloned()
-                } else {
-                    v.get(code_field).cloned()
-                };
-                found.map(|c| match c {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                })
-            });
-        return Err(ConnectorError::from_status(
-            status,
-            &headers,
-            code.as_deref(),
-        ));
-    }
-    if body.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    serde_json::from_slice(&body).map_err(|e| ConnectorError::Decode(e.to_string()))
 }

@@ -17,13 +17,16 @@
 //!   Manager as an **object** (`{users, total, page_size}`) (§1.4–§1.6).
 //! - Role is `type`, kept verbatim (Business `ENDUSER|GROUP_ADMIN|ADMIN`;
 //!   Manager `STUDENT, TEACHER, …`). Business `is_removed: true` is the only
-//!   deactivation signal (inferred, §1.5) and counts as not found; Manager has
-//!   no active flag (§1.4), so every listed Manager user is active.
+//!   deactivation signal (inferred, §1.5): such a user is found and
+//!   inactive, as every other connector reports vendor-deactivated users;
+//!   Manager has no active flag (§1.4), so every listed Manager user is active.
 //! - Application errors come as HTTP 200 with a non-`OK` `status` at the top
 //!   level or nested in `response`/`elements` (§1.8). They are permanent,
 //!   except statuses naming the token or session, which mean "log in again".
 //! - Rate limits are undocumented (§1.7): 429 and 5xx are classified
-//!   generically and the fleet limiter paces the calls.
+//!   generically, and every call — logins and list pages included — goes
+//!   through the vendor client and so takes a fleet slot. A lookup answered
+//!   from the listing below takes none.
 //!
 //! Why a listing cache: one full scan per job makes a reconciliation of n
 //! users cost O(n²) calls against a vendor whose rate limit nobody knows.
@@ -67,7 +70,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::{ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorUser};
+use serde::Deserialize;
+
+use super::{
+    ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorClient,
+    VendorUser,
+};
 
 /// How long a session is reused: an hour of margin before Mosyle's 24 h
 /// expiry, so a slow job never sends a token that dies in flight.
@@ -90,6 +98,10 @@ const LOGIN_REFUSAL_HOLD: Duration = Duration::from_secs(30);
 /// any real tenant reaches: 20 000 pages of 50 users is a million users).
 const MAX_PAGES: u64 = 20_000;
 
+/// How long a listing refreshed in the background may wait for quota: it
+/// is paced with every job of the SaaS app, and no delivery waits on it.
+const LISTING_HOLD: Duration = Duration::from_secs(600);
+
 /// Bounds each call: the pipeline's attempt timeout does not reach the
 /// listing task (it outlives the job that started it), and a hung page must
 /// not hold every lookup of the SaaS app behind it.
@@ -101,10 +113,24 @@ const MANAGER_COLUMNS: [&str; 4] = ["id", "name", "email", "type"];
 /// Vendor texts copied into errors are cut here: they end up in results and logs.
 const MAX_INFO: usize = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
 enum Product {
+    #[default]
     Business,
     Manager,
+}
+
+/// The connector's options (`saas.<name>.options`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    #[serde(default)]
+    product: Product,
+    #[serde(default)]
+    session_ttl_s: Option<u64>,
+    #[serde(default)]
+    list_cache_s: Option<u64>,
 }
 
 impl Product {
@@ -124,7 +150,9 @@ pub struct Mosyle {
 /// Shared with the listing task, which outlives the job that started it.
 struct Inner {
     saas: String,
-    http: reqwest::Client,
+    client: VendorClient,
+    /// The same client, for listings no job waits on.
+    background: VendorClient,
     product: Product,
     login_url: Url,
     list_url: Url,
@@ -167,7 +195,7 @@ struct CacheState {
     epoch: u64,
 }
 
-/// Every live user, by lower-cased e-mail.
+/// Every user (removed ones too, as inactive), by lower-cased e-mail.
 struct Listing {
     users: HashMap<String, Value>,
     built: Instant,
@@ -183,18 +211,15 @@ struct Page {
 impl Mosyle {
     /// Builds the connector from a SaaS app's settings.
     pub fn from_context(ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
-        ctx.only_options(&["product", "session_ttl_s", "list_cache_s"])?;
-        let product = match ctx.option_str("product")?.as_deref() {
-            None | Some("business") => Product::Business,
-            Some("manager") => Product::Manager,
-            Some(_) => return Err(ctx.bad_option("product", "must be \"business\" or \"manager\"")),
-        };
-        let session_ttl = match seconds_option(ctx, "session_ttl_s")? {
+        let options: Options = ctx.options()?;
+        let product = options.product;
+        let session_ttl = match options.session_ttl_s {
             None => SESSION_TTL,
             Some(0) => return Err(ctx.bad_option("session_ttl_s", "must be at least 1")),
             Some(s) => Duration::from_secs(s),
         };
-        let list_cache_ttl = seconds_option(ctx, "list_cache_s")?
+        let list_cache_ttl = options
+            .list_cache_s
             .map(Duration::from_secs)
             .unwrap_or(LIST_CACHE_TTL);
 
@@ -222,7 +247,11 @@ impl Mosyle {
         Ok(Self {
             inner: Arc::new(Inner {
                 saas: ctx.saas.name.clone(),
-                http: ctx.http.clone(),
+                client: ctx.client.with_error_code("error,status,message"),
+                background: ctx
+                    .client
+                    .with_error_code("error,status,message")
+                    .with_max_hold(LISTING_HOLD),
                 product,
                 login_url,
                 list_url,
@@ -304,18 +333,21 @@ impl Mosyle {
         state.refreshing = None;
     }
 
-    /// Without a cache: scan until the user turns up.
+    /// Without a cache: scan until the user turns up. A removed account is
+    /// kept while the scan looks on for a live one with the same e-mail.
     async fn scan_for(&self, email: &str) -> Result<Lookup, ConnectorError> {
         let inner = &self.inner;
-        let mut found = None;
+        let mut found: Option<Value> = None;
         inner
-            .scan(|raw| {
-                if email_of(&raw).as_deref() == Some(email) && !inner.is_removed(&raw) {
-                    found = Some(raw);
-                    true
-                } else {
-                    false
+            .scan(&inner.client, |raw| {
+                if email_of(&raw).as_deref() != Some(email) {
+                    return false;
                 }
+                let live = !inner.is_removed(&raw);
+                if live || found.is_none() {
+                    found = Some(raw);
+                }
+                live
             })
             .await?;
         match found {
@@ -379,7 +411,7 @@ impl Inner {
 
     async fn login(&self) -> Result<SecretString, ConnectorError> {
         let request = self
-            .http
+            .client
             .post(self.login_url.clone())
             .header(ACCEPT, "application/json")
             .timeout(REQUEST_TIMEOUT);
@@ -396,15 +428,15 @@ impl Inner {
                 "password": self.password.expose_secret(),
             })),
         };
-        let response = request.send().await?;
-        let status = response.status();
-        let jwt = response
-            .headers()
+        // 401/403 become Unauthorized here, 429/5xx Throttled/Upstream.
+        let reply = self.client.send(request).await?;
+        let status = reply.status;
+        let jwt = reply
+            .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
-        // 401/403 become Unauthorized here, 429/5xx Throttled/Upstream.
-        let body = read_body(response).await?;
+        let body = reply.json()?;
         if status != reqwest::StatusCode::OK {
             return Err(ConnectorError::Decode(format!(
                 "login answered HTTP {}",
@@ -435,12 +467,16 @@ impl Inner {
 
     /// POSTs `body` with the session, logging in again once if Mosyle says
     /// the session is no longer valid, and checks the top-level status.
-    async fn post(&self, url: &Url, body: &Value) -> Result<Value, ConnectorError> {
+    async fn post(
+        &self,
+        client: &VendorClient,
+        url: &Url,
+        body: &Value,
+    ) -> Result<Value, ConnectorError> {
         let mut relogged = false;
         loop {
             let (jwt, generation) = self.session().await?;
-            let mut request = self
-                .http
+            let mut request = client
                 .post(url.clone())
                 .bearer_auth(jwt.expose_secret())
                 .header(ACCEPT, "application/json")
@@ -449,7 +485,10 @@ impl Inner {
             if self.product == Product::Business {
                 request = request.header("accessToken", self.access_header.clone());
             }
-            let result = read_body(request.send().await?).await;
+            let result = match client.send(request).await {
+                Ok(reply) => reply.json(),
+                Err(e) => Err(e),
+            };
             let session_refused = match &result {
                 Err(ConnectorError::Unauthorized { status: 401, .. }) => true,
                 Ok(reply) => session_refusal(reply).is_some(),
@@ -480,7 +519,7 @@ impl Inner {
         }
     }
 
-    async fn list_page(&self, page: u64) -> Result<Page, ConnectorError> {
+    async fn list_page(&self, client: &VendorClient, page: u64) -> Result<Page, ConnectorError> {
         let body = match self.product {
             Product::Business => json!({"operation": "list_users", "options": {"page": page}}),
             Product::Manager => json!({
@@ -488,12 +527,15 @@ impl Inner {
                 "options": {"page": page, "specific_columns": MANAGER_COLUMNS},
             }),
         };
-        parse_page(self.post(&self.list_url, &body).await?)
+        parse_page(self.post(client, &self.list_url, &body).await?)
     }
 
-    /// Pages through every user, handing each to `visit` until it returns true.
+    /// Pages through every user, handing each to `visit` until it returns
+    /// true. A scan that cannot reach the end of the list is an error: a
+    /// partial list proves nobody missing.
     async fn scan(
         &self,
+        client: &VendorClient,
         mut visit: impl FnMut(Value) -> bool + Send,
     ) -> Result<(), ConnectorError> {
         let mut previous_first: Option<Value> = None;
@@ -502,14 +544,14 @@ impl Inner {
                 users,
                 total,
                 page_size,
-            } = self.list_page(page).await?;
+            } = self.list_page(client, page).await?;
             if users.is_empty() {
                 return Ok(());
             }
             // A vendor that ignores `page` would otherwise be scanned 20 000 times.
             let first = users.first().cloned();
             if page > 1 && first == previous_first {
-                return Err(ConnectorError::Decode(format!(
+                return Err(ConnectorError::Inconclusive(format!(
                     "page {page} of the user list repeats page {}",
                     page - 1
                 )));
@@ -527,21 +569,25 @@ impl Inner {
                 _ => {}
             }
         }
-        Err(ConnectorError::Decode(format!(
+        Err(ConnectorError::Inconclusive(format!(
             "the user list has more than {MAX_PAGES} pages"
         )))
     }
 
     async fn build_listing(&self) -> Result<Listing, ConnectorError> {
         let started = Instant::now();
-        let mut users = HashMap::new();
+        let mut users: HashMap<String, Value> = HashMap::new();
         let mut seen = 0usize;
-        self.scan(|raw| {
+        self.scan(&self.background, |raw| {
             seen += 1;
-            if !self.is_removed(&raw)
-                && let Some(email) = email_of(&raw)
-            {
-                users.entry(email).or_insert(raw);
+            if let Some(email) = email_of(&raw) {
+                // A live account wins over a removed one with the same e-mail.
+                let replace = users
+                    .get(&email)
+                    .is_none_or(|kept| self.is_removed(kept) && !self.is_removed(&raw));
+                if replace {
+                    users.insert(email, raw);
+                }
             }
             false
         })
@@ -549,7 +595,7 @@ impl Inner {
         debug!(
             saas = %self.saas,
             users = seen,
-            live = users.len(),
+            emails = users.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Listed Mosyle users."
         );
@@ -579,12 +625,8 @@ impl Inner {
             .and_then(Value::as_str)
             .ok_or_else(|| ConnectorError::Decode("a user has no `type`".into()))?
             .to_owned();
-        Ok(VendorUser {
-            vendor_id,
-            raw_role,
-            active: true,
-            raw,
-        })
+        let active = !self.is_removed(&raw);
+        Ok(VendorUser::new(vendor_id, raw_role, active, raw))
     }
 
     /// The request body of a create or update.
@@ -694,7 +736,7 @@ impl Connector for Mosyle {
         }
         let inner = &self.inner;
         let body = inner.write_body(action, user, attributes);
-        let reply = inner.post(&inner.write_url, &body).await;
+        let reply = inner.post(&inner.client, &inner.write_url, &body).await;
         // Even a failed write may have changed something.
         self.forget_listing();
         let reply = reply?;
@@ -727,16 +769,6 @@ fn api_root(base: &Url) -> Url {
     root
 }
 
-fn seconds_option(ctx: &BuildContext<'_>, key: &str) -> Result<Option<u64>, BuildError> {
-    match ctx.saas.options.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| ctx.bad_option(key, "must be a whole number of seconds")),
-    }
-}
-
 /// The JWT from an `Authorization: Bearer …` response header.
 fn bearer_token(value: &str) -> Option<SecretString> {
     let value = value.trim();
@@ -744,31 +776,6 @@ fn bearer_token(value: &str) -> Option<SecretString> {
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
         .then(|| SecretString::from(token.to_owned()))
-}
-
-/// Reads a JSON body, classifying non-success statuses with Mosyle's error
-/// text (`error`, or `status`/`message` on some routes, §1.8).
-async fn read_body(response: reqwest::Response) -> Result<Value, ConnectorError> {
-    let status = response.status();
-    let headers = response.headers().clone();
-    crate::pipeline::observe_quota(&headers);
-    let bytes = response.bytes().await?;
-    if !status.is_success() {
-        let code = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
-            ["error", "status", "message"]
-                .iter()
-                .find_map(|k| v.get(*k).and_then(Value::as_str).map(clip))
-        });
-        return Err(ConnectorError::from_status(
-            status,
-            &headers,
-            code.as_deref(),
-        ));
-    }
-    if bytes.is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&bytes).map_err(|e| ConnectorError::Decode(e.to_string()))
 }
 
 fn parse_page(mut reply: Value) -> Result<Page, ConnectorError> {
@@ -914,10 +921,7 @@ fn vendor_status(code: &str, holder: &Value) -> ConnectorError {
 }
 
 fn clip(text: &str) -> String {
-    match text.char_indices().nth(MAX_INFO) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
+    crate::error::clip(text, MAX_INFO)
 }
 
 fn email_of(raw: &Value) -> Option<String> {
@@ -1051,7 +1055,7 @@ mod tests {
         .unwrap();
         let ctx = BuildContext {
             saas: &settings.saas["m"],
-            http: reqwest::Client::new(),
+            client: VendorClient::standalone(&settings.saas["m"]),
             credential: SecretString::from(
                 r#"{"access_token":"tok","email":"a@b.c","password":"pw"}"#.to_string(),
             ),

@@ -15,15 +15,18 @@
 //!   provisioned users are assigned and count against the licence, so all
 //!   of those are active.
 //! - The role is not on the user: `GET /api/v1/users/{id}/roles` lists
-//!   admin role assignments by `type`. The connector reports the most
-//!   privileged one by a fixed order ([`ROLE_ORDER`]), and `USER` for a user
-//!   with no admin role; role types Okta adds later rank below the known
-//!   ones but above `USER`.
+//!   admin role assignments by `type`. The vendor's answer is kept whole:
+//!   every active assignment's type, sorted (empty for a user with no admin
+//!   role). The role map is keyed by the most privileged one by a fixed
+//!   order ([`ROLE_ORDER`]), or `USER` for a user with no admin role; role
+//!   types Okta adds later rank below the known ones but above `USER`.
+//! - Okta counts requests per endpoint (search and roles are separate
+//!   buckets): a SaaS app configures them as `rate.buckets`, and the vendor
+//!   client paces each request against its own bucket.
 //! - Errors share one body shape with `errorCode`: `E0000011` invalid token
 //!   (401), `E0000006` forbidden (403), `E0000007` not found (404),
-//!   `E0000047` rate limit (429). Every response passes through
-//!   [`read_json`], which also hands the `X-Rate-Limit-*` headers to the
-//!   fleet limiter.
+//!   `E0000047` rate limit (429). Every request goes through the vendor
+//!   client, which also reads the `X-Rate-Limit-*` headers for the limiter.
 //!
 //! Actions: `deactivate_user` (`POST /api/v1/users/{id}/lifecycle/deactivate`
 //! after a lookup; an already deprovisioned user is left alone, so a
@@ -39,7 +42,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::{
-    ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorUser, read_json,
+    ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorClient,
+    VendorUser,
 };
 
 /// Admin role types from most to least privileged.
@@ -65,7 +69,7 @@ const CODE: &str = "errorCode";
 
 /// The Okta connector.
 pub struct Okta {
-    http: reqwest::Client,
+    client: VendorClient,
     users_url: Url,
     /// `SSWS <token>`, marked sensitive.
     auth: HeaderValue,
@@ -74,7 +78,7 @@ pub struct Okta {
 impl Okta {
     /// Builds the connector from a SaaS app's settings.
     pub fn from_context(ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
-        ctx.only_options(&[])?;
+        let Options {} = ctx.options()?;
         let token = ctx.credential.expose_secret().trim();
         if token.is_empty() || token.contains(char::is_whitespace) {
             return Err(ctx.malformed("is not an Okta API token (one word, no spaces)"));
@@ -83,14 +87,14 @@ impl Okta {
             .map_err(|_| ctx.malformed("is not a valid HTTP header value"))?;
         auth.set_sensitive(true);
         Ok(Self {
-            http: ctx.http.clone(),
+            client: ctx.client.with_error_code(CODE),
             users_url: users_url(&ctx.saas.base_url),
             auth,
         })
     }
 
     fn get(&self, url: Url) -> reqwest::RequestBuilder {
-        self.http
+        self.client
             .get(url)
             .header(AUTHORIZATION, self.auth.clone())
             .header(ACCEPT, "application/json")
@@ -109,12 +113,10 @@ impl Okta {
     /// The user whose e-mail or login is `email`, ignoring case.
     async fn find(&self, email: &str) -> Result<Option<Value>, ConnectorError> {
         let search = format!("profile.email eq \"{}\"", escape(email));
-        let response = self
+        let request = self
             .get(self.users_url.clone())
-            .query(&[("search", search.as_str())])
-            .send()
-            .await?;
-        let body = read_json(response, CODE).await?;
+            .query(&[("search", search.as_str())]);
+        let body = self.client.send(request).await?.json()?;
         let Value::Array(users) = body else {
             return Err(ConnectorError::Decode(
                 "the user search did not answer a list".into(),
@@ -135,14 +137,19 @@ impl Okta {
         Ok(candidates.into_iter().next())
     }
 
-    async fn roles(&self, id: &str) -> Result<Option<Vec<Value>>, ConnectorError> {
-        let response = self.get(self.user_url(id, &["roles"])).send().await?;
-        match read_json(response, CODE).await {
-            Ok(Value::Array(roles)) => Ok(Some(roles)),
-            // Deleted between the search and now.
-            Err(ConnectorError::Rejected { status: 404, .. }) => Ok(None),
-            Ok(_) => Err(ConnectorError::Decode(
-                "the roles answer is not a list".into(),
+    async fn roles(&self, id: &str) -> Result<Vec<Value>, ConnectorError> {
+        let request = self.get(self.user_url(id, &["roles"]));
+        match self.client.send(request).await {
+            Ok(reply) => match reply.json()? {
+                Value::Array(roles) => Ok(roles),
+                _ => Err(ConnectorError::Decode(
+                    "the roles answer is not a list".into(),
+                )),
+            },
+            // Deleted between the search and now, perhaps: but a 404 on the
+            // roles of a user the search just returned is no verdict.
+            Err(ConnectorError::Rejected { status: 404, .. }) => Err(ConnectorError::Inconclusive(
+                "Okta found the user but answered 404 for their roles".into(),
             )),
             Err(e) => Err(e),
         }
@@ -157,12 +164,11 @@ impl Connector for Okta {
             return Ok(Lookup::NotFound);
         };
         let id = user_id(&found)?;
-        let Some(roles) = self.roles(&id).await? else {
-            return Ok(Lookup::NotFound);
-        };
+        let roles = self.roles(&id).await?;
         Ok(Lookup::Found(VendorUser {
             vendor_id: id,
             raw_role: highest_role(&roles),
+            vendor_roles: role_types(&roles),
             active: is_active(status(&found)),
             raw: found,
         }))
@@ -187,14 +193,12 @@ impl Connector for Okta {
                 detail: "already deactivated".into(),
             });
         }
-        let response = self
-            .http
+        let request = self
+            .client
             .post(self.user_url(&id, &["lifecycle", "deactivate"]))
             .header(AUTHORIZATION, self.auth.clone())
-            .header(ACCEPT, "application/json")
-            .send()
-            .await?;
-        read_json(response, CODE).await?;
+            .header(ACCEPT, "application/json");
+        self.client.send(request).await?;
         Ok(ActionDone {
             vendor_id: Some(id),
             detail: "deactivated".into(),
@@ -235,8 +239,13 @@ fn user_id(user: &Value) -> Result<String, ConnectorError> {
         .ok_or_else(|| ConnectorError::Decode("a user has no `id`".into()))
 }
 
-/// The most privileged role type among active assignments, by [`ROLE_ORDER`].
-fn highest_role(roles: &[Value]) -> String {
+/// Okta takes no options.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {}
+
+/// The types of the active role assignments.
+fn active_types(roles: &[Value]) -> impl Iterator<Item = &str> {
     roles
         .iter()
         // Assignments carry a status; one that is not ACTIVE grants nothing.
@@ -247,6 +256,19 @@ fn highest_role(roles: &[Value]) -> String {
         })
         .filter_map(|r| r.get("type").and_then(Value::as_str))
         .filter(|t| !t.is_empty())
+}
+
+/// Every active role type, verbatim, sorted and without repeats.
+fn role_types(roles: &[Value]) -> Vec<String> {
+    let mut types: Vec<String> = active_types(roles).map(str::to_owned).collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
+/// The most privileged role type among active assignments, by [`ROLE_ORDER`].
+fn highest_role(roles: &[Value]) -> String {
+    active_types(roles)
         .min_by_key(|t| {
             ROLE_ORDER
                 .iter()
@@ -276,6 +298,18 @@ mod tests {
             highest_role(&[json!({"type": "NEW_KIND_ADMIN"})]),
             "NEW_KIND_ADMIN"
         );
+    }
+
+    #[test]
+    fn every_active_role_type_is_kept_sorted() {
+        let roles = [
+            json!({"type": "USER_ADMIN", "status": "ACTIVE"}),
+            json!({"type": "APP_ADMIN", "status": "ACTIVE"}),
+            json!({"type": "USER_ADMIN", "status": "ACTIVE"}),
+            json!({"type": "SUPER_ADMIN", "status": "INACTIVE"}),
+        ];
+        assert_eq!(role_types(&roles), ["APP_ADMIN", "USER_ADMIN"]);
+        assert!(role_types(&[]).is_empty());
     }
 
     #[test]

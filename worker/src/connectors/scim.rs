@@ -29,16 +29,21 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
+use serde::Deserialize;
+
 use super::{
-    ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorUser, read_json,
+    ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorClient,
+    VendorUser,
 };
 
 const SCIM_JSON: &str = "application/scim+json";
 
 /// Where a user's role is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RoleSource {
     /// The `userType` attribute (Miro: the licence).
+    #[serde(alias = "userType")]
     UserType,
     /// The primary entry of `roles[]` (else the highest by `role_order`).
     Roles,
@@ -48,16 +53,40 @@ pub enum RoleSource {
     Groups,
 }
 
-impl RoleSource {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "user_type" | "userType" => Some(Self::UserType),
-            "roles" => Some(Self::Roles),
-            "entitlements" => Some(Self::Entitlements),
-            "groups" => Some(Self::Groups),
-            _ => None,
-        }
-    }
+/// Kinds of SCIM servers, each with its own role source by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum Preset {
+    Miro,
+    Okta,
+    Slack,
+    #[default]
+    Generic,
+}
+
+/// How the credential is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum AuthKind {
+    #[default]
+    Bearer,
+    Basic,
+}
+
+/// The connector's options (`saas.<name>.options`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    #[serde(default)]
+    preset: Preset,
+    #[serde(default)]
+    role_source: Option<RoleSource>,
+    #[serde(default)]
+    role_order: Vec<String>,
+    #[serde(default)]
+    auth: AuthKind,
+    #[serde(default)]
+    filter: FilterOn,
 }
 
 enum Auth {
@@ -69,9 +98,12 @@ enum Auth {
 }
 
 /// Which attribute the e-mail is matched against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
 enum FilterOn {
     /// `userName eq "…"`: most servers use the e-mail as userName.
+    #[default]
+    #[serde(alias = "userName")]
     UserName,
     /// `emails.value eq "…"`, for servers whose userName is not the e-mail.
     Emails,
@@ -79,7 +111,7 @@ enum FilterOn {
 
 /// A SCIM 2.0 server.
 pub struct Scim {
-    http: reqwest::Client,
+    client: VendorClient,
     users_url: Url,
     auth: Auth,
     role_source: RoleSource,
@@ -87,53 +119,25 @@ pub struct Scim {
     filter_on: FilterOn,
 }
 
-const OPTIONS: &[&str] = &["preset", "role_source", "role_order", "auth", "filter"];
-
 impl Scim {
     /// Builds the connector from a SaaS app's settings.
     pub fn from_context(ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
-        ctx.only_options(OPTIONS)?;
-        let preset = ctx
-            .option_str("preset")?
-            .unwrap_or_else(|| "generic".into());
-        let default_source = match preset.as_str() {
-            "miro" => RoleSource::UserType,
-            "okta" => RoleSource::Groups,
-            "slack" | "generic" => RoleSource::Roles,
-            other => {
-                return Err(ctx.bad_option(
-                    "preset",
-                    format!("unknown preset `{other}` (known: miro, okta, slack, generic)"),
-                ));
-            }
-        };
-        let role_source = match ctx.option_str("role_source")? {
-            None => default_source,
-            Some(s) => RoleSource::parse(&s).ok_or_else(|| {
-                ctx.bad_option(
-                    "role_source",
-                    "must be one of: user_type, roles, entitlements, groups",
-                )
-            })?,
-        };
-        let role_order = match ctx.saas.options.get("role_order") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| ctx.bad_option("role_order", "must be a list of strings"))?,
-            Some(_) => return Err(ctx.bad_option("role_order", "must be a list of strings")),
-        };
+        let options: Options = ctx.options()?;
+        let role_source = options.role_source.unwrap_or(match options.preset {
+            Preset::Miro => RoleSource::UserType,
+            Preset::Okta => RoleSource::Groups,
+            Preset::Slack | Preset::Generic => RoleSource::Roles,
+        });
+        let role_order = options.role_order;
         if role_source == RoleSource::Groups && role_order.is_empty() {
             return Err(ctx.bad_option(
                 "role_order",
                 "groups are mapped to roles through role_order (highest first): list them",
             ));
         }
-        let auth = match ctx.option_str("auth")?.as_deref().unwrap_or("bearer") {
-            "bearer" => Auth::Bearer(ctx.credential.clone()),
-            "basic" => {
+        let auth = match options.auth {
+            AuthKind::Bearer => Auth::Bearer(ctx.credential.clone()),
+            AuthKind::Basic => {
                 let parts = CredentialParts::parse(&ctx.credential, &["username", "password"])
                     .map_err(|reason| ctx.malformed(reason))?;
                 Auth::Basic {
@@ -141,19 +145,14 @@ impl Scim {
                     password: parts.get("password").cloned().expect("checked by parse"),
                 }
             }
-            _ => return Err(ctx.bad_option("auth", "must be bearer or basic")),
         };
-        let filter_on = match ctx.option_str("filter")?.as_deref().unwrap_or("user_name") {
-            "user_name" | "userName" => FilterOn::UserName,
-            "emails" => FilterOn::Emails,
-            _ => return Err(ctx.bad_option("filter", "must be user_name or emails")),
-        };
+        let filter_on = options.filter;
         let mut base = ctx.saas.base_url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
         Ok(Self {
-            http: ctx.http.clone(),
+            client: ctx.client.with_error_code("scimType"),
             users_url: base.join("Users").expect("a constant relative path joins"),
             auth,
             role_source,
@@ -164,7 +163,7 @@ impl Scim {
 
     fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
         let builder = self
-            .http
+            .client
             .request(method, url)
             .header(reqwest::header::ACCEPT, SCIM_JSON);
         match &self.auth {
@@ -181,16 +180,14 @@ impl Scim {
             FilterOn::Emails => "emails.value",
         };
         let filter = format!("{attribute} eq {}", filter_string(email));
-        let response = self
+        let request = self
             .request(reqwest::Method::GET, self.users_url.clone())
             .query(&[
                 ("filter", filter.as_str()),
                 ("startIndex", "1"),
                 ("count", "10"),
-            ])
-            .send()
-            .await?;
-        let body = read_json(response, "scimType").await?;
+            ]);
+        let body = self.client.send(request).await?.json()?;
         let total = body
             .get("totalResults")
             .and_then(Value::as_u64)
@@ -203,11 +200,21 @@ impl Scim {
             .and_then(Value::as_array)
             .ok_or_else(|| ConnectorError::Decode("ListResponse without Resources".into()))?;
         // Servers may be lax with filters: keep only a real match.
-        Ok(resources.iter().find(|u| matches_email(u, email)).cloned())
+        let found = resources.iter().find(|u| matches_email(u, email)).cloned();
+        if found.is_none() && total > resources.len() as u64 {
+            // More matches than this page holds, and none of these is the
+            // user: no verdict.
+            return Err(ConnectorError::Inconclusive(format!(
+                "the filter matched {total} users and the {} returned do not include the user",
+                resources.len()
+            )));
+        }
+        Ok(found)
     }
 
-    /// The user's role according to the configured source.
-    fn role_of(&self, user: &Value) -> String {
+    /// The user's role according to the configured source, and every
+    /// value the source holds, verbatim.
+    fn role_of(&self, user: &Value) -> (String, Vec<String>) {
         let ranked = |candidates: Vec<String>| -> Option<String> {
             if self.role_order.is_empty() {
                 return candidates.into_iter().next();
@@ -229,11 +236,19 @@ impl Scim {
                 })
                 .unwrap_or_default()
         };
-        let role = match self.role_source {
+        let all = match self.role_source {
             RoleSource::UserType => user
                 .get("userType")
                 .and_then(Value::as_str)
-                .map(str::to_string),
+                .map(str::to_string)
+                .into_iter()
+                .collect(),
+            RoleSource::Roles => values("roles", &["value"]),
+            RoleSource::Entitlements => values("entitlements", &["value"]),
+            RoleSource::Groups => values("groups", &["display", "value"]),
+        };
+        let role = match self.role_source {
+            RoleSource::UserType => all.first().cloned(),
             RoleSource::Roles => {
                 let primary = user
                     .get("roles")
@@ -252,7 +267,7 @@ impl Scim {
         };
         // No role at all is still an answer: it is priced with the default
         // role and shows up in the summary as an unknown role.
-        role.unwrap_or_else(|| "(none)".into())
+        (role.unwrap_or_else(|| "(none)".into()), all)
     }
 }
 
@@ -286,9 +301,11 @@ impl Connector for Scim {
             .and_then(Value::as_str)
             .ok_or_else(|| ConnectorError::Decode("user without id".into()))?
             .to_string();
+        let (raw_role, vendor_roles) = self.role_of(&found);
         Ok(Lookup::Found(VendorUser {
             vendor_id,
-            raw_role: self.role_of(&found),
+            raw_role,
+            vendor_roles,
             // RFC 7643: `active` is the administrative status; absent means active.
             active: found.get("active").and_then(Value::as_bool).unwrap_or(true),
             raw: found,
@@ -320,13 +337,11 @@ impl Connector for Scim {
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
             "Operations": [{ "op": "replace", "value": { "active": false } }]
         });
-        let response = self
+        let request = self
             .request(reqwest::Method::PATCH, url)
             .header(reqwest::header::CONTENT_TYPE, SCIM_JSON)
-            .body(patch.to_string())
-            .send()
-            .await?;
-        read_json(response, "scimType").await?;
+            .body(patch.to_string());
+        self.client.send(request).await?;
         Ok(ActionDone {
             vendor_id: Some(id.to_string()),
             detail: "deactivated (active=false)".into(),
@@ -341,7 +356,7 @@ mod tests {
 
     fn scim(source: RoleSource, order: &[&str]) -> Scim {
         Scim {
-            http: reqwest::Client::new(),
+            client: VendorClient::unlimited("test"),
             users_url: "http://127.0.0.1:9/Users".parse().unwrap(),
             auth: Auth::Bearer(SecretString::from("t".to_string())),
             role_source: source,
@@ -364,27 +379,41 @@ mod tests {
             "entitlements": [{"value": "basic"}, {"value": "enterprise"}],
             "groups": [{"value": "g1", "display": "Viewers"}, {"value": "g2", "display": "Admins"}]
         });
-        assert_eq!(scim(RoleSource::UserType, &[]).role_of(&user), "Full");
-        assert_eq!(scim(RoleSource::Roles, &[]).role_of(&user), "admin");
+        assert_eq!(scim(RoleSource::UserType, &[]).role_of(&user).0, "Full");
+        assert_eq!(scim(RoleSource::Roles, &[]).role_of(&user).0, "admin");
         assert_eq!(
-            scim(RoleSource::Entitlements, &["enterprise", "pro", "basic"]).role_of(&user),
+            scim(RoleSource::Entitlements, &["enterprise", "pro", "basic"])
+                .role_of(&user)
+                .0,
             "enterprise"
         );
         assert_eq!(
-            scim(RoleSource::Groups, &["Admins", "Editors", "Viewers"]).role_of(&user),
+            scim(RoleSource::Groups, &["Admins", "Editors", "Viewers"])
+                .role_of(&user)
+                .0,
             "Admins"
         );
         assert_eq!(
-            scim(RoleSource::Groups, &["Owners"]).role_of(&user),
+            scim(RoleSource::Groups, &["Owners"]).role_of(&user).0,
             "(none)"
         );
+    }
+
+    #[test]
+    fn every_value_of_the_source_is_kept_verbatim() {
+        let user = json!({"roles": [{"value": "viewer"}, {"value": "Admin", "primary": true}]});
+        let (role, all) = scim(RoleSource::Roles, &[]).role_of(&user);
+        assert_eq!(role, "Admin");
+        assert_eq!(all, ["viewer", "Admin"]);
     }
 
     #[test]
     fn without_a_primary_role_the_highest_wins() {
         let user = json!({"roles": [{"value": "viewer"}, {"value": "editor"}]});
         assert_eq!(
-            scim(RoleSource::Roles, &["admin", "editor", "viewer"]).role_of(&user),
+            scim(RoleSource::Roles, &["admin", "editor", "viewer"])
+                .role_of(&user)
+                .0,
             "editor"
         );
     }

@@ -22,6 +22,12 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+mod rate;
+pub use rate::{
+    BucketSettings, DEFAULT_MAX_PAUSE, Limit, Margin, RateSettings, RawBucket, RawRate,
+    parse_duration, path_matches,
+};
+
 /// Environment prefix of every override.
 pub const ENV_PREFIX: &str = "ROLECALL";
 
@@ -171,6 +177,7 @@ impl Default for RawAmqp {
 pub struct RawRedis {
     pub url: String,
     pub done_ttl_s: u64,
+    pub audit_ttl_s: u64,
 }
 
 impl Default for RawRedis {
@@ -178,6 +185,7 @@ impl Default for RawRedis {
         Self {
             url: "redis://127.0.0.1:6379/0".into(),
             done_ttl_s: 7 * 24 * 3600,
+            audit_ttl_s: 30 * 24 * 3600,
         }
     }
 }
@@ -193,6 +201,7 @@ pub struct RawWorker {
     pub retry_delays_s: Vec<u64>,
     pub defer_delays_s: Vec<u64>,
     pub max_hold_ms: u64,
+    pub max_throttle_age_s: u64,
     pub shutdown_grace_s: u64,
 }
 
@@ -206,6 +215,7 @@ impl Default for RawWorker {
             retry_delays_s: vec![10, 60, 300],
             defer_delays_s: vec![2, 5, 15, 60, 300],
             max_hold_ms: 5_000,
+            max_throttle_age_s: 6 * 3600,
             shutdown_grace_s: 25,
         }
     }
@@ -314,23 +324,6 @@ pub struct RawSaas {
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawRate {
-    pub per_second: f64,
-    #[serde(default)]
-    pub burst: Option<u32>,
-    #[serde(default)]
-    pub max_in_flight: Option<u32>,
-    #[serde(default = "yes")]
-    pub adaptive: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[allow(missing_docs)]
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
 pub struct RawRole {
     pub role: String,
     #[serde(default)]
@@ -382,6 +375,8 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// How long a processed job's idempotency marker lives.
     pub done_ttl: Duration,
+    /// How long the audit copy of a vendor's answer about a user is kept.
+    pub audit_ttl: Duration,
 }
 
 /// Worker settings.
@@ -402,6 +397,9 @@ pub struct WorkerSettings {
     /// Longest wait for quota a job spends holding its delivery; longer
     /// waits park the job in a defer queue so the delivery is released.
     pub max_hold: Duration,
+    /// A job still waiting for quota this long after it was first deferred
+    /// fails as `throttled_out` instead of waiting on.
+    pub max_throttle_age: Duration,
     /// How long a stopping worker waits for in-flight jobs.
     pub shutdown_grace: Duration,
 }
@@ -507,19 +505,6 @@ impl SaasSettings {
             None => (&self.default_role, false),
         }
     }
-}
-
-/// A vendor's rate limit.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateSettings {
-    /// Sustained requests per second.
-    pub per_second: f64,
-    /// Requests allowed at once after idling.
-    pub burst: NonZeroU32,
-    /// Requests in flight at once across the fleet (`None`: no cap).
-    pub max_in_flight: Option<NonZeroU32>,
-    /// Whether the fleet slows down when the vendor throttles below `per_second`.
-    pub adaptive: bool,
 }
 
 /// A normalized role and its seat price.
@@ -639,6 +624,15 @@ impl RawSettings {
         if self.redis.done_ttl_s == 0 {
             bad("redis.done_ttl_s".into(), "must be at least 1".into());
         }
+        if self.redis.audit_ttl_s == 0 {
+            bad("redis.audit_ttl_s".into(), "must be at least 1".into());
+        }
+        if self.worker.max_throttle_age_s == 0 {
+            bad(
+                "worker.max_throttle_age_s".into(),
+                "must be at least 1".into(),
+            );
+        }
         if self.worker.attempt_timeout_ms == 0 {
             bad(
                 "worker.attempt_timeout_ms".into(),
@@ -743,6 +737,7 @@ impl RawSettings {
             redis: RedisSettings {
                 url: SecretString::from(self.redis.url),
                 done_ttl: Duration::from_secs(self.redis.done_ttl_s),
+                audit_ttl: Duration::from_secs(self.redis.audit_ttl_s),
             },
             worker: WorkerSettings {
                 saas: self.worker.saas,
@@ -767,6 +762,7 @@ impl RawSettings {
                     d
                 },
                 max_hold: Duration::from_millis(self.worker.max_hold_ms),
+                max_throttle_age: Duration::from_secs(self.worker.max_throttle_age_s),
                 shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_s),
             },
             scheduler: SchedulerSettings {
@@ -841,46 +837,7 @@ fn validate_saas(
         );
         ok = false;
     }
-    let rate = match raw.rate {
-        None => {
-            bad(
-                key("rate"),
-                "missing: every SaaS app needs a rate limit (per_second, burst)".into(),
-            );
-            None
-        }
-        Some(r) => {
-            let mut rate_ok = true;
-            if !(r.per_second.is_finite() && r.per_second > 0.0) {
-                bad(
-                    key("rate.per_second"),
-                    format!("must be a positive number, got {}", r.per_second),
-                );
-                rate_ok = false;
-            }
-            let burst = match r.burst {
-                None => NonZeroU32::new((r.per_second.ceil() as u32).max(1)),
-                Some(b) => NonZeroU32::new(b),
-            };
-            if burst.is_none() {
-                bad(key("rate.burst"), "must be at least 1".into());
-                rate_ok = false;
-            }
-            if r.max_in_flight == Some(0) {
-                bad(
-                    key("rate.max_in_flight"),
-                    "must be at least 1 (leave it out for no cap)".into(),
-                );
-                rate_ok = false;
-            }
-            rate_ok.then(|| RateSettings {
-                per_second: r.per_second,
-                burst: burst.unwrap_or(NonZeroU32::MIN),
-                max_in_flight: r.max_in_flight.and_then(NonZeroU32::new),
-                adaptive: r.adaptive,
-            })
-        }
-    };
+    let rate = rate::validate_rate(name, raw.rate, bad);
     let criteria_text = raw
         .criteria
         .unwrap_or_else(|| vec!["status == active".into()]);

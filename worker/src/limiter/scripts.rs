@@ -1,0 +1,204 @@
+//! The fleet limiter's Lua scripts: each decision is one atomic step on
+//! Redis' own clock.
+//!
+//! The adaptive factor answers throttles in proportion to the signal. When
+//! the vendor throttles, the share of the fleet's recent requests it turned
+//! away tells how far above its real limit the fleet was: the estimated
+//! limit (`ceiling`) is the current factor times the admitted share (a lone
+//! 429 among hundreds of requests leaves it where it is; a vendor that halved
+//! its limit halves it). The factor then drops a little below that estimate
+//! and grows back along a cubic curve (as TCP CUBIC does): quickly at first,
+//! flat near the estimate, where the vendor's limit most likely is, then
+//! faster again, probing upwards, so a limit that rises again is found.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Growth of the factor along the cubic, per s³: after a 10 % cut the
+/// factor is back at its ceiling two seconds later.
+pub(super) const CUBIC: f64 = 0.0125;
+/// How far below the estimated limit the factor restarts.
+pub(super) const BETA: f64 = 0.9;
+/// One decrease never cuts the factor by more than half: an overload seen
+/// through a sliding window (where every request is refused until it
+/// drains) would otherwise read as "the vendor allows nothing".
+pub(super) const MIN_ADMITTED: f64 = 0.5;
+/// The factor never goes below this share of the configured rate.
+pub(super) const MIN_FACTOR: f64 = 0.05;
+
+/// Shared Lua: the time from Redis, and the adaptive factor now.
+const PRELUDE: &str = r#"
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
+local function factor_now(state_key, cubic)
+  local st = redis.call('HMGET', state_key, 'ceiling', 'floor', 'decreased_ms')
+  local c = tonumber(st[1])
+  if not c then return 1 end
+  local f0 = tonumber(st[2]) or c
+  local s = (now_ms - (tonumber(st[3]) or now_ms)) / 1000
+  local k = ((c - f0) / cubic) ^ (1 / 3)
+  local d = s - k
+  local f = c + cubic * d * d * d
+  if f < f0 then f = f0 end
+  if f > 1 then f = 1 end
+  return f
+end
+"#;
+
+/// KEYS: state, pause, leases, override.
+/// ARGV: per_second, burst, max_in_flight (0 = none), lease id, lease ttl
+/// ms, reservation horizon µs, window µs, margin µs, cubic.
+/// Returns {granted, wait µs, reason, effective milli-rps, base milli-rps,
+/// burst, generation}.
+pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{PRELUDE}
+local ov = redis.call('HMGET', KEYS[4], 'per_second', 'burst', 'max_in_flight')
+local rate = tonumber(ov[1]) or tonumber(ARGV[1])
+local burst = tonumber(ov[2]) or tonumber(ARGV[2])
+local cap = tonumber(ov[3]) or tonumber(ARGV[3])
+local f = factor_now(KEYS[1], tonumber(ARGV[9]))
+local eff = rate * f
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') or 0
+local function reply(granted, wait_us, reason)
+  return {{granted, math.floor(wait_us), reason, math.floor(eff * 1000), math.floor(rate * 1000), burst, gen}}
+end
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if pause > now_ms then return reply(0, (pause - now_ms) * 1000, 'paused') end
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[3]) >= cap then
+    local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    local until_expiry = (tonumber(first[2]) - now_ms) * 1000
+    -- Leases are normally returned long before they expire: look again soon.
+    return reply(0, math.max(1000, math.min(until_expiry, 25000)), 'in_flight')
+  end
+end
+-- Each window is stretched by the jitter margin: N requests spaced over
+-- window + margin never land N + 1 in any window the vendor counts.
+local interval = 1000000 / eff * (1 + tonumber(ARGV[8]) / tonumber(ARGV[7]))
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
+local new_tat = math.max(tat, now_us) + interval
+local wait = new_tat - burst * interval - now_us
+if wait > tonumber(ARGV[6]) then return reply(0, wait - tonumber(ARGV[6]), 'rate') end
+if wait < 0 then wait = 0 end
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', new_tat), 'effective_per_second', tostring(eff))
+redis.call('HINCRBY', KEYS[1], 'grants', 1)
+if cap > 0 then
+  redis.call('ZADD', KEYS[3], now_ms + math.floor(wait / 1000) + tonumber(ARGV[5]), ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], math.floor(wait / 1000) + tonumber(ARGV[5]) + 1000)
+end
+return reply(1, wait, 'ok')
+"#
+    ))
+});
+
+/// KEYS: state, pause. ARGV: generation of the booking.
+/// Returns 1 when the booking still holds: no throttle and no pause since.
+pub(super) static STILL_VALID: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') or 0
+if gen ~= tonumber(ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if pause > now_ms then return 0 end
+return 1
+"#,
+    )
+});
+
+/// KEYS: state, pause. ARGV: pause ms (0 = none), adapt (1/0), min factor,
+/// cooldown ms, beta, cubic, min admitted share, is a throttle (1/0).
+/// Returns {factor × 1000, pause until ms, ceiling × 1000}.
+pub(super) static THROTTLED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{PRELUDE}
+local pause_ms = tonumber(ARGV[1])
+local until_ms = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local bump = false
+if pause_ms > 0 and now_ms + pause_ms > until_ms then
+  until_ms = now_ms + pause_ms
+  redis.call('SET', KEYS[2], until_ms, 'PX', pause_ms + 1000)
+  -- Slots booked before the pause are stale: pacing restarts at its end.
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', until_ms * 1000))
+  bump = true
+end
+if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[1], 'throttles', 1) end
+local cubic = tonumber(ARGV[6])
+local f = factor_now(KEYS[1], cubic)
+local ceiling = tonumber(redis.call('HGET', KEYS[1], 'ceiling') or '1') or 1
+if ARGV[2] == '1' then
+  local last = tonumber(redis.call('HGET', KEYS[1], 'decreased_ms') or '0') or 0
+  if now_ms - last >= tonumber(ARGV[4]) then
+    local st = redis.call('HMGET', KEYS[1], 'grants', 'throttles')
+    -- Fewer than ten requests are too few to measure a share by.
+    local grants = math.max(tonumber(st[1]) or 0, 10)
+    local throttles = tonumber(st[2]) or 1
+    local admitted = 1 - throttles / grants
+    if admitted < tonumber(ARGV[7]) then admitted = tonumber(ARGV[7]) end
+    if admitted > 1 then admitted = 1 end
+    ceiling = math.max(tonumber(ARGV[3]), f * admitted)
+    f = math.max(tonumber(ARGV[3]), ceiling * tonumber(ARGV[5]))
+    redis.call('HSET', KEYS[1], 'ceiling', tostring(ceiling), 'floor', tostring(f),
+      'decreased_ms', now_ms, 'grants', 0, 'throttles', 0)
+    if not bump then
+      -- Slots booked at the old pace would still fire at it.
+      redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', now_us))
+    end
+    bump = true
+  end
+end
+if bump then redis.call('HINCRBY', KEYS[1], 'gen', 1) end
+return {{math.floor(f * 1000), until_ms, math.floor(ceiling * 1000)}}
+"#
+    ))
+});
+
+/// The adaptive factor at `now_ms`, as the scripts compute it, from the
+/// limiter's state hash (for `limits show`).
+pub fn factor_at(state: &std::collections::HashMap<String, String>, now_ms: i64) -> f64 {
+    let num = |k: &str| state.get(k).and_then(|v| v.parse::<f64>().ok());
+    let Some(ceiling) = num("ceiling") else {
+        return 1.0;
+    };
+    let floor = num("floor").unwrap_or(ceiling);
+    let since = (now_ms as f64 - num("decreased_ms").unwrap_or(now_ms as f64)) / 1000.0;
+    let k = ((ceiling - floor).max(0.0) / CUBIC).cbrt();
+    let d = since - k;
+    (ceiling + CUBIC * d * d * d).clamp(floor, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn state(ceiling: f64, floor: f64, at_ms: i64) -> HashMap<String, String> {
+        HashMap::from([
+            ("ceiling".to_string(), ceiling.to_string()),
+            ("floor".to_string(), floor.to_string()),
+            ("decreased_ms".to_string(), at_ms.to_string()),
+        ])
+    }
+
+    #[test]
+    fn the_factor_climbs_back_flattens_at_the_ceiling_then_probes_above_it() {
+        let s = state(0.5, 0.45, 0);
+        let at = |ms| factor_at(&s, ms);
+        assert!((at(0) - 0.45).abs() < 1e-9);
+        // Quick at first...
+        assert!(at(1_000) > 0.48, "{}", at(1_000));
+        // ...flat near the ceiling (the vendor's estimated limit)...
+        let k_ms = ((0.05 / CUBIC).cbrt() * 1000.0) as i64;
+        assert!((at(k_ms) - 0.5).abs() < 1e-3);
+        assert!((at(k_ms + 1_000) - 0.5).abs() < 0.02);
+        // ...then probing upwards, up to the configured limit.
+        assert!(at(k_ms + 5_000) > 0.6);
+        assert_eq!(at(k_ms + 60_000), 1.0);
+        assert_eq!(factor_at(&HashMap::new(), 5), 1.0);
+    }
+}
