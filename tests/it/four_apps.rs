@@ -33,9 +33,9 @@ async fn sim(vendor: Vendor) -> SimHandle {
 fn expected(vendor: Vendor, user: &SimUser) -> Option<(String, bool)> {
     let active = user.deactivated_at.is_none();
     match vendor {
-        Vendor::Lever => Some((user.access_role.clone(), active)),
-        // Removed Mosyle users count as not found.
-        Vendor::MosyleBusiness => active.then(|| (user.access_role.clone(), true)),
+        // Removed Mosyle users (`is_removed`) are found and inactive, like
+        // every other vendor's deactivated users.
+        Vendor::Lever | Vendor::MosyleBusiness => Some((user.access_role.clone(), active)),
         Vendor::MiroScim => Some((user.extra["userType"].as_str().unwrap().to_string(), active)),
         Vendor::Zoom => Some((
             user.extra["type"].to_string(),
