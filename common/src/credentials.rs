@@ -72,7 +72,7 @@ impl Vault {
         Self {
             settings,
             env: None,
-            http: reqwest::Client::new(),
+            http: crate::http::client(),
         }
     }
 
@@ -82,7 +82,7 @@ impl Vault {
         Self {
             settings,
             env: Some(env),
-            http: reqwest::Client::new(),
+            http: crate::http::client(),
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod amqp;
 pub mod config;
 pub mod credentials;
+pub mod http;
 pub mod ledger;
 pub mod messages;
 pub mod names;

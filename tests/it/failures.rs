@@ -133,3 +133,53 @@ async fn a_refused_credential_alerts_once_not_once_per_user() {
     assert_eq!(sim.stats().unauthorized, 15, "auth errors are not retried");
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_throttled_past_their_age_fail_as_throttled_out_with_one_alert() {
+    let env = TestEnv::new().await;
+    // A vendor that refuses every request with a bare 429 (no Retry-After).
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 10,
+        rate: Some(rolecall_sim::RateLimit {
+            per_second: 0.0,
+            burst: 0,
+        }),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+    settings.worker.max_hold = Duration::from_millis(200);
+    settings.worker.defer_delays = vec![Duration::from_secs(2)];
+    settings.worker.max_throttle_age = Duration::from_secs(1);
+    let worker = env.spawn_worker(&settings).await;
+    let report = publish(&settings, &active_rows(&sim, "lever", 4)).await;
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.failed, 4, "{counters:?}");
+    let results = env.results().await;
+    for r in results.values() {
+        assert_eq!(r["error_class"], "throttled_out", "{r:?}");
+    }
+    let alerts = env
+        .alerts_until(Duration::from_secs(5), |a| {
+            a.iter().any(|a| a.kind == AlertKind::RunFinished)
+        })
+        .await;
+    let throttled: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::ThrottledOut)
+        .collect();
+    assert_eq!(throttled.len(), 1, "one alert per SaaS app: {alerts:?}");
+    // Dead letters keep every job for a replay.
+    let dead = env.drain(&env.names.dead_queue("lever")).await;
+    assert_eq!(dead.len(), 4);
+    env.cleanup(&settings).await;
+}

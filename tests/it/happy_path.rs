@@ -201,6 +201,27 @@ async fn a_thousand_users_across_two_apps_get_exactly_a_thousand_results() {
     }
     let calls: u64 = worker.metrics().values().map(|m| m.attempts).sum();
     assert_eq!(calls, 1000, "one vendor call per user");
+    // One fleet slot per HTTP request, and the vendors saw exactly those.
+    let slots: u64 = worker.metrics().values().map(|m| m.requests).sum();
+    let received: u64 = [&sim_a, &sim_b].iter().map(|s| s.stats().received).sum();
+    assert_eq!(slots, received);
+
+    // Found users keep an audit copy of the vendor's answer, with a TTL,
+    // and their vendor role values verbatim.
+    let found = expected
+        .iter()
+        .find(|e| e.vendor.is_some())
+        .expect("a found user");
+    let mut conn = env.redis.clone();
+    let key = env.names.audit_key(found.saas, &found.user_id);
+    let copy: String = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 0 && ttl <= settings.redis.audit_ttl.as_secs() as i64, "{ttl}");
+    let doc: serde_json::Value = serde_json::from_str(&copy).unwrap();
+    assert!(doc.get("accessRole").is_some(), "{copy}");
+    let r = &results[&(found.saas.to_string(), found.user_id.clone())];
+    let roles: Vec<String> = serde_json::from_str(&r["vendor_roles"]).unwrap();
+    assert_eq!(roles, [r["role"].clone()]);
 
     // Admins hear that the run finished, once.
     let alerts = env

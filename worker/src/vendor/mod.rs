@@ -52,25 +52,9 @@ pub fn http_client() -> reqwest::Client {
         .user_agent(concat!("rolecall/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(32)
-        .redirect(same_origin_redirects())
+        .redirect(rolecall_common::http::same_origin_redirects())
         .build()
         .expect("a client with these settings always builds")
-}
-
-/// A redirect policy that stops at another origin (scheme, host, port) and
-/// after five hops.
-pub fn same_origin_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let same = attempt
-            .previous()
-            .first()
-            .is_some_and(|first| first.origin() == attempt.url().origin());
-        if !same || attempt.previous().len() > 5 {
-            attempt.stop()
-        } else {
-            attempt.follow()
-        }
-    })
 }
 
 /// Something for the job handler to tell admins about, noticed while sending.
