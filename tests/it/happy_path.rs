@@ -214,9 +214,20 @@ async fn a_thousand_users_across_two_apps_get_exactly_a_thousand_results() {
         .expect("a found user");
     let mut conn = env.redis.clone();
     let key = env.names.audit_key(found.saas, &found.user_id);
-    let copy: String = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
-    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
-    assert!(ttl > 0 && ttl <= settings.redis.audit_ttl.as_secs() as i64, "{ttl}");
+    let copy: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= settings.redis.audit_ttl.as_secs() as i64,
+        "{ttl}"
+    );
     let doc: serde_json::Value = serde_json::from_str(&copy).unwrap();
     assert!(doc.get("accessRole").is_some(), "{copy}");
     let r = &results[&(found.saas.to_string(), found.user_id.clone())];

@@ -490,3 +490,48 @@ async fn a_spent_vendor_window_pauses_the_fleet_until_it_resets() {
     }
     env.cleanup_keys().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_configured_at_a_strict_windows_exact_limit_never_exceeds_it() {
+    let env = TestEnv::new().await;
+    // The vendor counts a strict sliding 1-second window on arrival, and the
+    // network adds 20 ms ± 10 ms: configured at exactly its documented 50/s,
+    // the fleet must leave itself the margin.
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 500,
+        seed: 5,
+        limit: Some(rolecall_sim::Limit::sliding_window(
+            50,
+            Duration::from_secs(1),
+        )),
+        latency: Duration::from_millis(20),
+        jitter: Duration::from_millis(10),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let (settings, workers) = fleet(&env, &sim, 50.0, 1, None);
+    let report = publish(&settings, &inventory(&sim, "lever", 450)).await;
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
+        .await;
+    for w in workers {
+        assert!(w.stop().success());
+    }
+    assert_eq!(counters.outcomes(), 450);
+    assert_eq!(counters.failed, 0);
+    let stats = sim.stats();
+    let bucket = &stats.buckets[rolecall_sim::DEFAULT_BUCKET];
+    assert_eq!(stats.throttled, 0, "{bucket:?}");
+    assert!(bucket.peak_in_window <= 50, "{bucket:?}");
+    let span_s = (bucket.last_accepted_unix_ms.unwrap() - bucket.first_accepted_unix_ms.unwrap())
+        as f64
+        / 1000.0;
+    let used = bucket.accepted as f64 / (span_s * 50.0);
+    eprintln!(
+        "quota used: {used:.3}, peak {} of 50",
+        bucket.peak_in_window
+    );
+    assert!(used >= 0.9, "the fleet used {used:.3} of the quota");
+    env.cleanup(&settings).await;
+}
