@@ -62,7 +62,11 @@ mod tests {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status().as_u16(), 302, "the redirect is not followed");
+        assert_eq!(
+            response.status().as_u16(),
+            302,
+            "the redirect is not followed"
+        );
         assert!(origin_seen.recv().await.unwrap().contains("hunter2"));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(

@@ -538,3 +538,49 @@ async fn a_fleet_configured_at_a_strict_windows_exact_limit_never_exceeds_it() {
     assert!(used >= 0.9, "the fleet used {used:.3} of the quota");
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_max_pause_is_capped_and_alerted_once() {
+    let env = TestEnv::new().await;
+    let sim = sim(200.0, 20, 100).await;
+    let mut settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 50.0,
+        burst: 5,
+    }]);
+    settings.saas.get_mut("lever").unwrap().rate.max_pause = Duration::from_secs(1);
+    // The vendor asks for a minute's silence, twice.
+    sim.inject(Fault {
+        status: 429,
+        retry_after: Some(Duration::from_secs(60)),
+        count: 2,
+    });
+    let worker = env.spawn_worker(&settings).await;
+    let started = Instant::now();
+    let report = publish(&settings, &inventory(&sim, "lever", 60)).await;
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(40))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.outcomes(), 60);
+    assert_eq!(counters.failed, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the pause was capped: {:?}",
+        started.elapsed()
+    );
+    let alerts = env
+        .alerts_until(Duration::from_secs(5), |a| {
+            a.iter()
+                .any(|a| a.kind == rolecall_common::messages::AlertKind::RunFinished)
+        })
+        .await;
+    let capped: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == rolecall_common::messages::AlertKind::PauseCapped)
+        .collect();
+    assert_eq!(capped.len(), 1, "one alert for the app: {alerts:?}");
+    assert!(capped[0].error.contains("60 s"), "{}", capped[0].error);
+    env.cleanup(&settings).await;
+}

@@ -130,7 +130,7 @@ fn list(problems: &[ConfigProblem]) -> String {
 
 /// The configuration as written, before validation.
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawSettings {
     /// Prefix of every queue, exchange and Redis key.
     pub namespace: String,
@@ -152,7 +152,7 @@ pub struct RawSettings {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawAmqp {
     pub url: String,
     pub prefetch: u32,
@@ -173,7 +173,7 @@ impl Default for RawAmqp {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawRedis {
     pub url: String,
     pub done_ttl_s: u64,
@@ -192,7 +192,7 @@ impl Default for RawRedis {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawWorker {
     pub saas: Vec<String>,
     pub attempt_timeout_ms: u64,
@@ -223,7 +223,7 @@ impl Default for RawWorker {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawScheduler {
     pub publish_window: u32,
 }
@@ -238,7 +238,7 @@ impl Default for RawScheduler {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawCredentials {
     pub env_prefix: String,
     pub dir: Option<PathBuf>,
@@ -257,7 +257,6 @@ impl Default for RawCredentials {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
 pub struct RawVault {
     pub address: String,
     #[serde(default = "default_mount")]
@@ -280,7 +279,7 @@ fn default_token_env() -> String {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawTelemetry {
     pub log_format: String,
     pub log_level: String,
@@ -297,7 +296,6 @@ impl Default for RawTelemetry {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawSaas {
     #[serde(default)]
     pub connector: String,
@@ -323,7 +321,6 @@ pub struct RawSaas {
 
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
 pub struct RawRole {
     pub role: String,
     #[serde(default)]
@@ -587,23 +584,47 @@ pub fn load_with_env(
         .with_list_parse_key("worker.defer_delays_s")
         .try_parsing(true)
         .source(env.map(|m| m.into_iter().collect()));
-    let raw: RawSettings = builder.add_source(env_source).build()?.try_deserialize()?;
-    raw.validate()
+    parse(builder.add_source(env_source).build()?)
+}
+
+/// Deserializes what the sources say, collecting every key nobody reads:
+/// an unknown key is a problem reported with all the others, not a stop at
+/// the first one.
+fn parse(config: config::Config) -> Result<Settings, ConfigError> {
+    let mut unknown = Vec::new();
+    let raw: RawSettings = serde_ignored::deserialize(config, |path| {
+        // `?` marks an optional table; the key reads better without it.
+        unknown.push(path.to_string().replace(".?", ""))
+    })?;
+    raw.validate_reporting(unknown)
 }
 
 /// Parses settings from TOML text (used by tests and `--check-config`).
 pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
-    let raw: RawSettings = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()?
-        .try_deserialize()?;
-    raw.validate()
+    parse(
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?,
+    )
 }
 
 impl RawSettings {
     /// Checks every value and builds typed [`Settings`], reporting all problems.
     pub fn validate(self) -> Result<Settings, ConfigError> {
-        let mut problems = Vec::new();
+        self.validate_reporting(Vec::new())
+    }
+
+    /// As [`validate`](Self::validate), with the keys the file held that no
+    /// setting reads (each one a problem: a typo never silently falls back
+    /// to a default).
+    pub fn validate_reporting(self, unknown: Vec<String>) -> Result<Settings, ConfigError> {
+        let mut problems: Vec<ConfigProblem> = unknown
+            .into_iter()
+            .map(|key| ConfigProblem {
+                key,
+                reason: "unknown key".into(),
+            })
+            .collect();
         let mut bad = |key: String, reason: String| problems.push(ConfigProblem { key, reason });
 
         if !self.namespace.is_empty() && !is_name(&self.namespace) {
@@ -1024,6 +1045,29 @@ mod tests {
         let text = format!("{GOOD}\nratee = 3\n");
         let err = from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("ratee"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_every_other_problem_at_once() {
+        let text = r#"
+            [worker]
+            attempt_timout_ms = 5
+            [saas.a]
+            connector = "lever"
+            base_url = "https://api.lever.co"
+            credential = "a"
+            rate = { requests = 0, per = "1s", burts = 3 }
+            critera = ["status == active"]
+        "#;
+        let keys = keys(from_toml(text).unwrap_err());
+        for k in [
+            "worker.attempt_timout_ms",
+            "saas.a.rate.burts",
+            "saas.a.critera",
+            "saas.a.rate.requests",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+        }
     }
 
     #[test]

@@ -23,7 +23,6 @@ use serde::Deserialize;
 /// The `rate` table as written.
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawRate {
     #[serde(default)]
     pub per_second: Option<f64>,
@@ -48,7 +47,6 @@ pub struct RawRate {
 /// One named bucket as written.
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawBucket {
     #[serde(default)]
     pub per_second: Option<f64>,
