@@ -319,7 +319,7 @@ async fn run_450_jobs(
     burst: u32,
 ) -> rolecall_common::Settings {
     let (settings, workers) = fleet(env, sim, per_second, burst, None);
-    let report = publish(&settings, &inventory(&sim, "lever", 450)).await;
+    let report = publish(&settings, &inventory(sim, "lever", 450)).await;
     let counters = env
         .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
         .await;
