@@ -261,8 +261,11 @@ pub async fn publish_alert(
     names: &Names,
     alert: &AlertV1,
 ) -> Result<(), AmqpError> {
+    // The alert's id is the message id too, so consumers can de-duplicate
+    // a redelivered alert without decoding it.
     let props = BasicProperties::default()
         .with_delivery_mode(2)
-        .with_content_type("application/json".into());
+        .with_content_type("application/json".into())
+        .with_message_id(alert.id.as_str().into());
     publish_confirmed(channel, "", &names.alerts_queue(), &alert.encode(), props).await
 }

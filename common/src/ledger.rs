@@ -314,6 +314,21 @@ impl Ledger {
         Ok(finished == 1)
     }
 
+    /// Sets `key` for `ttl` unless it exists: true for the one caller, in
+    /// the whole fleet, that set it (alert de-duplication).
+    pub async fn claim(&self, key: &str, ttl: std::time::Duration) -> Result<bool, LedgerError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// Keeps the audit copy of the vendor's answer about a user for
     /// `redis.audit_ttl` (overwritten by the next check).
     pub async fn save_audit(

@@ -142,6 +142,9 @@ impl JobV1 {
     }
 }
 
+/// Header of a parked job: when it was first parked behind a refused credential (epoch ms).
+pub const PARKED_SINCE_HEADER: &str = "x-rolecall-parked-since";
+
 /// Header of a deferred job: when it first had to wait for quota (epoch ms).
 pub const THROTTLED_SINCE_HEADER: &str = "x-rolecall-throttled-since";
 
@@ -161,6 +164,23 @@ pub enum AlertKind {
     ThrottledOut,
     /// The vendor asked the fleet to pause longer than `rate.max_pause`.
     PauseCapped,
+    /// The vendor accepts the SaaS app's credential again after an incident.
+    AuthRecovered,
+}
+
+impl AlertKind {
+    /// The kind's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::JobFailed => "job_failed",
+            AlertKind::AuthFailed => "auth_failed",
+            AlertKind::VendorUnavailable => "vendor_unavailable",
+            AlertKind::RunFinished => "run_finished",
+            AlertKind::ThrottledOut => "throttled_out",
+            AlertKind::PauseCapped => "pause_capped",
+            AlertKind::AuthRecovered => "auth_recovered",
+        }
+    }
 }
 
 /// An alert on the alert queue, for the notifier.
@@ -168,6 +188,10 @@ pub enum AlertKind {
 pub struct AlertV1 {
     /// Schema version, always 1.
     pub v: u8,
+    /// Stable identity: the same incident or job failure always has the
+    /// same id, so a redelivered alert is recognised and sent once.
+    #[serde(default)]
+    pub id: String,
     /// What happened.
     pub kind: AlertKind,
     /// The SaaS app concerned ("" for run-wide alerts).
@@ -186,6 +210,58 @@ pub struct AlertV1 {
 }
 
 impl AlertV1 {
+    /// An alert about one job (its id follows the job: a redelivery of the
+    /// job that raised it raises the same alert).
+    pub fn about_job(kind: AlertKind, job: &JobV1, error: String, attempts: u32) -> Self {
+        Self {
+            v: 1,
+            id: format!("{}:{}", kind.as_str(), job.job_id),
+            kind,
+            saas: job.saas.clone(),
+            run_id: job.run_id.clone(),
+            user: Some(job.user.clone()),
+            error,
+            attempts,
+            at: Utc::now(),
+        }
+    }
+
+    /// An alert about a SaaS app rather than a user (an incident).
+    pub fn about_app(
+        kind: AlertKind,
+        saas: &str,
+        run_id: &str,
+        incident: &str,
+        error: String,
+    ) -> Self {
+        Self {
+            v: 1,
+            id: format!("{}:{saas}:{incident}", kind.as_str()),
+            kind,
+            saas: saas.to_owned(),
+            run_id: run_id.to_owned(),
+            user: None,
+            error,
+            attempts: 0,
+            at: Utc::now(),
+        }
+    }
+
+    /// The digest of a finished run.
+    pub fn run_finished(run_id: &str, summary: String) -> Self {
+        Self {
+            v: 1,
+            id: format!("run_finished:{run_id}"),
+            kind: AlertKind::RunFinished,
+            saas: String::new(),
+            run_id: run_id.to_owned(),
+            user: None,
+            error: summary,
+            attempts: 0,
+            at: Utc::now(),
+        }
+    }
+
     /// Encodes the alert as its message body.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an alert always serializes")

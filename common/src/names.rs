@@ -67,6 +67,16 @@ impl Names {
         format!("{}role:{saas}:{user_id}", self.key_prefix)
     }
 
+    /// Hash of a SaaS app's open credential incident (the fleet-wide breaker).
+    pub fn breaker_key(&self, saas: &str) -> String {
+        format!("{}breaker:{saas}", self.key_prefix)
+    }
+
+    /// Marker that an alert with this dedup key was sent (TTL: its quiet period).
+    pub fn alerted_key(&self, dedup: &str) -> String {
+        format!("{}alerted:{dedup}", self.key_prefix)
+    }
+
     /// The capped, secret-free copy of the vendor's last answer about a user (TTL).
     pub fn audit_key(&self, saas: &str, user_id: &str) -> String {
         format!("{}audit:{saas}:{user_id}", self.key_prefix)

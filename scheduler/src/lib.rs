@@ -20,7 +20,7 @@ use futures::stream::FuturesUnordered;
 use lapin::options::BasicPublishOptions;
 use rolecall_common::amqp::{self, check_confirm};
 use rolecall_common::ledger::{self, Ledger};
-use rolecall_common::messages::{Action, AlertKind, AlertV1, JOB_VERSION, JobV1, UserRef};
+use rolecall_common::messages::{Action, AlertV1, JOB_VERSION, JobV1, UserRef};
 use rolecall_common::{Names, Settings};
 use tracing::{info, warn};
 
@@ -178,16 +178,10 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
     if report.finished {
         // Nothing to wait for (an empty selection, or workers faster than us):
         // the scheduler is the one that saw the run finish, so it says so.
-        let alert = AlertV1 {
-            v: 1,
-            kind: AlertKind::RunFinished,
-            saas: String::new(),
-            run_id: run_id.clone(),
-            user: None,
-            error: format!("run finished: {} jobs published", report.published),
-            attempts: 0,
-            at: Utc::now(),
-        };
+        let alert = AlertV1::run_finished(
+            &run_id,
+            format!("run finished: {} jobs published", report.published),
+        );
         amqp::publish_alert(&channel, &names, &alert).await?;
     }
     let _ = conn.close(200, "run published".into()).await;

@@ -1,9 +1,10 @@
 //! Vendor failures end as alerts (after retries), never as silent losses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rolecall_common::amqp::header_str;
+use rolecall_common::credentials::Vault;
 use rolecall_common::messages::{AlertKind, ERROR_HEADER};
 use rolecall_sim::SimConfig;
 use rolecall_tests::{AppSpec, TestEnv, active_rows, publish};
@@ -93,44 +94,87 @@ async fn a_vendor_failing_after_every_retry_raises_an_alert_and_loses_nothing_el
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_credential_alerts_once_not_once_per_user() {
+async fn a_refused_credential_parks_jobs_alerts_once_and_resumes_when_it_is_fixed() {
     let env = TestEnv::new().await;
     let sim = rolecall_sim::spawn(SimConfig {
         users: 30,
-        api_key: "the-real-key".into(),
         ..SimConfig::default()
     })
     .await
     .unwrap();
-    let settings = env.settings(&[AppSpec {
+    // The credential comes from a mounted file, as a Kubernetes Secret
+    // would: wrong at first, then rotated while the fleet runs.
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = env.settings(&[AppSpec {
         name: "lever",
         sim: &sim,
         per_second: 100.0,
         burst: 10,
     }]);
-    let csv = active_rows(&sim, "lever", 15);
-    let worker = env.spawn_worker(&settings).await;
-    let report = publish(&settings, &csv).await;
+    settings.credentials.dir = Some(dir.path().to_path_buf());
+    settings.worker.defer_delays = vec![Duration::from_secs(1), Duration::from_secs(2)];
+    let file = dir.path().join("lever");
+    std::fs::write(&file, "revoked-key-hunter2").unwrap();
+    let vault = Vault::with_env(settings.credentials.clone(), HashMap::new());
+    let worker = env.spawn_worker_with(&settings, &vault).await;
+    let report = publish(&settings, &active_rows(&sim, "lever", 15)).await;
+
+    // The first refusal opens the incident: one alert for the fleet, and
+    // jobs wait instead of failing.
+    let alerts = env
+        .alerts_until(Duration::from_secs(10), |a| {
+            a.iter().any(|a| a.kind == AlertKind::AuthFailed)
+        })
+        .await;
+    // Jobs already on their way when it opened meet the refusal too; from
+    // then on only probes (one at a time, at growing intervals) reach the
+    // vendor.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = sim.stats().unauthorized;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let probes = sim.stats().unauthorized - before;
+    assert!(
+        probes <= 4,
+        "{probes} calls in 4 s while the breaker was open"
+    );
+    let run = env.ledger(&settings).run(&report.run_id).await.unwrap();
+    assert_eq!(
+        run.failed, 0,
+        "nobody fails for a refused credential: {run:?}"
+    );
+
+    // Fixed: the next probe reads the file again and everything resumes.
+    std::fs::write(&file, rolecall_tests::SIM_KEY).unwrap();
+    let restored = std::time::Instant::now();
     let counters = env
         .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
         .await;
+    let resumed_in = restored.elapsed();
     worker.stop().await;
-    assert_eq!(counters.failed, 15);
-    let alerts = env
-        .alerts_until(Duration::from_secs(3), |a| {
-            a.iter().any(|a| a.kind == AlertKind::RunFinished)
-        })
-        .await;
+    assert_eq!(counters.failed, 0, "{counters:?}");
+    assert_eq!(counters.outcomes(), 15);
+    assert!(resumed_in < Duration::from_secs(15), "{resumed_in:?}");
+    let alerts: Vec<_> = alerts
+        .into_iter()
+        .chain(
+            env.alerts_until(Duration::from_secs(3), |a| {
+                a.iter().any(|a| a.kind == AlertKind::RunFinished)
+            })
+            .await,
+        )
+        .collect();
     let auth: Vec<_> = alerts
         .iter()
         .filter(|a| a.kind == AlertKind::AuthFailed)
         .collect();
     assert_eq!(auth.len(), 1, "{alerts:?}");
-    assert!(
-        !auth[0].error.contains(rolecall_tests::SIM_KEY),
-        "no secret in alerts"
-    );
-    assert_eq!(sim.stats().unauthorized, 15, "auth errors are not retried");
+    assert!(!auth[0].id.is_empty());
+    assert!(!auth[0].error.contains("hunter2"), "no secret in alerts");
+    let recovered = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::AuthRecovered)
+        .count();
+    assert_eq!(recovered, 1, "{alerts:?}");
     env.cleanup(&settings).await;
 }
 

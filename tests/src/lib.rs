@@ -153,7 +153,13 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
 
     /// Starts a worker in-process.
     pub async fn spawn_worker(&self, settings: &Settings) -> TestWorker {
-        let worker = rolecall_worker::Worker::build(settings.clone(), &self.vault(settings))
+        self.spawn_worker_with(settings, &self.vault(settings))
+            .await
+    }
+
+    /// Starts a worker in-process with its credentials from `vault`.
+    pub async fn spawn_worker_with(&self, settings: &Settings, vault: &Vault) -> TestWorker {
+        let worker = rolecall_worker::Worker::build(settings.clone(), vault)
             .await
             .expect("the worker builds");
         let stop = CancellationToken::new();

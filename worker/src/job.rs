@@ -5,29 +5,26 @@
 //! a retry copy confirmed in its delay queue. A crash anywhere before the ack
 //! means a redelivery, and the ledger's per-job marker makes that harmless.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::Utc;
+use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
-use rolecall_common::amqp::{self, AmqpError};
+use rolecall_common::amqp;
 use rolecall_common::config::SaasSettings;
 use rolecall_common::ledger::{Finding, Ledger, Recorded};
-use rolecall_common::messages::{
-    ATTEMPT_HEADER, Action, AlertKind, AlertV1, ERROR_HEADER, JobV1, THROTTLED_SINCE_HEADER,
-};
+use rolecall_common::messages::{ATTEMPT_HEADER, Action, JobV1};
 use rolecall_common::names::Names;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::connectors::{ConnectorError, Lookup, VendorRequest, VendorResponse};
+use crate::breaker::{Breaker, Gate};
+use crate::connectors::{ConnectorError, Lookup, Reloadable, VendorRequest, VendorResponse};
 use crate::error::ErrorClass;
+use crate::fate::{Fate, InfraError};
 use crate::metrics::VendorMetrics;
 use crate::pipeline::VendorService;
-use crate::vendor::{Notice, VendorClient};
+use crate::vendor::VendorClient;
 
 /// One SaaS app as a worker runs it.
 pub struct App {
@@ -37,6 +34,10 @@ pub struct App {
     pub service: VendorService,
     /// Its vendor client (for what it noticed while sending).
     pub client: VendorClient,
+    /// Its connector, rebuilt with a re-read credential when probing.
+    pub connector: Arc<Reloadable>,
+    /// Its fleet-wide credential breaker.
+    pub breaker: Breaker,
     /// Its vendor-call counters.
     pub metrics: Arc<VendorMetrics>,
 }
@@ -66,6 +67,8 @@ pub enum JobOutcome {
     },
     /// Undecodable: sent to the dead-letter queue.
     DeadLettered(String),
+    /// Parked while the SaaS app's credential is refused.
+    Parked,
     /// Could not be handled now; requeued.
     Requeued(String),
 }
@@ -80,21 +83,15 @@ pub struct JobContext {
     pub publisher: Channel,
     /// Broker-side retry delays.
     pub retry_delays: Vec<Duration>,
-    /// When an alert of a deduplicated kind was last sent per SaaS app:
-    /// one alert, not thousands.
-    pub auth_alerted: Mutex<HashMap<(AlertKind, String), Instant>>,
-    /// How long such alerts for one SaaS app are suppressed after one is sent.
-    pub auth_alert_quiet: Duration,
-    /// Delay queues for jobs waiting for quota.
+    /// How long alerts about a SaaS app (not a user) stay quiet after one
+    /// is sent, fleet-wide.
+    pub alert_quiet: Duration,
+    /// Delay queues for jobs waiting for quota or a credential.
     pub defer_delays: Vec<Duration>,
     /// How long a job may wait for quota in all before it fails.
     pub max_throttle_age: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum InfraError {
-    #[error(transparent)]
-    Amqp(#[from] AmqpError),
+    /// How long a job may stay parked behind a refused credential.
+    pub max_auth_park: Duration,
 }
 
 impl JobContext {
@@ -155,6 +152,32 @@ impl JobContext {
             debug!(job_id = %job.job_id, "Job already recorded; acknowledging the redelivery.");
             return Ok(JobOutcome::Duplicate);
         }
+        // A refused credential is an incident for the whole SaaS app: while
+        // it lasts, jobs wait for the probe instead of calling the vendor.
+        let probing = match self.gate(app).await {
+            Gate::Closed => None,
+            Gate::Probe { incident } => {
+                if let Err(e) = app.connector.reload().await {
+                    warn!(saas = %saas, error = %e, "Could not read the credential again; probing with the one in use.");
+                }
+                Some(incident)
+            }
+            Gate::Open {
+                incident,
+                next_probe_in,
+                ..
+            } => {
+                return Ok(
+                    match self
+                        .park(app, &job, delivery, &incident, next_probe_in)
+                        .await?
+                    {
+                        Fate::Later(outcome) => outcome,
+                        Fate::Failed(finding) => self.record(app, &job, finding).await?,
+                    },
+                );
+            }
+        };
         let attempt = amqp::header_u32(&delivery.properties, ATTEMPT_HEADER).unwrap_or(0);
         let request = VendorRequest {
             action: job.action,
@@ -170,6 +193,12 @@ impl JobContext {
             Err(ConnectorError::NotEnabled(job.action.as_str()))
         };
         self.publish_notices(app, &job).await?;
+        if let Some(parked) = self
+            .settle_breaker(app, &job, delivery, probing, &result)
+            .await?
+        {
+            return Ok(parked);
+        }
         let finding = match result {
             Ok(VendorResponse::Done(done)) => Finding::Acted {
                 action: job.action.as_str().to_string(),
@@ -201,8 +230,19 @@ impl JobContext {
                 Fate::Later(retrying) => return Ok(retrying),
             },
         };
+        self.record(app, &job, finding).await
+    }
+
+    /// Records the finding (holding the job while Redis is away) and
+    /// announces the run when this job finished it.
+    async fn record(
+        &self,
+        app: &App,
+        job: &JobV1,
+        finding: Finding,
+    ) -> Result<JobOutcome, InfraError> {
         let recorded = loop {
-            match self.ledger.record(&job, &finding).await {
+            match self.ledger.record(job, &finding).await {
                 Ok(recorded) => break recorded,
                 Err(e) => self.hold_for_redis(app, &e.to_string()).await,
             }
@@ -211,6 +251,69 @@ impl JobContext {
             self.announce_run_finished(&job.run_id).await?;
         }
         Ok(JobOutcome::Recorded(recorded))
+    }
+
+    /// The breaker's word for this job (holding it while Redis is away).
+    async fn gate(&self, app: &App) -> Gate {
+        loop {
+            match app.breaker.gate().await {
+                Ok(gate) => return gate,
+                Err(e) => self.hold_for_redis(app, &e.to_string()).await,
+            }
+        }
+    }
+
+    /// Moves the breaker on what the vendor said: a refused credential
+    /// opens it (one alert per incident) and parks the job; a probe that
+    /// got an answer closes it (one recovery alert). Returns the outcome
+    /// when the job was parked.
+    async fn settle_breaker(
+        &self,
+        app: &App,
+        job: &JobV1,
+        delivery: &Delivery,
+        probing: Option<String>,
+        result: &Result<VendorResponse, ConnectorError>,
+    ) -> Result<Option<JobOutcome>, InfraError> {
+        match result {
+            Err(e) if e.class() == ErrorClass::Auth => {
+                let (newly, incident) = loop {
+                    match app.breaker.trip().await {
+                        Ok(tripped) => break tripped,
+                        Err(err) => self.hold_for_redis(app, &err.to_string()).await,
+                    }
+                };
+                if newly {
+                    self.announce_incident(app, job, &incident, e).await?;
+                }
+                let next = self
+                    .defer_delays
+                    .first()
+                    .copied()
+                    .unwrap_or(Duration::from_secs(1));
+                Ok(Some(
+                    match self.park(app, job, delivery, &incident, next).await? {
+                        Fate::Later(outcome) => outcome,
+                        Fate::Failed(finding) => self.record(app, job, finding).await?,
+                    },
+                ))
+            }
+            // The vendor answered with the credential: the incident is over.
+            _ if probing.is_some() && vendor_answered(result) => {
+                if let Ok(Some(incident)) = app.breaker.close().await {
+                    self.announce_recovery(app, job, &incident).await?;
+                }
+                Ok(None)
+            }
+            _ => {
+                if probing.is_some() {
+                    // No word on the credential (a timeout, a 5xx): let the
+                    // next job probe.
+                    let _ = app.breaker.release_probe().await;
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// Calls the vendor through the pipeline. Never without the fleet's
@@ -234,7 +337,7 @@ impl JobContext {
     /// Waits until Redis answers again. Holding the delivery (rather than
     /// requeueing it) neither loses the job nor spends its delivery limit,
     /// and the full prefetch window stops the broker sending more.
-    async fn hold_for_redis(&self, app: &App, error: &str) {
+    pub(crate) async fn hold_for_redis(&self, app: &App, error: &str) {
         app.metrics.record_held();
         warn!(saas = %app.settings.name, error, "Redis does not answer; holding this job until it does.");
         let mut wait = Duration::from_millis(200);
@@ -247,262 +350,13 @@ impl JobContext {
             wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
-
-    /// Decides what a failed call becomes: a later attempt (the job is
-    /// already in a delay queue) or a final failure (alerted and
-    /// dead-lettered, to be recorded by the caller).
-    async fn on_failure(
-        &self,
-        app: &App,
-        job: &JobV1,
-        delivery: &Delivery,
-        attempt: u32,
-        error: &ConnectorError,
-    ) -> Result<Fate, InfraError> {
-        let saas = &app.settings.name;
-        let class = error.class();
-        let retryable = matches!(class, ErrorClass::Transient | ErrorClass::Throttled(_));
-        let throttled = matches!(class, ErrorClass::Throttled(_));
-        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
-        let throttled_since = amqp::header_u64(&delivery.properties, THROTTLED_SINCE_HEADER)
-            .filter(|_| throttled)
-            .unwrap_or(now_ms);
-        let throttled_out = throttled
-            && Duration::from_millis(now_ms.saturating_sub(throttled_since))
-                > self.max_throttle_age;
-        // A throttle is waiting for quota, not a failure: it never uses up
-        // the job's retries, until it has waited too long in all.
-        if retryable
-            && !throttled_out
-            && (throttled || (attempt as usize) < self.retry_delays.len())
-        {
-            let delay = self.retry_delay(attempt, class);
-            if throttled {
-                app.metrics.record_deferred();
-            }
-            let next = next_attempt(attempt, class);
-            let queue = self.names.retry_queue(saas, delay);
-            let mut props = with_headers(
-                delivery.properties.clone(),
-                [(ATTEMPT_HEADER, AMQPValue::LongUInt(next))],
-            );
-            if throttled {
-                props = with_headers(
-                    props,
-                    [(
-                        THROTTLED_SINCE_HEADER,
-                        AMQPValue::LongLongInt(throttled_since as i64),
-                    )],
-                );
-            }
-            amqp::publish_confirmed(&self.publisher, "", &queue, &delivery.data, props).await?;
-            debug!(saas = %saas, job_id = %job.job_id, attempt = next, delay_ms = delay.as_millis() as u64, error = %error, "Job deferred to a delay queue.");
-            return Ok(Fate::Later(JobOutcome::Retrying {
-                attempt: next,
-                delay,
-            }));
-        }
-        let (alert_kind, final_class) = match class {
-            _ if throttled_out => (AlertKind::ThrottledOut, "throttled_out"),
-            ErrorClass::Auth => (AlertKind::AuthFailed, "auth"),
-            ErrorClass::Permanent => (AlertKind::JobFailed, "permanent"),
-            ErrorClass::Transient | ErrorClass::Throttled(_) | ErrorClass::Unavailable => {
-                (AlertKind::VendorUnavailable, "exhausted")
-            }
-        };
-        let attempts = attempt + 1;
-        let text = format!("{final_class}: {error}");
-        warn!(saas = %saas, job_id = %job.job_id, user_id = %job.user.id, attempts, error = %error, "Job failed.");
-        if self.should_alert(alert_kind, saas) {
-            let alert = AlertV1 {
-                v: 1,
-                kind: alert_kind,
-                saas: saas.clone(),
-                run_id: job.run_id.clone(),
-                user: Some(job.user.clone()),
-                error: text.clone(),
-                attempts,
-                at: Utc::now(),
-            };
-            amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
-        }
-        self.publish_dead_letter(saas, delivery, &text).await?;
-        Ok(Fate::Failed(Finding::Failed {
-            class: final_class.into(),
-            error: error.to_string(),
-        }))
-    }
-
-    fn retry_delay(&self, attempt: u32, class: ErrorClass) -> Duration {
-        let fallback = Duration::from_secs(1);
-        match class {
-            // The shortest defer queue that covers the wait for quota.
-            ErrorClass::Throttled(Some(wait)) => self
-                .defer_delays
-                .iter()
-                .copied()
-                .find(|d| *d >= wait)
-                .or_else(|| self.defer_delays.iter().copied().max())
-                .unwrap_or(fallback),
-            ErrorClass::Throttled(None) => self.defer_delays.first().copied().unwrap_or(fallback),
-            _ => self
-                .retry_delays
-                .get(attempt as usize)
-                .or(self.retry_delays.last())
-                .copied()
-                .unwrap_or(fallback),
-        }
-    }
-
-    /// Whether to send an alert of `kind`: kinds that describe the SaaS app
-    /// rather than one user (a refused credential, quota waits) are sent
-    /// once per app per quiet period, not once per job.
-    fn should_alert(&self, kind: AlertKind, saas: &str) -> bool {
-        if !matches!(
-            kind,
-            AlertKind::AuthFailed | AlertKind::ThrottledOut | AlertKind::PauseCapped
-        ) {
-            return true;
-        }
-        let mut last = self
-            .auth_alerted
-            .lock()
-            .expect("the lock is never poisoned");
-        let now = Instant::now();
-        let key = (kind, saas.to_string());
-        match last.get(&key) {
-            Some(at) if now.duration_since(*at) < self.auth_alert_quiet => false,
-            _ => {
-                last.insert(key, now);
-                true
-            }
-        }
-    }
-
-    /// Tells admins what the vendor client noticed while this job was sent.
-    async fn publish_notices(&self, app: &App, job: &JobV1) -> Result<(), InfraError> {
-        for notice in app.client.take_notices() {
-            let Notice::PauseCapped { asked, applied } = notice;
-            let saas = &app.settings.name;
-            warn!(saas = %saas, asked_s = asked.as_secs(), applied_s = applied.as_secs(), "The vendor asked for a pause longer than rate.max_pause.");
-            if self.should_alert(AlertKind::PauseCapped, saas) {
-                let alert = AlertV1 {
-                    v: 1,
-                    kind: AlertKind::PauseCapped,
-                    saas: saas.clone(),
-                    run_id: job.run_id.clone(),
-                    user: None,
-                    error: format!(
-                        "the vendor asked the fleet to pause for {} s; paused for the maximum, {} s (rate.max_pause)",
-                        asked.as_secs(),
-                        applied.as_secs()
-                    ),
-                    attempts: 0,
-                    at: Utc::now(),
-                };
-                amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        saas: &str,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<JobOutcome, InfraError> {
-        warn!(
-            saas,
-            reason, "Undecodable message sent to the dead-letter queue."
-        );
-        self.publish_dead_letter(saas, delivery, reason).await?;
-        Ok(JobOutcome::DeadLettered(reason.to_string()))
-    }
-
-    async fn publish_dead_letter(
-        &self,
-        saas: &str,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<(), InfraError> {
-        let props = with_headers(
-            delivery.properties.clone(),
-            [
-                (ERROR_HEADER, AMQPValue::LongString(reason.into())),
-                (
-                    "x-rolecall-original-queue",
-                    AMQPValue::LongString(self.names.jobs_queue(saas).into()),
-                ),
-            ],
-        );
-        amqp::publish_confirmed(
-            &self.publisher,
-            &self.names.dead_exchange(),
-            saas,
-            &delivery.data,
-            props,
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn announce_run_finished(&self, run_id: &str) -> Result<(), InfraError> {
-        // Counters are a courtesy in the alert: Redis trouble must not lose it.
-        let c = self.ledger.run(run_id).await.unwrap_or_default();
-        info!(
-            run_id,
-            checked = c.outcomes(),
-            not_found = c.not_found,
-            failed = c.failed,
-            "Run finished."
-        );
-        let alert = AlertV1 {
-            v: 1,
-            kind: AlertKind::RunFinished,
-            saas: String::new(),
-            run_id: run_id.to_string(),
-            user: None,
-            error: format!(
-                "run finished: {} users checked, {} found, {} inactive, {} not found, {} deactivated, {} failed",
-                c.outcomes(),
-                c.succeeded,
-                c.inactive,
-                c.not_found,
-                c.deactivated,
-                c.failed
-            ),
-            attempts: 0,
-            at: Utc::now(),
-        };
-        amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
-        Ok(())
-    }
 }
 
-/// What a failed call becomes.
-enum Fate {
-    /// Waiting in a delay queue for another attempt.
-    Later(JobOutcome),
-    /// Failed for good; the finding is to be recorded.
-    Failed(Finding),
-}
-
-fn next_attempt(attempt: u32, class: ErrorClass) -> u32 {
-    if matches!(class, ErrorClass::Throttled(_)) {
-        attempt
-    } else {
-        attempt + 1
+/// Whether the vendor gave an answer that proves the credential works: a
+/// result, or an error other than a refusal, a timeout or a 5xx.
+fn vendor_answered(result: &Result<VendorResponse, ConnectorError>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(e) => matches!(e.class(), ErrorClass::Permanent),
     }
-}
-
-fn with_headers<const N: usize>(
-    props: BasicProperties,
-    extra: [(&str, AMQPValue); N],
-) -> BasicProperties {
-    let mut headers: FieldTable = props.headers().clone().unwrap_or_default();
-    for (k, v) in extra {
-        headers.insert(k.into(), v);
-    }
-    props.with_headers(headers)
 }

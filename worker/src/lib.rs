@@ -12,8 +12,10 @@
 //!   after broker or Redis trouble, and draining on shutdown.
 
 pub mod audit;
+pub mod breaker;
 pub mod connectors;
 pub mod error;
+pub mod fate;
 pub mod job;
 pub mod limiter;
 pub mod limits;
@@ -22,7 +24,7 @@ pub mod pipeline;
 pub mod vendor;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::breaker::Breaker;
 use crate::job::{App, JobContext};
 use crate::limiter::{FleetLimit, FleetLimiter, Limiter, Limiters};
 use crate::metrics::{MetricsSnapshot, VendorMetrics};
@@ -53,7 +56,7 @@ pub struct Worker {
 /// which holds a Redis connection) is rebuilt per session.
 struct AppParts {
     settings: rolecall_common::config::SaasSettings,
-    connector: Arc<dyn connectors::Connector>,
+    connector: Arc<connectors::Reloadable>,
     client: VendorClient,
     metrics: Arc<VendorMetrics>,
 }
@@ -90,10 +93,10 @@ impl Worker {
                 .with_context(|| format!("worker.saas: `{name}` is not configured"))?;
             let metrics = Arc::new(VendorMetrics::default());
             let client = VendorClient::new(saas, http.clone(), metrics.clone(), timings);
-            match connectors::build(saas, &client, vault).await {
+            match connectors::Reloadable::build(saas, &client, vault).await {
                 Ok(connector) => apps.push(AppParts {
                     settings: saas.clone(),
-                    connector,
+                    connector: Arc::new(connector),
                     client,
                     metrics,
                 }),
@@ -190,10 +193,10 @@ impl Worker {
             ledger: Ledger::new(redis.clone(), names.clone(), &settings.redis),
             publisher,
             retry_delays: settings.worker.retry_delays.clone(),
-            auth_alerted: Mutex::new(HashMap::new()),
-            auth_alert_quiet: Duration::from_secs(300),
+            alert_quiet: Duration::from_secs(300),
             defer_delays: settings.worker.defer_delays.clone(),
             max_throttle_age: settings.worker.max_throttle_age,
+            max_auth_park: settings.worker.max_auth_park,
         });
 
         let tracker = TaskTracker::new();
@@ -215,6 +218,13 @@ impl Worker {
                     &self.pipeline,
                 ),
                 client: parts.client.clone(),
+                connector: parts.connector.clone(),
+                breaker: Breaker::new(
+                    redis.clone(),
+                    &names,
+                    &parts.settings.name,
+                    settings.worker.auth_probe_max,
+                ),
                 metrics: parts.metrics.clone(),
             });
             // One channel per SaaS app: prefetch is per channel, so a slow

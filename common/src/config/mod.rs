@@ -202,6 +202,8 @@ pub struct RawWorker {
     pub defer_delays_s: Vec<u64>,
     pub max_hold_ms: u64,
     pub max_throttle_age_s: u64,
+    pub max_auth_park_s: u64,
+    pub auth_probe_max_s: u64,
     pub shutdown_grace_s: u64,
 }
 
@@ -216,6 +218,8 @@ impl Default for RawWorker {
             defer_delays_s: vec![2, 5, 15, 60, 300],
             max_hold_ms: 5_000,
             max_throttle_age_s: 6 * 3600,
+            max_auth_park_s: 4 * 3600,
+            auth_probe_max_s: 5,
             shutdown_grace_s: 25,
         }
     }
@@ -397,6 +401,10 @@ pub struct WorkerSettings {
     /// A job still waiting for quota this long after it was first deferred
     /// fails as `throttled_out` instead of waiting on.
     pub max_throttle_age: Duration,
+    /// Jobs parked behind a refused credential fail after this long.
+    pub max_auth_park: Duration,
+    /// The longest interval between two probes of a refused credential.
+    pub auth_probe_max: Duration,
     /// How long a stopping worker waits for in-flight jobs.
     pub shutdown_grace: Duration,
 }
@@ -648,6 +656,15 @@ impl RawSettings {
         if self.redis.audit_ttl_s == 0 {
             bad("redis.audit_ttl_s".into(), "must be at least 1".into());
         }
+        if self.worker.max_auth_park_s == 0 {
+            bad("worker.max_auth_park_s".into(), "must be at least 1".into());
+        }
+        if self.worker.auth_probe_max_s == 0 {
+            bad(
+                "worker.auth_probe_max_s".into(),
+                "must be at least 1".into(),
+            );
+        }
         if self.worker.max_throttle_age_s == 0 {
             bad(
                 "worker.max_throttle_age_s".into(),
@@ -784,6 +801,8 @@ impl RawSettings {
                 },
                 max_hold: Duration::from_millis(self.worker.max_hold_ms),
                 max_throttle_age: Duration::from_secs(self.worker.max_throttle_age_s),
+                max_auth_park: Duration::from_secs(self.worker.max_auth_park_s),
+                auth_probe_max: Duration::from_secs(self.worker.auth_probe_max_s.max(1)),
                 shutdown_grace: Duration::from_secs(self.worker.shutdown_grace_s),
             },
             scheduler: SchedulerSettings {

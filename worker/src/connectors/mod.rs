@@ -19,6 +19,7 @@ mod http_preset;
 mod lever;
 mod mosyle;
 mod okta;
+mod reload;
 mod scim;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use secrecy::SecretString;
 pub use crate::error::ConnectorError;
 pub use crate::vendor::{VendorClient, VendorReply};
 pub use lever::Lever;
+pub use reload::Reloadable;
 
 /// A user as the vendor reports them.
 #[derive(Debug, Clone, PartialEq)]
