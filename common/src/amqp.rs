@@ -120,6 +120,16 @@ pub async fn declare_topology(
             .queue_declare(dead.as_str().into(), queue_opts, args)
             .await?;
         bind(channel, &dead, &names.dead_exchange(), app).await?;
+        // Bound to the same key: a copy of each dead letter for the workers,
+        // leaving the dead-letter queue itself untouched for inspection and
+        // replay.
+        let mut args = durable_queue_args(settings);
+        args.insert("x-queue-type".into(), string("quorum"));
+        let watch = names.dead_watch_queue(app);
+        channel
+            .queue_declare(watch.as_str().into(), queue_opts, args)
+            .await?;
+        bind(channel, &watch, &names.dead_exchange(), app).await?;
 
         // One queue per delay, each with a queue-wide TTL: per-message TTLs
         // in one queue would block a short delay behind a long one.

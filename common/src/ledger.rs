@@ -62,12 +62,19 @@ end
 /// new raw role ("" when not found), number of role-hash pairs N, whether
 /// the hash is replaced (1) or updated (0), N pairs, then event pairs (none
 /// when no event).
-/// Returns -1 for a duplicate, 1 when this outcome finished the run, else 0.
+/// Returns {-1, 0} for a duplicate, else {1 when this outcome finished the
+/// run (else 0), 1 when it deactivated the user (else 0)}. A user already
+/// deactivated by an earlier run is not deactivated (counted, announced)
+/// again.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{COMPLETE_FN}
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return -1 end
-for c in string.gmatch(ARGV[4], '[^,]+') do redis.call('HINCRBY', KEYS[3], c, 1) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return {{-1, 0}} end
+local marks = string.find(',' .. ARGV[4] .. ',', ',deactivated,', 1, true) ~= nil
+local again = marks and redis.call('HGET', KEYS[2], 'deactivated') == '1'
+for c in string.gmatch(ARGV[4], '[^,]+') do
+  if not (again and c == 'deactivated') then redis.call('HINCRBY', KEYS[3], c, 1) end
+end
 if ARGV[5] ~= '' then
   redis.call('HINCRBY', KEYS[4], 'n:' .. ARGV[5], 1)
   redis.call('HINCRBYFLOAT', KEYS[4], 'cost:' .. ARGV[5], ARGV[6])
@@ -85,12 +92,12 @@ if ARGV[8] ~= '' and old and old ~= '' and old ~= ARGV[8] then
     'old_role', old, 'new_role', ARGV[8], 'run_id', redis.call('HGET', KEYS[2], 'run_id'), 'at', ARGV[3])
 end
 local first = 11 + 2 * n
-if #ARGV >= first then
+if #ARGV >= first and not again then
   local ev = {{}}
   for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', '100000', '*', unpack(ev))
 end
-return complete(KEYS[3], ARGV[3])
+return {{complete(KEYS[3], ARGV[3]), (marks and not again) and 1 or 0}}
 "#
     ))
 });
@@ -155,7 +162,8 @@ pub struct Recorded {
     pub duplicate: bool,
     /// This outcome was the run's last one.
     pub run_finished: bool,
-    /// The user was marked deactivated and an event was appended.
+    /// The user was marked deactivated and an event was appended (not when
+    /// an earlier run had deactivated them already).
     pub deactivated: bool,
 }
 
@@ -186,6 +194,8 @@ pub struct RunCounters {
     pub started_at: Option<String>,
     /// When the last outcome arrived (RFC 3339).
     pub finished_at: Option<String>,
+    /// Whether `run_finished` was announced (confirmed by the broker).
+    pub announced: bool,
 }
 
 impl RunCounters {
@@ -209,6 +219,7 @@ impl RunCounters {
             publishing_done: h.get("publishing_done").is_some_and(|v| v == "1"),
             started_at: h.get("started_at").cloned(),
             finished_at: h.get("finished_at").cloned(),
+            announced: h.get("announced").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -497,12 +508,24 @@ impl Ledger {
             }
         }
         let mut conn = self.conn.clone();
-        let result: i64 = invocation.invoke_async(&mut conn).await?;
+        let (result, deactivated_now): (i64, i64) = invocation.invoke_async(&mut conn).await?;
         Ok(Recorded {
             duplicate: result == -1,
             run_finished: result == 1,
-            deactivated: deactivated && result != -1,
+            deactivated: deactivated_now == 1,
         })
+    }
+
+    /// Notes that the run's `run_finished` alert was confirmed by the broker.
+    pub async fn mark_announced(&self, run_id: &str) -> Result<(), LedgerError> {
+        let mut conn = self.conn.clone();
+        let () = redis::cmd("HSET")
+            .arg(self.names.run_key(run_id))
+            .arg("announced")
+            .arg("1")
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Whether Redis answers.

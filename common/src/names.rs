@@ -55,6 +55,12 @@ impl Names {
         format!("{}dead.{saas}", self.amqp_prefix)
     }
 
+    /// A copy of every dead letter of a SaaS app, for the workers: they count
+    /// the ones the broker dead-lettered (delivery limit) in their run.
+    pub fn dead_watch_queue(&self, saas: &str) -> String {
+        format!("{}dead-watch.{saas}", self.amqp_prefix)
+    }
+
     /// The alert queue the notifier consumes.
     pub fn alerts_queue(&self) -> String {
         format!("{}alerts", self.amqp_prefix)

@@ -183,6 +183,9 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
             format!("run finished: {} jobs published", report.published),
         );
         amqp::publish_alert(&channel, &names, &alert).await?;
+        if let Err(e) = ledger.mark_announced(&run_id).await {
+            tracing::warn!(run_id, error = %e, "Could not note that the run was announced.");
+        }
     }
     let _ = conn.close(200, "run published".into()).await;
     Ok(report)

@@ -227,3 +227,69 @@ async fn jobs_throttled_past_their_age_fail_as_throttled_out_with_one_alert() {
     assert_eq!(dead.len(), 4);
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_broker_dead_letters_at_its_delivery_limit_still_ends_its_run() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 5,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+    settings.amqp.delivery_limit = 1;
+    let report = publish(&settings, &active_rows(&sim, "lever", 1)).await;
+    // A job that "crashes" every worker taking it: returned until the
+    // broker dead-letters it.
+    let channel = env.amqp.create_channel().await.unwrap();
+    let queue = env.names.jobs_queue("lever");
+    for _ in 0..5 {
+        let Some(msg) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        else {
+            break;
+        };
+        msg.delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let worker = env.spawn_worker(&settings).await;
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.failed, 1, "{counters:?}");
+    assert_eq!(sim.stats().requests, 0, "the job never reached the vendor");
+    let results = env.results().await;
+    assert_eq!(
+        results.values().next().unwrap()["error_class"],
+        "delivery_limit"
+    );
+    // The dead letter stays in the dead-letter queue for a replay.
+    assert_eq!(env.drain(&env.names.dead_queue("lever")).await.len(), 1);
+    let alerts = env
+        .alerts_until(Duration::from_secs(5), |a| {
+            a.iter().any(|a| a.kind == AlertKind::RunFinished)
+        })
+        .await;
+    assert!(
+        alerts.iter().any(|a| a.kind == AlertKind::JobFailed),
+        "{alerts:?}"
+    );
+    env.cleanup(&settings).await;
+}

@@ -288,3 +288,39 @@ async fn users_deactivated_in_the_inventory_are_never_published() {
     );
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deactivated_by_one_run_is_not_deactivated_again_by_the_next() {
+    let env = TestEnv::new().await;
+    let sim = lever_sim(10, 3).await;
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: SIM_RATE,
+        burst: SIM_BURST,
+    }]);
+    let mut csv = String::from("saas,user_id,email,status\n");
+    for i in 0..3 {
+        csv.push_str(&format!("lever,gone{i},gone.{i}@example.com,active\n"));
+    }
+    let worker = env.spawn_worker(&settings).await;
+    let first = publish(&settings, &csv).await;
+    let first = env
+        .wait_for_run(&settings, &first.run_id, Duration::from_secs(30))
+        .await;
+    let second = publish(&settings, &csv).await;
+    let second = env
+        .wait_for_run(&settings, &second.run_id, Duration::from_secs(30))
+        .await;
+    worker.stop().await;
+    assert_eq!(first.deactivated, 3);
+    assert_eq!(second.not_found, 3, "still checked and still missing");
+    assert_eq!(second.deactivated, 0, "but not deactivated again");
+    let events = env.events().await;
+    let deactivations = events
+        .iter()
+        .filter(|e| e["type"] == "user_deactivated")
+        .count();
+    assert_eq!(deactivations, 3, "one event per user, ever");
+    env.cleanup(&settings).await;
+}

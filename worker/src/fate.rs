@@ -285,7 +285,27 @@ impl JobContext {
             ),
         );
         amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
+        // If this mark is lost, a redelivery announces again: the alert's
+        // id lets the notifier see it is the same one.
+        if let Err(e) = self.ledger.mark_announced(run_id).await {
+            warn!(run_id, error = %e, "Could not note that the run was announced.");
+        }
         Ok(())
+    }
+
+    /// Announces a finished run whose announcement was lost (the worker
+    /// that finished it died between the ledger write and the publish).
+    pub(crate) async fn announce_if_lost(&self, run_id: &str) -> Result<(), InfraError> {
+        match self.ledger.run(run_id).await {
+            Ok(run) if run.finished_at.is_some() && !run.announced => {
+                info!(
+                    run_id,
+                    "A finished run was never announced; announcing it now."
+                );
+                self.announce_run_finished(run_id).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Sends an undecodable message to the dead-letter queue, with the reason.

@@ -150,6 +150,9 @@ impl JobContext {
         };
         if done {
             debug!(job_id = %job.job_id, "Job already recorded; acknowledging the redelivery.");
+            // The delivery that recorded it may have died before it
+            // announced the run it finished.
+            self.announce_if_lost(&job.run_id).await?;
             return Ok(JobOutcome::Duplicate);
         }
         // A refused credential is an incident for the whole SaaS app: while

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod breaker;
 pub mod connectors;
+pub mod dead_watch;
 pub mod error;
 pub mod fate;
 pub mod job;
@@ -245,6 +246,28 @@ impl Worker {
                 .with_context(|| format!("consuming {queue}"))?;
             info!(queue, prefetch = settings.amqp.prefetch, "Consuming.");
             channels.push(channel.clone());
+            // Dead letters the broker made (delivery limit) still count.
+            let watch_channel = conn.create_channel().await?;
+            watch_channel
+                .basic_qos(10, BasicQosOptions::default())
+                .await?;
+            let watch_queue = names.dead_watch_queue(&app.settings.name);
+            let watch_consumer = watch_channel
+                .basic_consume(
+                    watch_queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("consuming {watch_queue}"))?;
+            channels.push(watch_channel.clone());
+            loops.spawn(dead_watch::watch(
+                watch_channel,
+                watch_consumer,
+                context.clone(),
+                consumers.clone(),
+            ));
             loops.spawn(consume(
                 channel,
                 consumer,

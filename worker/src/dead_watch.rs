@@ -1,0 +1,77 @@
+//! Jobs the broker dead-lettered still count in their run.
+//!
+//! A message that keeps crashing workers is dead-lettered by RabbitMQ once
+//! it reaches the quorum queue's delivery limit. No worker recorded it, so
+//! its run would never finish. Every dead letter is also copied to a watch
+//! queue: the worker ignores the ones it published itself (they carry the
+//! reason and were recorded), and records the others as failed — once, with
+//! an alert — while the dead-letter queue keeps the message for a replay.
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions};
+use rolecall_common::amqp;
+use rolecall_common::ledger::Finding;
+use rolecall_common::messages::{AlertKind, AlertV1, ERROR_HEADER, JobV1};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::job::JobContext;
+
+/// Consumes a SaaS app's dead-letter watch queue until `stop`.
+pub async fn watch(
+    channel: lapin::Channel,
+    mut consumer: lapin::Consumer,
+    context: std::sync::Arc<JobContext>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let delivery = tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                return Ok(());
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+        };
+        if let Err(e) = settle(&context, &delivery).await {
+            // Not acked: the copy comes back after a reconnect.
+            return Err(e);
+        }
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+    }
+}
+
+async fn settle(context: &JobContext, delivery: &Delivery) -> anyhow::Result<()> {
+    if amqp::header_str(&delivery.properties, ERROR_HEADER).is_some() {
+        // Published by a worker, which recorded the job first.
+        return Ok(());
+    }
+    let Ok(job) = JobV1::decode(&delivery.data) else {
+        // Not a job: nothing to count (the dead-letter queue keeps it).
+        return Ok(());
+    };
+    if context.ledger.is_done(&job.job_id).await? {
+        return Ok(());
+    }
+    let error = "dead-lettered by RabbitMQ after reaching the delivery limit (amqp.delivery_limit): it crashed or stalled every worker that took it";
+    warn!(saas = %job.saas, job_id = %job.job_id, "A job was dead-lettered by the broker; counting it as failed.");
+    let finding = Finding::Failed {
+        class: "delivery_limit".into(),
+        error: error.into(),
+    };
+    let recorded = context.ledger.record(&job, &finding).await?;
+    if recorded.duplicate {
+        debug!(job_id = %job.job_id, "Already counted.");
+        return Ok(());
+    }
+    let alert = AlertV1::about_job(AlertKind::JobFailed, &job, error.into(), 0);
+    amqp::publish_alert(&context.publisher, &context.names, &alert).await?;
+    if recorded.run_finished {
+        context.announce_run_finished(&job.run_id).await?;
+    }
+    Ok(())
+}
