@@ -37,10 +37,8 @@ pub async fn watch(
                 None => return Ok(()),
             },
         };
-        if let Err(e) = settle(&context, &delivery).await {
-            // Not acked: the copy comes back after a reconnect.
-            return Err(e);
-        }
+        // On an error the copy is not acked: it comes back after a reconnect.
+        settle(&context, &delivery).await?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
     }
 }
