@@ -293,3 +293,77 @@ async fn a_job_the_broker_dead_letters_at_its_delivery_limit_still_ends_its_run(
     );
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_replayed_into_their_run() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 10,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+    // Three lookups meet a vendor bug (a permanent 400).
+    sim.inject(rolecall_sim::Fault {
+        status: 400,
+        retry_after: None,
+        count: 3,
+    });
+    let worker = env.spawn_worker(&settings).await;
+    let report = publish(&settings, &active_rows(&sim, "lever", 10)).await;
+    let first = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(first.failed, 3);
+
+    let letters = rolecall_worker::dlq::list(&settings, "lever")
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert!(letters.iter().all(|l| l.reason.starts_with("permanent")
+        && l.run_id == report.run_id
+        && l.attempts == 1));
+    // Listing leaves them where they are.
+    assert_eq!(
+        rolecall_worker::dlq::list(&settings, "lever")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Fixed at the vendor: replay into the same run.
+    let mut redis = env.redis.clone();
+    let filter = rolecall_worker::dlq::ReplayFilter {
+        reason: Some("permanent".into()),
+        run_id: Some(report.run_id.clone()),
+    };
+    let replayed = rolecall_worker::dlq::replay(&settings, &mut redis, "lever", &filter)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let run = env.ledger(&settings).run(&report.run_id).await.unwrap();
+        if run.finished_at.is_some() && run.failed == 0 {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    worker.stop().await;
+    assert_eq!(run.outcomes(), 10, "{run:?}");
+    assert!(
+        rolecall_worker::dlq::list(&settings, "lever")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    env.cleanup(&settings).await;
+}

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod breaker;
 pub mod connectors;
 pub mod dead_watch;
+pub mod dlq;
 pub mod error;
 pub mod fate;
 pub mod job;

@@ -33,6 +33,33 @@ enum Command {
         #[command(subcommand)]
         action: Option<LimitsAction>,
     },
+    /// See and replay dead letters (jobs that failed for good).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List a SaaS app's dead letters: job, run, reason, attempts, age.
+    List {
+        /// SaaS app.
+        #[arg(long)]
+        saas: String,
+    },
+    /// Replay dead letters into their runs (their failures are taken back).
+    Replay {
+        /// SaaS app.
+        #[arg(long)]
+        saas: String,
+        /// Only those whose reason starts with this (auth, exhausted, permanent, …).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only those of this run.
+        #[arg(long)]
+        run_id: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,9 +99,17 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.telemetry);
-    if let Some(Command::Limits { action }) = cli.command {
+    if let Some(command) = cli.command {
         let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-        return match runtime.block_on(limits(settings, action.unwrap_or(LimitsAction::Show))) {
+        let result = runtime.block_on(async move {
+            match command {
+                Command::Limits { action } => {
+                    limits(settings, action.unwrap_or(LimitsAction::Show)).await
+                }
+                Command::Dlq { action } => dlq(settings, action).await,
+            }
+        });
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("rolecall-worker: {e:#}");
@@ -135,6 +170,26 @@ async fn limits(settings: rolecall_common::Settings, action: LimitsAction) -> an
     }
     let statuses = rolecall_worker::limits::status(&settings, &mut conn).await?;
     print!("{}", rolecall_worker::limits::render(&statuses));
+    Ok(())
+}
+
+async fn dlq(settings: rolecall_common::Settings, action: DlqAction) -> anyhow::Result<()> {
+    match action {
+        DlqAction::List { saas } => {
+            let letters = rolecall_worker::dlq::list(&settings, &saas).await?;
+            print!("{}", rolecall_worker::dlq::render(&letters));
+        }
+        DlqAction::Replay {
+            saas,
+            reason,
+            run_id,
+        } => {
+            let mut redis = rolecall_common::ledger::connect(&settings.redis).await?;
+            let filter = rolecall_worker::dlq::ReplayFilter { reason, run_id };
+            let n = rolecall_worker::dlq::replay(&settings, &mut redis, &saas, &filter).await?;
+            println!("{n} dead letters replayed into their runs");
+        }
+    }
     Ok(())
 }
 
