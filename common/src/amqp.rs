@@ -31,12 +31,28 @@ pub enum AmqpError {
     /// Nothing was bound to the routing key: the message would be lost.
     #[error("RabbitMQ returned the message to {0}: no queue is bound for it")]
     Unroutable(String),
+    /// The broker did not answer in time (down, partitioned, or blocked by
+    /// a memory or disk alarm).
+    #[error("RabbitMQ did not answer {0} within {1:?}")]
+    Timeout(&'static str, Duration),
 }
+
+/// Longest wait for a connection to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a publisher confirm: a broker under a resource alarm
+/// blocks publishers indefinitely, and a caller must notice instead of hanging.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to the broker; the URL (it may hold a password) is never logged.
 pub async fn connect(settings: &AmqpSettings, process: &str) -> Result<Connection, AmqpError> {
     let props = ConnectionProperties::default().with_connection_name(process.into());
-    Ok(Connection::connect(settings.url.expose_secret(), props).await?)
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(settings.url.expose_secret(), props),
+    )
+    .await
+    .map_err(|_| AmqpError::Timeout("the connection", CONNECT_TIMEOUT))?
+    .map_err(AmqpError::from)
 }
 
 /// Opens a channel with publisher confirms on.
@@ -233,19 +249,24 @@ pub async fn publish_confirmed(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), AmqpError> {
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            body,
-            props,
-        )
-        .await?
-        .await?;
+    let publish = async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await?
+            .await
+    };
+    let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, publish)
+        .await
+        .map_err(|_| AmqpError::Timeout("a publisher confirm", CONFIRM_TIMEOUT))??;
     check_confirm(confirm, exchange, routing_key)
 }
 

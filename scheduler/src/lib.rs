@@ -309,7 +309,10 @@ async fn settle<F>(
 where
     F: Future<Output = (lapin::Result<lapin::Confirmation>, String)>,
 {
-    if let Some((confirm, routing_key)) = in_flight.next().await {
+    let next = tokio::time::timeout(amqp::CONFIRM_TIMEOUT, in_flight.next())
+        .await
+        .map_err(|_| amqp::AmqpError::Timeout("a publisher confirm", amqp::CONFIRM_TIMEOUT))?;
+    if let Some((confirm, routing_key)) = next {
         check_confirm(confirm?, exchange, &routing_key)?;
         report.published += 1;
         *report.published_by_saas.entry(routing_key).or_default() += 1;

@@ -92,12 +92,23 @@ pub struct JobContext {
     pub max_throttle_age: Duration,
     /// How long a job may stay parked behind a refused credential.
     pub max_auth_park: Duration,
+    /// Cancels in-flight jobs (their session ended): every wait ends, and
+    /// the delivery is left to the broker.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl JobContext {
     /// Handles one delivery and settles it with the broker.
     pub async fn handle(&self, app: &App, delivery: Delivery) -> JobOutcome {
-        let outcome = match self.process(app, &delivery).await {
+        let processed = tokio::select! {
+            processed = self.process(app, &delivery) => processed,
+            _ = self.stop.cancelled() => {
+                // Left unacked: the broker redelivers it to a live worker.
+                debug!(saas = %app.settings.name, "Job abandoned: its session ended.");
+                return JobOutcome::Requeued("the worker's session ended".into());
+            }
+        };
+        let outcome = match processed {
             Ok(outcome) => outcome,
             Err(e) => {
                 warn!(saas = %app.settings.name, error = %e, "Job could not be handled; requeueing it.");

@@ -133,6 +133,7 @@ impl Worker {
     pub async fn run_until_stopped(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut failures = 0u32;
         loop {
+            let started = tokio::time::Instant::now();
             match self.session(&shutdown).await {
                 Ok(()) => break,
                 Err(e) if shutdown.is_cancelled() => {
@@ -140,6 +141,11 @@ impl Worker {
                     break;
                 }
                 Err(e) => {
+                    // A session that ran healthily for a while starts the
+                    // backoff over: the next outage is a new one.
+                    if started.elapsed() >= HEALTHY_SESSION {
+                        failures = 0;
+                    }
                     failures += 1;
                     let wait = pipeline::backoff(Duration::from_millis(500), failures.min(6))
                         .max(Duration::from_millis(200));
@@ -190,6 +196,9 @@ impl Worker {
         let redis = ledger::connect(&settings.redis)
             .await
             .context("connecting to Redis")?;
+        // Cancels this session's in-flight jobs (a lost connection, or the
+        // grace period over); a job is then redelivered, never lost.
+        let jobs = shutdown.child_token();
         let context = Arc::new(JobContext {
             names: names.clone(),
             ledger: Ledger::new(redis.clone(), names.clone(), &settings.redis),
@@ -199,6 +208,7 @@ impl Worker {
             defer_delays: settings.worker.defer_delays.clone(),
             max_throttle_age: settings.worker.max_throttle_age,
             max_auth_park: settings.worker.max_auth_park,
+            stop: jobs.clone(),
         });
 
         let tracker = TaskTracker::new();
@@ -291,12 +301,20 @@ impl Worker {
         consumers.cancel();
         while loops.join_next().await.is_some() {}
         tracker.close();
+        if result.is_err() {
+            // The connection is gone: in-flight jobs could not ack anyway,
+            // and the broker redelivers them. Stop them now rather than let
+            // them call vendors for nothing.
+            jobs.cancel();
+        }
         let grace = settings.worker.shutdown_grace;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             warn!(
                 grace_s = grace.as_secs(),
                 "In-flight jobs did not finish in time; the broker will redeliver them."
             );
+            jobs.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
         }
         // In-flight jobs ack on their consumer's channel: close channels only now.
         for channel in channels {
@@ -306,6 +324,9 @@ impl Worker {
         result
     }
 }
+
+/// A session that lasted this long resets the reconnect backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 /// The fleet's limiters of one SaaS app: its default limit and one per bucket.
 fn fleet_limiters(
