@@ -15,7 +15,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::ExposeSecret;
 
-use crate::config::AmqpSettings;
+use crate::config::{AmqpSettings, TlsSettings};
 use crate::messages::{ATTEMPT_HEADER, AlertV1, JobV1};
 use crate::names::Names;
 
@@ -31,6 +31,9 @@ pub enum AmqpError {
     /// Nothing was bound to the routing key: the message would be lost.
     #[error("RabbitMQ returned the message to {0}: no queue is bound for it")]
     Unroutable(String),
+    /// A TLS file could not be read.
+    #[error("RabbitMQ TLS: {0}")]
+    Tls(String),
     /// The broker did not answer in time (down, partitioned, or blocked by
     /// a memory or disk alarm).
     #[error("RabbitMQ did not answer {0} within {1:?}")]
@@ -46,13 +49,32 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connects to the broker; the URL (it may hold a password) is never logged.
 pub async fn connect(settings: &AmqpSettings, process: &str) -> Result<Connection, AmqpError> {
     let props = ConnectionProperties::default().with_connection_name(process.into());
+    let tls = tls_config(&settings.tls)?;
+    let runtime = lapin::runtime::default_runtime()?;
     tokio::time::timeout(
         CONNECT_TIMEOUT,
-        Connection::connect(settings.url.expose_secret(), props),
+        Connection::connect_with_config(settings.url.expose_secret(), props, tls, runtime),
     )
     .await
     .map_err(|_| AmqpError::Timeout("the connection", CONNECT_TIMEOUT))?
     .map_err(AmqpError::from)
+}
+
+/// The TLS settings of an `amqps://` connection (ignored for `amqp://`).
+fn tls_config(tls: &TlsSettings) -> Result<lapin::tcp::OwnedTLSConfig, AmqpError> {
+    let unreadable = |e: std::io::Error| AmqpError::Tls(e.to_string());
+    let cert_chain = tls
+        .ca_pem()
+        .map_err(unreadable)?
+        .map(|pem| String::from_utf8_lossy(&pem).into_owned());
+    let identity = tls
+        .client_pem()
+        .map_err(unreadable)?
+        .map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 { pem, key });
+    Ok(lapin::tcp::OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
 }
 
 /// Opens a channel with publisher confirms on.

@@ -24,12 +24,40 @@ use crate::names::Names;
 #[error("Redis: {0}")]
 pub struct LedgerError(#[from] redis::RedisError);
 
+/// A Redis client for the settings: with their CA and client certificate
+/// for a `rediss://` URL.
+pub fn client(settings: &RedisSettings) -> Result<redis::Client, LedgerError> {
+    let url = settings.url.expose_secret();
+    if !url.starts_with("rediss://") || settings.tls == Default::default() {
+        return Ok(redis::Client::open(url)?);
+    }
+    let io = |e: std::io::Error| {
+        LedgerError(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "cannot read a Redis TLS file",
+            e.to_string(),
+        )))
+    };
+    let certs = redis::TlsCertificates {
+        client_tls: settings
+            .tls
+            .client_pem()
+            .map_err(io)?
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: settings.tls.ca_pem().map_err(io)?,
+    };
+    Ok(redis::Client::build_with_tls(url, certs)?)
+}
+
 /// Opens a reconnecting Redis connection; the URL is never logged.
 ///
 /// Commands time out instead of hanging when Redis stops answering, so
 /// callers notice an outage and hold their work until it is over.
 pub async fn connect(settings: &RedisSettings) -> Result<ConnectionManager, LedgerError> {
-    let client = redis::Client::open(settings.url.expose_secret())?;
+    let client = client(settings)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
         .set_response_timeout(Some(std::time::Duration::from_secs(5)))

@@ -10,4 +10,5 @@ mod four_apps;
 mod happy_path;
 mod limits;
 mod scim_server;
+mod tls;
 mod vault;

@@ -6,6 +6,8 @@
 //! in-process through the same entry points the binaries use (zero2prod's
 //! `spawn_app`), and vendors are `rolecall-sim` servers on port 0.
 
+pub mod tls;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 /// The API key every simulated vendor in these tests accepts.
 pub const SIM_KEY: &str = "sim-lever-key";
 
-fn amqp_url() -> String {
+/// The plain RabbitMQ the tests use (`TEST_AMQP_URL`).
+pub fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }

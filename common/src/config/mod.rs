@@ -23,10 +23,12 @@ use serde::Deserialize;
 use url::Url;
 
 mod rate;
+mod tls;
 pub use rate::{
     BucketSettings, DEFAULT_MAX_PAUSE, Limit, Margin, RateSettings, RawBucket, RawRate,
     parse_duration, path_matches,
 };
+pub use tls::{RawTls, TlsSettings};
 
 /// Environment prefix of every override.
 pub const ENV_PREFIX: &str = "ROLECALL";
@@ -158,6 +160,7 @@ pub struct RawAmqp {
     pub prefetch: u32,
     pub delivery_limit: u32,
     pub queue_expires_ms: Option<u64>,
+    pub tls: RawTls,
 }
 
 impl Default for RawAmqp {
@@ -167,6 +170,7 @@ impl Default for RawAmqp {
             prefetch: 20,
             delivery_limit: 10,
             queue_expires_ms: None,
+            tls: RawTls::default(),
         }
     }
 }
@@ -178,6 +182,7 @@ pub struct RawRedis {
     pub url: String,
     pub done_ttl_s: u64,
     pub audit_ttl_s: u64,
+    pub tls: RawTls,
 }
 
 impl Default for RawRedis {
@@ -186,6 +191,7 @@ impl Default for RawRedis {
             url: "redis://127.0.0.1:6379/0".into(),
             done_ttl_s: 7 * 24 * 3600,
             audit_ttl_s: 30 * 24 * 3600,
+            tls: RawTls::default(),
         }
     }
 }
@@ -367,6 +373,8 @@ pub struct AmqpSettings {
     pub delivery_limit: u32,
     /// Unused queues expire after this long (tests set it so namespaces clean up).
     pub queue_expires: Option<Duration>,
+    /// TLS for `amqps://` URLs.
+    pub tls: TlsSettings,
 }
 
 /// Redis connection settings.
@@ -378,6 +386,8 @@ pub struct RedisSettings {
     pub done_ttl: Duration,
     /// How long the audit copy of a vendor's answer about a user is kept.
     pub audit_ttl: Duration,
+    /// TLS for `rediss://` URLs.
+    pub tls: TlsSettings,
 }
 
 /// Worker settings.
@@ -643,6 +653,8 @@ impl RawSettings {
         }
         check_url(&self.amqp.url, &["amqp", "amqps"], "amqp.url", &mut bad);
         check_url(&self.redis.url, &["redis", "rediss"], "redis.url", &mut bad);
+        let amqp_tls = tls::validate_tls("amqp.tls", self.amqp.tls.clone(), &mut bad);
+        let redis_tls = tls::validate_tls("redis.tls", self.redis.tls.clone(), &mut bad);
         let prefetch = u16::try_from(self.amqp.prefetch).ok().filter(|p| *p > 0);
         if prefetch.is_none() {
             bad("amqp.prefetch".into(), "must be between 1 and 65535".into());
@@ -771,11 +783,13 @@ impl RawSettings {
                 prefetch: prefetch.unwrap_or(1),
                 delivery_limit: self.amqp.delivery_limit,
                 queue_expires: self.amqp.queue_expires_ms.map(Duration::from_millis),
+                tls: amqp_tls,
             },
             redis: RedisSettings {
                 url: SecretString::from(self.redis.url),
                 done_ttl: Duration::from_secs(self.redis.done_ttl_s),
                 audit_ttl: Duration::from_secs(self.redis.audit_ttl_s),
+                tls: redis_tls,
             },
             worker: WorkerSettings {
                 saas: self.worker.saas,

@@ -1,0 +1,77 @@
+//! `amqps://` and `rediss://` work end to end: a RabbitMQ node and a Redis
+//! server that accept only TLS, with certificates the test generates and
+//! client certificates required, carry a whole run.
+
+use std::time::Duration;
+
+use rolecall_common::config;
+use rolecall_common::ledger::{self, Ledger};
+use rolecall_sim::SimConfig;
+use rolecall_tests::tls::TlsServers;
+use rolecall_tests::{AppSpec, TestEnv, active_rows, publish};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_through_rabbitmq_and_redis_over_tls_with_client_certificates() {
+    let env = TestEnv::new().await;
+    let tls = TlsServers::start().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 20,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let apps = [AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }];
+    let redis_url = format!("rediss://127.0.0.1:{}/0", tls.redis_port);
+    let text = env.config_text_with_redis(&apps, "", &redis_url).replace(
+        &rolecall_tests::amqp_url(),
+        &format!("amqps://guest:guest@127.0.0.1:{}/%2f", tls.amqp_port),
+    );
+    let text = format!(
+        "{text}\n{}\n{}",
+        tls.tls_toml("amqp"),
+        tls.tls_toml("redis")
+    );
+    let settings = config::from_toml(&text).expect("the TLS configuration is valid");
+
+    let worker = env.spawn_worker(&settings).await;
+    let report = publish(&settings, &active_rows(&sim, "lever", 12)).await;
+    assert_eq!(report.published, 12);
+    let conn = ledger::connect(&settings.redis)
+        .await
+        .expect("Redis over TLS");
+    let ledger = Ledger::new(conn, env.names.clone(), &settings.redis);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let run = ledger.run(&report.run_id).await.unwrap();
+        if run.finished_at.is_some() {
+            break run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{run:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    worker.stop().await;
+    assert_eq!(run.outcomes(), 12);
+    assert_eq!(run.failed, 0);
+}
+
+#[tokio::test]
+async fn a_missing_tls_file_is_a_configuration_error_naming_its_key() {
+    let err = config::from_toml(
+        r#"
+[amqp]
+url = "amqps://guest:guest@localhost:5671/%2f"
+[amqp.tls]
+ca_file = "/nonexistent/ca.pem"
+client_cert_file = "/nonexistent/client.pem"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("amqp.tls.ca_file"), "{err}");
+    assert!(err.contains("amqp.tls.client_key_file"), "{err}");
+}
