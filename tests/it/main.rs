@@ -9,6 +9,7 @@ mod failures;
 mod four_apps;
 mod happy_path;
 mod limits;
+mod no_secrets;
 mod scim_server;
 mod tls;
 mod vault;
