@@ -4,7 +4,6 @@
 //! dead-letter header is searched for every configured secret.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use rolecall_common::config;
