@@ -323,4 +323,21 @@ mod tests {
         let err = JobV1::decode(v.to_string().as_bytes()).unwrap_err();
         assert!(err.to_string().contains("user.email"));
     }
+
+    proptest::proptest! {
+        /// Bad input never stops a worker: any bytes decode to a job or a
+        /// clear error, never a panic.
+        #[test]
+        fn any_bytes_decode_to_a_job_or_an_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = JobV1::decode(&bytes);
+        }
+
+        /// Near-misses of a valid job (every field replaced by arbitrary text) too.
+        #[test]
+        fn mangled_jobs_decode_or_error(field in "[a-z_]{1,12}", value in "\\PC{0,40}") {
+            let mut doc = serde_json::to_value(job()).unwrap();
+            doc[field.as_str()] = serde_json::Value::String(value);
+            let _ = JobV1::decode(doc.to_string().as_bytes());
+        }
+    }
 }

@@ -346,4 +346,29 @@ mod tests {
         assert!(!is_email("a b@example.com"));
         assert!(!is_email("@example.com"));
     }
+
+    proptest::proptest! {
+        /// Bad input never stops the scheduler: any JSON Lines text yields
+        /// rows or errors naming their line, never a panic.
+        #[test]
+        fn any_json_lines_text_yields_rows_or_line_errors(text in "\\PC{0,400}") {
+            for row in parse_jsonl(&text) {
+                if let Err(e) = row {
+                    proptest::prop_assert!(e.line >= 1);
+                }
+            }
+        }
+
+        /// Any CSV body under a valid header yields rows or errors naming
+        /// their line.
+        #[test]
+        fn any_csv_body_yields_rows_or_line_errors(body in "[a-z0-9@.,\"\n ]{0,300}") {
+            let (_dir, path) = write("inv.csv", &format!("saas,user_id,email,status\n{body}"));
+            for row in open(&path, Format::Csv).unwrap() {
+                if let Err(e) = row {
+                    proptest::prop_assert!(e.line >= 1, "{e:?}");
+                }
+            }
+        }
+    }
 }

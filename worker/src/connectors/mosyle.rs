@@ -1123,4 +1123,42 @@ mod tests {
             Some("inv-7")
         );
     }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[A-Za-z_]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("response".to_string()),
+                        Just("users".to_string()),
+                        Just("status".to_string()),
+                        Just("rows".to_string()),
+                        Just("page_size".to_string()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any answer to a list call is a page or a classified error,
+        /// never a panic.
+        #[test]
+        fn any_list_answer_is_a_page_or_an_error(reply in json()) {
+            let _ = parse_page(reply.clone());
+            let _ = check_nested(&reply);
+        }
+    }
 }

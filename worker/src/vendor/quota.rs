@@ -212,4 +212,29 @@ mod tests {
         let wait = Quota::read(&headers(&[("retry-after", "2")]));
         assert!(wait.is_throttle(StatusCode::SERVICE_UNAVAILABLE));
     }
+
+    proptest::proptest! {
+        /// Any quota header values read without a panic.
+        #[test]
+        fn any_quota_header_values_are_read(
+            remaining in "[0-9a-z;=,\" ]{0,20}",
+            reset in "[0-9a-zA-Z:, ]{0,30}",
+            policy in "[0-9a-z;=,\" ]{0,20}",
+        ) {
+            let mut h = HeaderMap::new();
+            for (k, v) in [
+                ("x-ratelimit-remaining", &remaining),
+                ("x-rate-limit-reset", &reset),
+                ("ratelimit", &remaining),
+                ("ratelimit-policy", &policy),
+                ("retry-after", &reset),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.insert(k, v);
+                }
+            }
+            let q = Quota::read(&h);
+            let _ = (q.hint(), q.until_reset(), q.throttle_wait());
+        }
+    }
 }

@@ -479,4 +479,22 @@ mod tests {
         // Spaces inside braces are tolerated.
         assert_eq!(email.pieces.len(), 1);
     }
+
+    proptest::proptest! {
+        /// Any template text parses or is refused with a reason; one that
+        /// parses renders for any user without a panic.
+        #[test]
+        fn any_template_text_parses_or_is_refused_and_renders(
+            text in "[a-z{}/?=&.]{0,20}(\\{\\{(email|user_id|external_id|base_url|vars\\.org|nope)\\}\\})?[a-z{}/]{0,10}",
+            email in "\\PC{0,30}",
+        ) {
+            if let Ok(t) = Template::parse(&text) {
+                let vars = BTreeMap::from([("org".to_owned(), "acme".to_owned())]);
+                let u = user(&email, Some("x"));
+                for escape in [Escape::Url, Escape::Json, Escape::None] {
+                    let _ = render(&t, &values(Some(&u), &vars), escape);
+                }
+            }
+        }
+    }
 }
