@@ -335,6 +335,7 @@ async fn run_450_jobs(
 async fn three_worker_processes_keep_to_the_vendors_limit_and_use_it() {
     let env = TestEnv::new().await;
     let sim = sim(50.0, 10, 500).await;
+    let _fleet = rolecall_tests::TIMING.read().await;
     let settings = run_450_jobs(&env, &sim, 50.0, 5).await;
     let stats = sim.stats();
     assert_eq!(stats.throttled, 0, "no 429 at steady state: {stats:?}");
@@ -354,6 +355,7 @@ async fn three_worker_processes_keep_to_the_vendors_limit_and_use_it() {
 async fn a_429_with_retry_after_pauses_every_worker() {
     let env = TestEnv::new().await;
     let sim = sim(60.0, 10, 400).await;
+    let _fleet = rolecall_tests::TIMING.read().await;
     let (settings, workers) = fleet(&env, &sim, 40.0, 5, None);
     let report = publish(&settings, &inventory(&sim, "lever", 300)).await;
     // Let the fleet get going, then have the vendor say "429, come back in 3 s".
@@ -410,6 +412,7 @@ async fn losing_redis_stops_limited_work_without_losing_a_job() {
     let env = TestEnv::new().await;
     let mut redis = RedisProcess::start().await;
     let sim = sim(200.0, 20, 400).await;
+    let _fleet = rolecall_tests::TIMING.read().await;
     let (settings, workers) = fleet(&env, &sim, 40.0, 5, Some(&redis.url()));
     let report = publish(&settings, &inventory(&sim, "lever", 300)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -507,6 +510,8 @@ async fn a_spent_vendor_window_pauses_the_fleet_until_it_resets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_configured_at_a_strict_windows_exact_limit_never_exceeds_it() {
+    // Timing-sensitive: no other fleet of processes runs meanwhile.
+    let _alone = rolecall_tests::TIMING.write().await;
     let env = TestEnv::new().await;
     // The vendor counts a strict sliding 1-second window on arrival, and the
     // network adds 20 ms ± 10 ms: configured at exactly its documented 50/s,

@@ -166,6 +166,7 @@ async fn no_configured_secret_appears_in_logs_redis_messages_alerts_or_dead_lett
     for (name, secret) in &secrets {
         cmd.env(vault.env_var(name), secret);
     }
+    let _fleet = rolecall_tests::TIMING.read().await;
     let mut worker = cmd.spawn().expect("the worker starts");
 
     let mut csv = String::from("saas,user_id,email,external_id,status\n");

@@ -28,6 +28,11 @@ use tokio_util::sync::CancellationToken;
 /// The API key every simulated vendor in these tests accepts.
 pub const SIM_KEY: &str = "sim-lever-key";
 
+/// Tests that measure timing against a strict vendor window hold this for
+/// writing, so no other fleet of worker processes (which hold it for
+/// reading) competes for the two cores meanwhile.
+pub static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The plain RabbitMQ the tests use (`TEST_AMQP_URL`).
 pub fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL")

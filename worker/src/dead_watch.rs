@@ -7,9 +7,8 @@
 //! reason and were recorded), and records the others as failed — once, with
 //! an alert — while the dead-letter queue keeps the message for a replay.
 
-use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions};
+use lapin::options::BasicAckOptions;
 use rolecall_common::amqp;
 use rolecall_common::ledger::Finding;
 use rolecall_common::messages::{AlertKind, AlertV1, ERROR_HEADER, JobV1};
@@ -25,22 +24,12 @@ pub async fn watch(
     context: std::sync::Arc<JobContext>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    loop {
-        let delivery = tokio::select! {
-            _ = stop.cancelled() => {
-                let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
-                return Ok(());
-            }
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
-            },
-        };
+    while let Some(delivery) = crate::next_delivery(&channel, &mut consumer, &stop).await? {
         // On an error the copy is not acked: it comes back after a reconnect.
         settle(&context, &delivery).await?;
         delivery.acker.ack(BasicAckOptions::default()).await?;
     }
+    Ok(())
 }
 
 async fn settle(context: &JobContext, delivery: &Delivery) -> anyhow::Result<()> {

@@ -122,15 +122,7 @@ pub async fn list(settings: &Settings, saas: &str) -> anyhow::Result<Vec<DeadLet
         out.push(describe(&msg.delivery.data, &msg.delivery.properties));
         held.push(msg);
     }
-    for msg in held {
-        msg.delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
-    }
+    requeue(held).await?;
     let _ = conn.close(200, "listed".into()).await;
     Ok(out)
 }
@@ -193,7 +185,14 @@ pub async fn replay(
         msg.delivery.acker.ack(BasicAckOptions::default()).await?;
         replayed += 1;
     }
-    for msg in skipped {
+    requeue(skipped).await?;
+    let _ = conn.close(200, "replayed".into()).await;
+    Ok(replayed)
+}
+
+/// Gives held messages back to their queue.
+async fn requeue(held: Vec<lapin::message::BasicGetMessage>) -> Result<(), lapin::Error> {
+    for msg in held {
         msg.delivery
             .acker
             .nack(BasicNackOptions {
@@ -202,8 +201,7 @@ pub async fn replay(
             })
             .await?;
     }
-    let _ = conn.close(200, "replayed".into()).await;
-    Ok(replayed)
+    Ok(())
 }
 
 /// Renders dead letters as a table.

@@ -371,22 +371,32 @@ async fn consume(
     tracker: TaskTracker,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    loop {
-        let delivery = tokio::select! {
-            _ = stop.cancelled() => {
-                let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
-                return Ok(());
-            }
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => return Err(e).context("consuming deliveries"),
-                None => return Ok(()),
-            },
-        };
+    while let Some(delivery) = next_delivery(&channel, &mut consumer, &stop).await? {
         let app = app.clone();
         let context = context.clone();
         tracker.spawn(async move {
             context.handle(&app, delivery).await;
         });
+    }
+    Ok(())
+}
+
+/// The next delivery, or `None` once `stop` is cancelled (the consumer is
+/// then cancelled at the broker) or the broker ended the consumer.
+pub(crate) async fn next_delivery(
+    channel: &lapin::Channel,
+    consumer: &mut lapin::Consumer,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<lapin::message::Delivery>> {
+    tokio::select! {
+        _ = stop.cancelled() => {
+            let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+            Ok(None)
+        }
+        next = consumer.next() => match next {
+            Some(Ok(delivery)) => Ok(Some(delivery)),
+            Some(Err(e)) => Err(e).context("consuming deliveries"),
+            None => Ok(None),
+        },
     }
 }

@@ -11,10 +11,10 @@ use rolecall_common::config::Limit;
 use rolecall_common::names::Names;
 use tracing::{info, warn};
 
-use super::scripts::{ACQUIRE, BETA, CUBIC, MIN_ADMITTED, MIN_FACTOR, STILL_VALID, THROTTLED};
+use super::scripts::{ACQUIRE, BETA, CUBIC, GATE, MIN_ADMITTED, MIN_FACTOR, THROTTLED};
 use super::{
-    Admission, Lease, Limiter, LimiterError, LocalLimiter, QuotaHint, Throttle, ThrottleOutcome,
-    WaitReason,
+    Admission, Gate, Lease, Limiter, LimiterError, LocalLimiter, QuotaHint, Throttle,
+    ThrottleOutcome, WaitReason,
 };
 
 /// Two decreases are at least this far apart (longer for slow vendors, see
@@ -40,6 +40,8 @@ pub struct FleetLimiter {
     conn: ConnectionManager,
     state_key: String,
     pause_key: String,
+    /// Sorted set of recent sends (Redis time, µs): the window as the vendor counts it.
+    log_key: String,
     leases_key: String,
     override_key: String,
     config: FleetLimit,
@@ -71,6 +73,7 @@ impl FleetLimiter {
             conn,
             state_key: format!("{}{suffix}", names.limiter_key(saas)),
             pause_key: format!("{}{suffix}", names.pause_key(saas)),
+            log_key: format!("{}{suffix}:sent", names.limiter_key(saas)),
             // In-flight leases count for the whole SaaS app, whatever the bucket.
             leases_key: names.leases_key(saas),
             override_key: format!("{}{suffix}", names.limits_override_key(saas)),
@@ -212,15 +215,38 @@ impl Limiter for FleetLimiter {
         })
     }
 
-    async fn still_valid(&self, generation: u64) -> Result<bool, LimiterError> {
+    async fn gate(&self, generation: u64, margin: Duration) -> Result<Gate, LimiterError> {
+        let limit = self.config.limit;
+        // A window the vendor counts (N per window, or a rate without a
+        // burst) is checked against the log of actual sends; a token bucket
+        // with a burst is not a window.
+        let requests = if limit.burst.get() == 1 {
+            limit.requests().floor().max(1.0) as u64
+        } else {
+            0
+        };
+        let id = format!(
+            "{}-s{}",
+            self.lease_prefix,
+            self.lease_seq.fetch_add(1, Ordering::Relaxed)
+        );
         let mut conn = self.conn.clone();
-        let valid: i64 = STILL_VALID
+        let (verdict, wait_us): (i64, i64) = GATE
             .key(&self.state_key)
             .key(&self.pause_key)
+            .key(&self.log_key)
             .arg(generation)
+            .arg(limit.window.as_micros() as u64)
+            .arg(requests)
+            .arg(margin.as_micros() as u64)
+            .arg(id)
             .invoke_async(&mut conn)
             .await?;
-        Ok(valid == 1)
+        Ok(match verdict {
+            1 => Gate::Go,
+            2 => Gate::Wait(Duration::from_micros(wait_us.max(1) as u64)),
+            _ => Gate::Stale,
+        })
     }
 
     async fn release(&self, lease: Lease) {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rolecall_common::config::Limit;
 
-use super::{Admission, Lease, Limiter, LimiterError, QuotaHint, Throttle, ThrottleOutcome};
+use super::{Admission, Gate, Lease, Limiter, LimiterError, QuotaHint, Throttle, ThrottleOutcome};
 
 /// Paces requests in this process only.
 pub struct LocalLimiter {
@@ -49,8 +49,8 @@ impl Limiter for LocalLimiter {
         })
     }
 
-    async fn still_valid(&self, _: u64) -> Result<bool, LimiterError> {
-        Ok(true)
+    async fn gate(&self, _: u64, _: Duration) -> Result<Gate, LimiterError> {
+        Ok(Gate::Go)
     }
 
     async fn release(&self, _: Lease) {}

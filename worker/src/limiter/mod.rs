@@ -97,6 +97,17 @@ pub struct QuotaHint {
     pub reset_at: Option<SystemTime>,
 }
 
+/// The last word before a request leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Send now.
+    Go,
+    /// The booking is stale (the vendor throttled or paused since): ask again.
+    Stale,
+    /// The vendor's window is full: check again after this long.
+    Wait(Duration),
+}
+
 /// How the vendor throttled a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttle {
@@ -134,9 +145,10 @@ pub trait Limiter: Send + Sync + 'static {
     /// Asks for one request. `margin` is the room left per window for
     /// network jitter: the pacing stretches each window by it.
     async fn acquire(&self, margin: Duration) -> Result<Admission, LimiterError>;
-    /// Whether a slot booked at `generation` may still be used. An error
-    /// means "do not send": a limiter that cannot answer never lets through.
-    async fn still_valid(&self, generation: u64) -> Result<bool, LimiterError>;
+    /// The last check before a request booked at `generation` leaves. An
+    /// error means "do not send": a limiter that cannot answer never lets
+    /// a request through.
+    async fn gate(&self, generation: u64, margin: Duration) -> Result<Gate, LimiterError>;
     /// Returns an in-flight slot.
     async fn release(&self, lease: Lease);
     /// The vendor throttled a request we were allowed to send.
@@ -188,7 +200,7 @@ impl Limiter for Disconnected {
     async fn acquire(&self, _: Duration) -> Result<Admission, LimiterError> {
         Err(LimiterError("the worker is not connected to Redis".into()))
     }
-    async fn still_valid(&self, _: u64) -> Result<bool, LimiterError> {
+    async fn gate(&self, _: u64, _: Duration) -> Result<Gate, LimiterError> {
         Err(LimiterError("the worker is not connected to Redis".into()))
     }
     async fn release(&self, _: Lease) {}

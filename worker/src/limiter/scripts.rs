@@ -95,18 +95,36 @@ return reply(1, wait, 'ok')
     ))
 });
 
-/// KEYS: state, pause. ARGV: generation of the booking.
-/// Returns 1 when the booking still holds: no throttle and no pause since.
-pub(super) static STILL_VALID: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: state, pause, send log. ARGV: generation of the booking, window
+/// µs, requests per window (0 = no log), margin µs, unique id.
+/// The last check before a request leaves: {0, 0} when the booking is
+/// stale (a throttle or pause since), {2, wait µs} when the window (as the
+/// vendor counts it, by arrival) already holds its requests, {1, 0} to go —
+/// the send is then logged. The log makes the window exact whatever
+/// happened before this point: a request delayed after its booking (a busy
+/// machine) moves the window's edge instead of sharing a window with a
+/// request booked N slots later.
+pub(super) static GATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') or 0
-if gen ~= tonumber(ARGV[1]) then return 0 end
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') or 0
+if gen ~= tonumber(ARGV[1]) then return {0, 0} end
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-if pause > now_ms then return 0 end
-return 1
+if pause * 1000 > now_us then return {0, 0} end
+local n = tonumber(ARGV[3])
+if n > 0 then
+  local span = tonumber(ARGV[2]) + tonumber(ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_us - span)
+  if redis.call('ZCARD', KEYS[3]) >= n then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    return {2, math.max(1, math.floor(tonumber(oldest[2]) + span - now_us))}
+  end
+  redis.call('ZADD', KEYS[3], now_us, ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], math.floor(span / 1000) + 1000)
+end
+return {1, 0}
 "#,
     )
 });

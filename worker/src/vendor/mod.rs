@@ -36,7 +36,7 @@ use tracing::debug;
 use url::Url;
 
 use crate::error::ConnectorError;
-use crate::limiter::{Admission, Lease, Limiter, Limiters, LocalLimiter, Throttle};
+use crate::limiter::{Admission, Gate, Lease, Limiter, Limiters, LocalLimiter, Throttle};
 use crate::metrics::VendorMetrics;
 use jitter::JitterMargin;
 use quota::Quota;
@@ -336,7 +336,7 @@ impl VendorClient {
         }
     }
 
-    /// Waits for a slot: returns its lease and the instant it was booked for.
+    /// Waits for a slot: returns its lease and the instant it passed the gate.
     async fn admit(
         &self,
         limiter: &Arc<dyn Limiter>,
@@ -355,27 +355,30 @@ impl VendorClient {
                     lease,
                     generation,
                 } => {
-                    if after.is_zero() {
-                        return Ok((lease, Instant::now()));
-                    }
                     let booked_at = Instant::now() + after;
                     tokio::time::sleep_until(booked_at).await;
-                    // A throttle or pause since the booking makes it stale:
-                    // ask again rather than fire at the old pace. If the
-                    // limiter cannot say, nothing is sent.
-                    match limiter.still_valid(generation).await {
-                        Ok(true) => return Ok((lease, booked_at)),
-                        Ok(false) => {
-                            if let Some(lease) = lease {
-                                limiter.release(lease).await;
+                    // The last check, in Redis: a throttle or pause since the
+                    // booking makes it stale (ask again rather than fire at
+                    // the old pace), and the vendor's window must have room
+                    // by actual send times. If the limiter cannot say,
+                    // nothing is sent.
+                    loop {
+                        match limiter.gate(generation, margin).await {
+                            // Delays are measured from here: what happened
+                            // before the gate no longer moves arrivals.
+                            Ok(Gate::Go) => return Ok((lease, Instant::now())),
+                            Ok(Gate::Wait(wait)) => tokio::time::sleep(wait).await,
+                            Ok(Gate::Stale) => break,
+                            Err(e) => {
+                                if let Some(lease) = lease {
+                                    limiter.release(lease).await;
+                                }
+                                return Err(ConnectorError::LimiterUnavailable(e.to_string()));
                             }
                         }
-                        Err(e) => {
-                            if let Some(lease) = lease {
-                                limiter.release(lease).await;
-                            }
-                            return Err(ConnectorError::LimiterUnavailable(e.to_string()));
-                        }
+                    }
+                    if let Some(lease) = lease {
+                        limiter.release(lease).await;
                     }
                 }
                 Admission::Wait { wait, reason } => {
