@@ -591,3 +591,77 @@ async fn a_retry_after_beyond_max_pause_is_capped_and_alerted_once() {
     assert!(capped[0].error.contains("60 s"), "{}", capped[0].error);
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_lookups_keep_each_endpoint_bucket_within_its_own_limit() {
+    let env = TestEnv::new().await;
+    // Okta counts the user search and the roles call in separate buckets;
+    // every lookup is one request in each.
+    let sim = rolecall_sim::spawn(SimConfig {
+        vendor: rolecall_sim::Vendor::Okta,
+        users: 120,
+        api_key: rolecall_tests::SIM_KEY.into(),
+        limit: Some(rolecall_sim::Limit::sliding_window(
+            40,
+            Duration::from_secs(1),
+        )),
+        buckets: vec![rolecall_sim::BucketSpec::new(
+            "roles",
+            "/api/v1/users/*/roles",
+            Some(rolecall_sim::Limit::sliding_window(
+                25,
+                Duration::from_secs(1),
+            )),
+        )],
+        latency: Duration::from_millis(10),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let okta = format!(
+        r#"
+[saas.okta]
+connector = "okta"
+base_url = "{}"
+credential = "okta"
+[saas.okta.rate]
+requests = 40
+per = "1s"
+[saas.okta.rate.buckets.roles]
+requests = 25
+per = "1s"
+paths = ["/api/v1/users/*/roles"]
+"#,
+        sim.base_url()
+    );
+    let settings = config::from_toml(&env.config_text(&[], &okta)).unwrap();
+    let _fleet = rolecall_tests::TIMING.read().await;
+    let worker = env.spawn_worker(&settings).await;
+    let mut csv = String::from("saas,user_id,email,status\n");
+    for (i, user) in sim.population().users.iter().take(100).enumerate() {
+        csv.push_str(&format!("okta,u{i},{},active\n", user.email));
+    }
+    let report = publish(&settings, &csv).await;
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
+        .await;
+    let worker = worker.stop().await;
+    assert_eq!(counters.failed, 0, "{counters:?}");
+    assert_eq!(counters.outcomes(), 100);
+    let stats = sim.stats();
+    let roles = &stats.buckets["roles"];
+    let search = &stats.buckets[rolecall_sim::DEFAULT_BUCKET];
+    assert_eq!(stats.throttled, 0, "{stats:?}");
+    assert!(roles.peak_in_window <= 25, "{roles:?}");
+    assert!(search.peak_in_window <= 40, "{search:?}");
+    // The roles bucket is the tighter one and sets the pace: it is used fully.
+    let span_s = (roles.last_accepted_unix_ms.unwrap() - roles.first_accepted_unix_ms.unwrap())
+        as f64
+        / 1000.0;
+    let used = roles.accepted as f64 / (span_s * 25.0);
+    assert!(used >= 0.85, "the roles bucket used {used:.3} of its quota");
+    // Every HTTP request took a fleet slot, in its own bucket.
+    let slots: u64 = worker.metrics().values().map(|m| m.requests).sum();
+    assert_eq!(slots, stats.received);
+    env.cleanup(&settings).await;
+}

@@ -293,6 +293,15 @@ impl Limiter for FleetLimiter {
         if hint.remaining != Some(0) {
             return;
         }
+        // Paced to exactly the limit the vendor reports, the fleet empties
+        // every window by design and its own pacing already waits for the
+        // next slot; pausing to a reset given in whole seconds would only
+        // throw quota away. A vendor reporting another limit (a quota shared
+        // with other clients, a plan below the configuration) is obeyed.
+        let configured = self.config.limit.requests().round() as u64;
+        if hint.limit == Some(configured) {
+            return;
+        }
         // The vendor's window is spent: nobody in the fleet sends until it
         // resets. Not a sign of a lower limit (pacing to the full quota ends
         // every window near zero), so the factor stays.

@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
-use rolecall_common::config::{RateSettings, SaasSettings};
+use rolecall_common::config::{Limit, RateSettings, SaasSettings};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -267,11 +267,11 @@ impl VendorClient {
         let (bucket, limiter) =
             limiters.for_request(request.method().as_str(), request.url().path());
         let limiter = limiter.clone();
-        let window = limiter.limit().window;
+        let limit = limiter.limit();
         let started = Instant::now();
         let mut resends = 0;
         loop {
-            let (lease, booked_at) = self.admit(&limiter, window, started).await?;
+            let (lease, booked_at) = self.admit(&limiter, limit, started).await?;
             self.shared.metrics.record_wait(started.elapsed());
             let attempt = request
                 .try_clone()
@@ -340,11 +340,17 @@ impl VendorClient {
     async fn admit(
         &self,
         limiter: &Arc<dyn Limiter>,
-        window: Duration,
+        limit: Limit,
         started: Instant,
     ) -> Result<(Option<Lease>, Instant), ConnectorError> {
         loop {
-            let margin = self.shared.margin.margin(window);
+            // A window the vendor counts needs room for jitter; a token
+            // bucket with a burst absorbs it in the burst.
+            let margin = if limit.burst.get() == 1 {
+                self.shared.margin.margin(limit.window)
+            } else {
+                Duration::ZERO
+            };
             let admission = limiter
                 .acquire(margin)
                 .await
