@@ -10,6 +10,9 @@
 //! and grows back along a cubic curve (as TCP CUBIC does): quickly at first,
 //! flat near the estimate, where the vendor's limit most likely is, then
 //! faster again, probing upwards, so a limit that rises again is found.
+//! Each decrease at about the same level as the one before (a stable vendor
+//! limit) halves the curve's steepness (up to 32×): the fleet then probes
+//! above the limit rarely, and each probe costs one 429.
 
 use std::sync::LazyLock;
 
@@ -33,9 +36,12 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
 local function factor_now(state_key, cubic)
-  local st = redis.call('HMGET', state_key, 'ceiling', 'floor', 'decreased_ms')
+  local st = redis.call('HMGET', state_key, 'ceiling', 'floor', 'decreased_ms', 'streak')
   local c = tonumber(st[1])
   if not c then return 1 end
+  -- Throttled again and again at about the same level: the vendor's limit
+  -- is there, so stay near it longer before probing above it.
+  cubic = cubic / (2 ^ (tonumber(st[4]) or 0))
   local f0 = tonumber(st[2]) or c
   local s = (now_ms - (tonumber(st[3]) or now_ms)) / 1000
   local k = ((c - f0) / cubic) ^ (1 / 3)
@@ -159,14 +165,20 @@ if ARGV[2] == '1' then
     local admitted = 1 - throttles / grants
     if admitted < tonumber(ARGV[7]) then admitted = tonumber(ARGV[7]) end
     if admitted > 1 then admitted = 1 end
+    local old = tonumber(redis.call('HGET', KEYS[1], 'ceiling') or '')
+    local streak = tonumber(redis.call('HGET', KEYS[1], 'streak') or '0') or 0
     ceiling = math.max(tonumber(ARGV[3]), f * admitted)
+    if old and math.abs(ceiling - old) <= 0.1 * old then
+      streak = math.min(streak + 1, 5)
+    else
+      streak = 0
+    end
     f = math.max(tonumber(ARGV[3]), ceiling * tonumber(ARGV[5]))
     redis.call('HSET', KEYS[1], 'ceiling', tostring(ceiling), 'floor', tostring(f),
-      'decreased_ms', now_ms, 'grants', 0, 'throttles', 0)
-    if not bump then
-      -- Slots booked at the old pace would still fire at it.
-      redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', now_us))
-    end
+      'decreased_ms', now_ms, 'grants', 0, 'throttles', 0, 'streak', streak)
+    -- Slots booked at the old pace would still fire at it: the generation
+    -- bump sends them back to ask again, after the slots already given
+    -- (the schedule is not reset, which would hand out a fresh burst).
     bump = true
   end
 end
@@ -184,10 +196,11 @@ pub fn factor_at(state: &std::collections::HashMap<String, String>, now_ms: i64)
         return 1.0;
     };
     let floor = num("floor").unwrap_or(ceiling);
+    let cubic = CUBIC / 2f64.powf(num("streak").unwrap_or(0.0));
     let since = (now_ms as f64 - num("decreased_ms").unwrap_or(now_ms as f64)) / 1000.0;
-    let k = ((ceiling - floor).max(0.0) / CUBIC).cbrt();
+    let k = ((ceiling - floor).max(0.0) / cubic).cbrt();
     let d = since - k;
-    (ceiling + CUBIC * d * d * d).clamp(floor, 1.0)
+    (ceiling + cubic * d * d * d).clamp(floor, 1.0)
 }
 
 #[cfg(test)]
