@@ -84,11 +84,23 @@ if __name__ == "__main__":
 # App and task (module import)
 # --------------------------------------------------------------------------
 
+import random  # noqa: E402
+import time  # noqa: E402
+
 from celery import Celery, Task  # noqa: E402
 from celery.signals import worker_ready  # noqa: E402
 
 S = pc.Settings.from_env()
 KEYS = pc.Keys(S.namespace)
+
+if S.no_event_loop:
+    # With an async-capable broker transport Celery always runs kombu's event
+    # loop, and no setting turns it off; its timers (one per rate-limited task
+    # that finds the bucket empty) then stall (README.md, "Celery"). Without
+    # the loop, timers run in Celery's timer thread.
+    from celery.worker.worker import WorkController  # noqa: E402
+
+    WorkController.should_use_eventloop = lambda self: False
 QUEUE = pc.queue_name(S.namespace)
 R = pc.redis_client(S.redis_url)
 
@@ -117,6 +129,22 @@ class CountingTask(Task):
         R.sadd(KEYS.failed, task_id)
 
 
+def _call_vendor(email: str) -> bool:
+    """With --on-429 sleep, a 429 is waited out in the task (Retry-After if
+    the vendor sends one, else sleep_429_ms) and the call repeated, up to
+    max_retries times; the last 429 goes to autoretry_for like any other."""
+    if S.on_429 != "sleep":
+        return pc.lever_lookup(S, email)
+    for _ in range(S.max_retries):
+        try:
+            return pc.lever_lookup(S, email)
+        except pc.VendorThrottledError as e:
+            R.incr(KEYS.r429)
+            wait_s = e.retry_after if e.retry_after is not None else S.sleep_429_ms / 1000
+            time.sleep(wait_s * random.uniform(1.0, 1.2))
+    return pc.lever_lookup(S, email)
+
+
 @app.task(
     bind=True,
     base=CountingTask,
@@ -132,7 +160,7 @@ class CountingTask(Task):
 )
 def lookup(self, email: str) -> None:
     try:
-        found = pc.lever_lookup(S, email)
+        found = _call_vendor(email)
     except pc.VendorThrottledError:
         R.incr(KEYS.r429)
         raise

@@ -91,6 +91,8 @@ if __name__ == "__main__":
 # --------------------------------------------------------------------------
 
 import logging  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
 
 import dramatiq  # noqa: E402
 from dramatiq.brokers.rabbitmq import RabbitmqBroker  # noqa: E402
@@ -171,6 +173,24 @@ def _vendor_failure(exc: Exception) -> Exception:
     return exc
 
 
+_PERIOD_MS = S.bucket_ms if S.limiter == "bucket" else 1000
+
+
+def _wait_for_slot() -> None:
+    """Wait mode: ask the limiter until it says yes, sleeping in this worker
+    thread until the next bucket (or second) starts, plus a few ms of
+    jitter so the fleet's threads do not all ask Redis at the same instant.
+    The message keeps its thread meanwhile (dramatiq's own idiom raises
+    RateLimitExceeded instead and reschedules it with backoff)."""
+    while True:
+        with LIMITER.acquire(raise_on_failure=False) as acquired:
+            if acquired:
+                return
+        R.incr(KEYS.deferred)
+        now_ms = time.time() * 1000
+        time.sleep((_PERIOD_MS - now_ms % _PERIOD_MS + random.uniform(0, 5)) / 1000)
+
+
 @dramatiq.actor(
     queue_name=QUEUE,
     retry_when=_retry_when,
@@ -180,8 +200,12 @@ def _vendor_failure(exc: Exception) -> Exception:
 )
 def lookup(email: str) -> None:
     try:
-        with LIMITER.acquire():
+        if S.limiter_mode == "wait":
+            _wait_for_slot()
             found = pc.lever_lookup(S, email)
+        else:
+            with LIMITER.acquire():
+                found = pc.lever_lookup(S, email)
     except pc.VendorThrottledError as e:
         R.incr(KEYS.r429)
         raise _vendor_failure(VendorThrottled(str(e))) from None

@@ -68,13 +68,18 @@ class Settings:
     max_backoff_ms: int
     limiter: str          # dramatiq only: "window" or "bucket"
     bucket_ms: int        # dramatiq only, for limiter == "bucket"
+    limiter_mode: str     # dramatiq only: "requeue" (raise, reschedule) or "wait" (sleep for a slot)
     http_timeout_s: float
     prefetch_multiplier: int  # celery only (worker_prefetch_multiplier)
+    on_429: str           # celery only: "retry" (task retry with backoff) or "sleep" (sleep, call again)
+    sleep_429_ms: int     # celery only, on_429 == "sleep": wait when the vendor names none
+    no_event_loop: bool   # celery only: timers in a timer thread instead of kombu's event loop
 
     FIELDS = (
         "namespace", "sim_url", "api_key", "rate", "workers", "threads", "redis_url",
         "amqp_url", "max_retries", "min_backoff_ms", "max_backoff_ms", "limiter",
-        "bucket_ms", "http_timeout_s", "prefetch_multiplier",
+        "bucket_ms", "limiter_mode", "http_timeout_s", "prefetch_multiplier", "on_429",
+        "sleep_429_ms", "no_event_loop",
     )
 
     def to_env(self) -> dict:
@@ -97,8 +102,10 @@ class Settings:
             redis_url=g("redis_url"), amqp_url=g("amqp_url"),
             max_retries=int(g("max_retries")), min_backoff_ms=int(g("min_backoff_ms")),
             max_backoff_ms=int(g("max_backoff_ms")), limiter=g("limiter"),
-            bucket_ms=int(g("bucket_ms")), http_timeout_s=float(g("http_timeout_s")),
-            prefetch_multiplier=int(g("prefetch_multiplier")),
+            bucket_ms=int(g("bucket_ms")), limiter_mode=g("limiter_mode"),
+            http_timeout_s=float(g("http_timeout_s")),
+            prefetch_multiplier=int(g("prefetch_multiplier")), on_429=g("on_429"),
+            sleep_429_ms=int(g("sleep_429_ms")), no_event_loop=g("no_event_loop") == "True",
         )
 
 
@@ -227,8 +234,22 @@ def parse_args(peer: str, argv=None) -> tuple[argparse.Namespace, Settings]:
                    help="dramatiq only: WindowRateLimiter(window=1s) or BucketRateLimiter (default window)")
     p.add_argument("--bucket-ms", type=int, default=1000,
                    help="dramatiq only, --limiter bucket: bucket length; the limit is scaled to R*bucket/1000")
+    p.add_argument("--limiter-mode", choices=("requeue", "wait"), default="requeue",
+                   help="dramatiq only: when the limiter says no, raise RateLimitExceeded and let "
+                        "Retries reschedule the message (requeue, dramatiq's default idiom) or sleep "
+                        "in the worker thread until the next bucket/second and ask again (wait)")
     p.add_argument("--prefetch-multiplier", type=int, default=4,
                    help="celery only: worker_prefetch_multiplier (default 4, Celery's default)")
+    p.add_argument("--on-429", choices=("retry", "sleep"), default="retry",
+                   help="celery only: a 429 raises for autoretry_for (retry, with backoff through "
+                        "the broker) or the task sleeps and calls the vendor again (sleep)")
+    p.add_argument("--sleep-429-ms", type=int, default=1000,
+                   help="celery only, --on-429 sleep: how long to sleep when the 429 has no "
+                        "Retry-After (default 1000 ms, one vendor window)")
+    p.add_argument("--no-event-loop", action="store_true",
+                   help="celery only: run the worker without kombu's event loop, so rate-limit "
+                        "timers fire from a timer thread (works around the event loop firing at "
+                        "most 10 due timers, then sleeping up to 1 s; see README.md)")
     p.add_argument("--http-timeout", type=float, default=10.0, help="per-request HTTP timeout, seconds")
     p.add_argument("--pidfile", default=None, help="(run_peer.sh) file to record worker process-group ids in")
     args = p.parse_args(argv)
@@ -244,8 +265,9 @@ def parse_args(peer: str, argv=None) -> tuple[argparse.Namespace, Settings]:
         namespace=ns, sim_url=args.sim_url.rstrip("/"), api_key=args.api_key, rate=args.rate,
         workers=args.workers, threads=args.threads, redis_url=args.redis_url, amqp_url=args.amqp_url,
         max_retries=args.max_retries, min_backoff_ms=args.min_backoff_ms, max_backoff_ms=args.max_backoff_ms,
-        limiter=args.limiter, bucket_ms=args.bucket_ms, http_timeout_s=args.http_timeout,
-        prefetch_multiplier=args.prefetch_multiplier,
+        limiter=args.limiter, bucket_ms=args.bucket_ms, limiter_mode=args.limiter_mode,
+        http_timeout_s=args.http_timeout, prefetch_multiplier=args.prefetch_multiplier,
+        on_429=args.on_429, sleep_429_ms=args.sleep_429_ms, no_event_loop=args.no_event_loop,
     )
     return args, settings
 
@@ -491,6 +513,12 @@ def run(
             "threads": settings.threads,
             "rate": settings.rate,
             "namespace": settings.namespace,
+            "settings": {
+                f: getattr(settings, f)
+                for f in ("limiter", "bucket_ms", "limiter_mode", "max_retries",
+                          "min_backoff_ms", "max_backoff_ms", "prefetch_multiplier",
+                          "on_429", "sleep_429_ms", "no_event_loop")
+            },
         }
         exit_code = {"ok": EXIT_OK, "timeout": EXIT_TIMEOUT}.get(status, EXIT_ABORTED)
         if status != "ok":
