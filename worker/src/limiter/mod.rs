@@ -167,14 +167,6 @@ pub struct Limiters {
 }
 
 impl Limiters {
-    /// One limiter for every request.
-    pub fn single(default: Arc<dyn Limiter>) -> Self {
-        Self {
-            default,
-            buckets: Vec::new(),
-        }
-    }
-
     /// A default limiter plus one per bucket.
     pub fn new(
         default: Arc<dyn Limiter>,
@@ -189,30 +181,5 @@ impl Limiters {
             .iter()
             .find(|(b, _)| b.covers(method, path))
             .map_or(("default", &self.default), |(b, l)| (b.name.as_str(), l))
-    }
-}
-
-/// A limiter for a worker that is not connected (yet): nothing may be sent.
-pub struct Disconnected;
-
-#[async_trait]
-impl Limiter for Disconnected {
-    async fn acquire(&self, _: Duration) -> Result<Admission, LimiterError> {
-        Err(LimiterError("the worker is not connected to Redis".into()))
-    }
-    async fn gate(&self, _: u64, _: Duration) -> Result<Gate, LimiterError> {
-        Err(LimiterError("the worker is not connected to Redis".into()))
-    }
-    async fn release(&self, _: Lease) {}
-    async fn throttled(&self, _: Throttle) -> ThrottleOutcome {
-        ThrottleOutcome::default()
-    }
-    async fn quota(&self, _: QuotaHint) {}
-    fn limit(&self) -> Limit {
-        Limit {
-            per_second: 1.0,
-            burst: std::num::NonZeroU32::MIN,
-            window: Duration::from_secs(1),
-        }
     }
 }

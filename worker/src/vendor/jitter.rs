@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rolecall_common::config::Margin;
@@ -23,11 +24,17 @@ const MIN_SAMPLES: usize = 16;
 const FIRST_GUESS: Duration = Duration::from_millis(20);
 /// Timer and scheduling slack always added.
 const SLACK: Duration = Duration::from_millis(1);
+/// The spread is recomputed every this many samples, not on every request.
+const RECOMPUTE_EVERY: usize = 16;
+/// Stored spread meaning "not measured yet".
+const UNMEASURED: u64 = u64::MAX;
 
 /// Learns the jitter margin of one SaaS app.
 pub struct JitterMargin {
     configured: Margin,
-    samples: Mutex<VecDeque<u32>>,
+    samples: Mutex<(VecDeque<u32>, usize)>,
+    /// The last computed spread in µs (read on every request).
+    spread_us: AtomicU64,
 }
 
 impl JitterMargin {
@@ -35,7 +42,8 @@ impl JitterMargin {
     pub fn new(configured: Margin) -> Self {
         Self {
             configured,
-            samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
+            samples: Mutex::new((VecDeque::with_capacity(SAMPLES), 0)),
+            spread_us: AtomicU64::new(UNMEASURED),
         }
     }
 
@@ -45,11 +53,17 @@ impl JitterMargin {
             return;
         }
         let micros = delay.as_micros().min(u128::from(u32::MAX)) as u32;
-        let mut s = self.samples.lock().expect("never poisoned");
+        let mut guard = self.samples.lock().expect("never poisoned");
+        let (s, since) = &mut *guard;
         if s.len() == SAMPLES {
             s.pop_front();
         }
         s.push_back(micros);
+        *since += 1;
+        if s.len() >= MIN_SAMPLES && *since >= RECOMPUTE_EVERY.min(s.len()) {
+            *since = 0;
+            self.spread_us.store(spread(s), Ordering::Relaxed);
+        }
     }
 
     /// The margin for a window of length `window`: never more than a tenth
@@ -57,22 +71,21 @@ impl JitterMargin {
     pub fn margin(&self, window: Duration) -> Duration {
         let learned = match self.configured {
             Margin::Fixed(d) => return d,
-            Margin::Auto => self.spread().unwrap_or(FIRST_GUESS),
+            Margin::Auto => match self.spread_us.load(Ordering::Relaxed) {
+                UNMEASURED => FIRST_GUESS,
+                us => Duration::from_micros(us),
+            },
         };
         (learned + SLACK).min(window / 10)
     }
+}
 
-    /// The 1st-to-99th percentile spread of the recorded delays.
-    fn spread(&self) -> Option<Duration> {
-        let s = self.samples.lock().expect("never poisoned");
-        if s.len() < MIN_SAMPLES {
-            return None;
-        }
-        let mut sorted: Vec<u32> = s.iter().copied().collect();
-        sorted.sort_unstable();
-        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-        Some(Duration::from_micros(u64::from(at(0.99) - at(0.01))))
-    }
+/// The 1st-to-99th percentile spread of the recorded delays, in µs.
+fn spread(samples: &VecDeque<u32>) -> u64 {
+    let mut sorted: Vec<u32> = samples.iter().copied().collect();
+    sorted.sort_unstable();
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    u64::from(at(0.99) - at(0.01))
 }
 
 #[cfg(test)]

@@ -57,6 +57,22 @@ pub fn http_client() -> reqwest::Client {
         .expect("a client with these settings always builds")
 }
 
+/// The vendor's error code in `body` at `fields` (pointers or top-level
+/// field names, comma-separated; the first present wins).
+fn error_code_in(body: &Value, fields: &str) -> Option<String> {
+    let found = fields.split(',').map(str::trim).find_map(|f| {
+        if f.starts_with('/') {
+            body.pointer(f)
+        } else {
+            body.get(f)
+        }
+    })?;
+    Some(match found {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
 /// Something for the job handler to tell admins about, noticed while sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -328,11 +344,7 @@ impl VendorClient {
             if reply.status.is_success() || accept.contains(&reply.status.as_u16()) {
                 return Ok(reply);
             }
-            return Err(ConnectorError::from_status(
-                reply.status,
-                &quota,
-                self.error_code_of(&reply).as_deref(),
-            ));
+            return Err(self.classify(&reply, &quota));
         }
     }
 
@@ -414,20 +426,19 @@ impl VendorClient {
         })
     }
 
-    fn error_code_of(&self, reply: &VendorReply) -> Option<String> {
-        let field = self.error_code.as_deref()?;
-        let doc: Value = serde_json::from_slice(&reply.body).ok()?;
-        let found = field.split(',').map(str::trim).find_map(|f| {
-            if f.starts_with('/') {
-                doc.pointer(f)
-            } else {
-                doc.get(f)
-            }
-        })?;
-        Some(match found {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
+    /// The error a reply is, classified the one way every reply is: for a
+    /// status a connector accepted and then found to be an error after all,
+    /// as for any other.
+    pub fn error_for(&self, reply: &VendorReply) -> ConnectorError {
+        self.classify(reply, &Quota::read(&reply.headers))
+    }
+
+    fn classify(&self, reply: &VendorReply, quota: &Quota) -> ConnectorError {
+        let code = self.error_code.as_deref().and_then(|fields| {
+            let doc: Value = serde_json::from_slice(&reply.body).ok()?;
+            error_code_in(&doc, fields)
+        });
+        ConnectorError::from_status(reply.status, quota, code.as_deref())
     }
 
     fn notice(&self, notice: Notice) {
@@ -436,5 +447,22 @@ impl VendorClient {
             .lock()
             .expect("never poisoned")
             .push(notice);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_code_in as error_code;
+
+    #[test]
+    fn error_codes_are_read_like_the_vendor_client_reads_them() {
+        let body = serde_json::json!({"code": 1001, "error": {"type": "NotFound"}});
+        assert_eq!(error_code(&body, "/code").as_deref(), Some("1001"));
+        assert_eq!(error_code(&body, "code").as_deref(), Some("1001"));
+        assert_eq!(
+            error_code(&body, "/missing, /error/type").as_deref(),
+            Some("NotFound")
+        );
+        assert_eq!(error_code(&body, "/missing"), None);
     }
 }

@@ -60,11 +60,9 @@ use serde_json::Value;
 use url::{Origin, Url};
 
 use super::{
-    BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorClient, VendorReply,
-    VendorUser,
+    BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorClient, VendorUser,
 };
-use crate::vendor::quota::Quota;
-use rules::{error_code, items, scalar_text};
+use rules::{items, scalar_text};
 use spec::{Auth, RequestSpec, Spec, TokenFrom};
 use template::{
     Escape, SecretSource, Secrets, Template, Values, render, render_url, runtime_header,
@@ -263,7 +261,7 @@ impl HttpPreset {
                 return Ok(Page::NotFound);
             }
         }
-        Err(unaccepted(&reply, &body, &response.error_code))
+        Err(self.client.error_for(&reply))
     }
 
     /// One page of the lookup, logging in first for session auth and once
@@ -351,17 +349,6 @@ impl HttpPreset {
         };
         Ok(VendorUser::new(vendor_id, raw_role, active, item.clone()))
     }
-}
-
-/// The error for an accepted status whose rule did not hold: classified as
-/// the client classifies every status (quota headers, then the status),
-/// with the vendor's error code (clipped by `from_status`).
-fn unaccepted(reply: &VendorReply, body: &Value, error_code_at: &str) -> ConnectorError {
-    ConnectorError::from_status(
-        reply.status,
-        &Quota::read(&reply.headers),
-        error_code(body, error_code_at).as_deref(),
-    )
 }
 
 #[async_trait]

@@ -435,24 +435,6 @@ fn is_empty_at(body: &Value, pointer: &str) -> bool {
     }
 }
 
-/// The vendor's error code at `fields` (pointers or top-level field names,
-/// comma-separated, the first present wins), read as the vendor client reads
-/// it for the statuses it classifies itself: this is its twin for the
-/// statuses the spec accepts and then finds to be errors after all.
-pub(super) fn error_code(body: &Value, fields: &str) -> Option<String> {
-    let found = fields.split(',').map(str::trim).find_map(|f| {
-        if f.starts_with('/') {
-            body.pointer(f)
-        } else {
-            body.get(f)
-        }
-    })?;
-    Some(match found {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -556,18 +538,6 @@ mod tests {
             assert!(!any(200, serde_json::json!({"users": []})));
             assert!(!any(200, serde_json::json!({"data": [{}]})));
         });
-    }
-
-    #[test]
-    fn error_codes_are_read_like_the_vendor_client_reads_them() {
-        let body = serde_json::json!({"code": 1001, "error": {"type": "NotFound"}});
-        assert_eq!(error_code(&body, "/code").as_deref(), Some("1001"));
-        assert_eq!(error_code(&body, "code").as_deref(), Some("1001"));
-        assert_eq!(
-            error_code(&body, "/missing, /error/type").as_deref(),
-            Some("NotFound")
-        );
-        assert_eq!(error_code(&body, "/missing"), None);
     }
 
     #[test]
