@@ -80,7 +80,9 @@ pub async fn status(
             |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<f64>().ok());
         let override_per_second = parse(&ov, "per_second");
         let base = override_per_second.unwrap_or(app.rate.per_second);
-        let factor = crate::limiter::factor_at(&state, now_ms);
+        let limit = app.rate.limit();
+        let counted = limit.counted().map(|n| (n, limit.window));
+        let factor = crate::limiter::factor_at(&state, now_ms, counted);
         out.push(LimitStatus {
             saas: saas.clone(),
             configured: app.rate.clone(),

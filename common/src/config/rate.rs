@@ -78,6 +78,13 @@ impl Limit {
     pub fn requests(&self) -> f64 {
         self.per_second * self.window.as_secs_f64()
     }
+
+    /// Requests per window when the vendor counts a window (N per window,
+    /// or a rate without a burst): the fleet logs its sends against it. A
+    /// token bucket with a burst is not a window.
+    pub fn counted(&self) -> Option<u64> {
+        (self.burst.get() == 1).then(|| self.requests().floor().max(1.0) as u64)
+    }
 }
 
 /// How much room the fleet leaves for network jitter in each window.

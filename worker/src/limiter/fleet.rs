@@ -11,9 +11,9 @@ use rolecall_common::config::Limit;
 use rolecall_common::names::Names;
 use tracing::{info, warn};
 
-use super::scripts::{ACQUIRE, BETA, CUBIC, GATE, MIN_ADMITTED, MIN_FACTOR, THROTTLED};
+use super::scripts::{ACQUIRE, BETA, CUBIC, GATE, MIN_ADMITTED, MIN_FACTOR, THROTTLED, probe_ms};
 use super::{
-    Admission, Gate, Lease, Limiter, LimiterError, LocalLimiter, QuotaHint, Throttle,
+    Admission, Gate, Lease, Limiter, LimiterError, LocalLimiter, QuotaHint, SendMark, Throttle,
     ThrottleOutcome, WaitReason,
 };
 
@@ -111,6 +111,11 @@ impl FleetLimiter {
         }
     }
 
+    /// Requests per counted window (0: a token bucket, no send log).
+    fn counted(&self) -> u64 {
+        self.config.limit.counted().unwrap_or(0)
+    }
+
     fn note_factor(&self, milli: u64) {
         let before = self.last_factor.swap(milli, Ordering::Relaxed);
         // Log changes of at least 10 %, not every small recovery step.
@@ -125,13 +130,17 @@ impl FleetLimiter {
         &self,
         pause: Duration,
         adapt: bool,
-        is_throttle: bool,
+        throttled: Option<Option<SendMark>>,
         cooldown: Duration,
     ) -> Result<u64, redis::RedisError> {
         let mut conn = self.conn.clone();
+        let window = self.config.limit.window;
         let (factor, _until, _ceiling): (u64, u64, u64) = THROTTLED
             .key(&self.state_key)
             .key(&self.pause_key)
+            .key(&self.log_key)
+            .key(format!("{}:refused", self.log_key))
+            .key(&self.override_key)
             .arg(pause.as_millis() as u64)
             .arg(if adapt && self.config.adaptive {
                 "1"
@@ -143,7 +152,13 @@ impl FleetLimiter {
             .arg(BETA)
             .arg(CUBIC)
             .arg(MIN_ADMITTED)
-            .arg(if is_throttle { "1" } else { "0" })
+            .arg(if throttled.is_some() { "1" } else { "0" })
+            .arg(throttled.flatten().map_or(0, |m| m.0))
+            .arg(window.as_micros() as u64)
+            .arg(self.counted())
+            .arg(probe_ms(window))
+            .arg(self.config.limit.per_second)
+            .arg(self.config.limit.burst.get())
             .invoke_async(&mut conn)
             .await?;
         self.note_factor(factor);
@@ -194,6 +209,8 @@ impl Limiter for FleetLimiter {
             .arg(limit.window.as_micros().max(1) as u64)
             .arg(margin.as_micros() as u64)
             .arg(CUBIC)
+            .arg(self.counted())
+            .arg(probe_ms(limit.window))
             .invoke_async(&mut conn)
             .await?;
         self.track_base(base_milli as f64 / 1000.0, burst);
@@ -217,34 +234,27 @@ impl Limiter for FleetLimiter {
 
     async fn gate(&self, generation: u64, margin: Duration) -> Result<Gate, LimiterError> {
         let limit = self.config.limit;
-        // A window the vendor counts (N per window, or a rate without a
-        // burst) is checked against the log of actual sends; a token bucket
-        // with a burst is not a window.
-        let requests = if limit.burst.get() == 1 {
-            limit.requests().floor().max(1.0) as u64
-        } else {
-            0
-        };
         let id = format!(
             "{}-s{}",
             self.lease_prefix,
             self.lease_seq.fetch_add(1, Ordering::Relaxed)
         );
         let mut conn = self.conn.clone();
-        let (verdict, wait_us): (i64, i64) = GATE
+        let (verdict, us): (i64, i64) = GATE
             .key(&self.state_key)
             .key(&self.pause_key)
             .key(&self.log_key)
             .arg(generation)
             .arg(limit.window.as_micros() as u64)
-            .arg(requests)
+            .arg(self.counted())
             .arg(margin.as_micros() as u64)
             .arg(id)
+            .arg(probe_ms(limit.window))
             .invoke_async(&mut conn)
             .await?;
         Ok(match verdict {
-            1 => Gate::Go,
-            2 => Gate::Wait(Duration::from_micros(wait_us.max(1) as u64)),
+            1 => Gate::Go((us > 0).then_some(SendMark(us as u64))),
+            2 => Gate::Wait(Duration::from_micros(us.max(1) as u64)),
             _ => Gate::Stale,
         })
     }
@@ -274,7 +284,10 @@ impl Limiter for FleetLimiter {
         if capped {
             warn!(saas = %self.saas, pause_ms = pause.as_millis() as u64, "The vendor asked for a longer pause than rate.max_pause; pausing for the maximum.");
         }
-        match self.signal(pause, true, true, cooldown).await {
+        match self
+            .signal(pause, true, Some(throttle.sent), cooldown)
+            .await
+        {
             Ok(_) => ThrottleOutcome {
                 paused_for: (!pause.is_zero()).then_some(pause),
                 capped,
@@ -311,7 +324,7 @@ impl Limiter for FleetLimiter {
             .unwrap_or(Duration::from_secs(1));
         let (pause, _) = self.capped(until_reset.max(Duration::from_millis(50)));
         info!(saas = %self.saas, pause_ms = pause.as_millis() as u64, "Vendor quota exhausted; pausing the fleet until it resets.");
-        if let Err(e) = self.signal(pause, false, false, MIN_COOLDOWN).await {
+        if let Err(e) = self.signal(pause, false, None, MIN_COOLDOWN).await {
             warn!(saas = %self.saas, error = %e, "Could not record the vendor's quota in Redis.");
         }
     }

@@ -50,7 +50,7 @@ impl Limiter for LocalLimiter {
     }
 
     async fn gate(&self, _: u64, _: Duration) -> Result<Gate, LimiterError> {
-        Ok(Gate::Go)
+        Ok(Gate::Go(None))
     }
 
     async fn release(&self, _: Lease) {}

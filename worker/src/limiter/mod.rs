@@ -97,11 +97,17 @@ pub struct QuotaHint {
     pub reset_at: Option<SystemTime>,
 }
 
+/// Where a send stands in the fleet's log of a window the vendor counts
+/// (Redis time, µs): a throttle of that send tells how many requests the
+/// vendor's window held when it refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendMark(pub u64);
+
 /// The last word before a request leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Send now.
-    Go,
+    /// Send now; the send was logged at the mark, when the limit is a window.
+    Go(Option<SendMark>),
     /// The booking is stale (the vendor throttled or paused since): ask again.
     Stale,
     /// The vendor's window is full: check again after this long.
@@ -116,6 +122,8 @@ pub struct Throttle {
     /// How long the response took; the limiter waits at least this long
     /// between two decreases, so one overload is answered once.
     pub round_trip: Duration,
+    /// The throttled send's place in the fleet's send log, if it has one.
+    pub sent: Option<SendMark>,
 }
 
 /// What the limiter made of a throttle.

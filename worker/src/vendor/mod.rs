@@ -36,7 +36,7 @@ use tracing::debug;
 use url::Url;
 
 use crate::error::ConnectorError;
-use crate::limiter::{Admission, Gate, Lease, Limiter, Limiters, LocalLimiter, Throttle};
+use crate::limiter::{Admission, Gate, Lease, Limiter, Limiters, LocalLimiter, SendMark, Throttle};
 use crate::metrics::VendorMetrics;
 use jitter::JitterMargin;
 use quota::Quota;
@@ -287,7 +287,7 @@ impl VendorClient {
         let started = Instant::now();
         let mut resends = 0;
         loop {
-            let (lease, booked_at) = self.admit(&limiter, limit, started).await?;
+            let (lease, booked_at, sent_mark) = self.admit(&limiter, limit, started).await?;
             self.shared.metrics.record_wait(started.elapsed());
             let attempt = request
                 .try_clone()
@@ -322,6 +322,7 @@ impl VendorClient {
                     .throttled(Throttle {
                         retry_after: wait,
                         round_trip,
+                        sent: sent_mark,
                     })
                     .await;
                 if outcome.capped {
@@ -348,13 +349,14 @@ impl VendorClient {
         }
     }
 
-    /// Waits for a slot: returns its lease and the instant it passed the gate.
+    /// Waits for a slot: returns its lease, the instant it passed the gate
+    /// and its place in the send log.
     async fn admit(
         &self,
         limiter: &Arc<dyn Limiter>,
         limit: Limit,
         started: Instant,
-    ) -> Result<(Option<Lease>, Instant), ConnectorError> {
+    ) -> Result<(Option<Lease>, Instant, Option<SendMark>), ConnectorError> {
         loop {
             // A window the vendor counts needs room for jitter; a token
             // bucket with a burst absorbs it in the burst.
@@ -384,7 +386,7 @@ impl VendorClient {
                         match limiter.gate(generation, margin).await {
                             // Delays are measured from here: what happened
                             // before the gate no longer moves arrivals.
-                            Ok(Gate::Go) => return Ok((lease, Instant::now())),
+                            Ok(Gate::Go(mark)) => return Ok((lease, Instant::now(), mark)),
                             Ok(Gate::Wait(wait)) => tokio::time::sleep(wait).await,
                             Ok(Gate::Stale) => break,
                             Err(e) => {
