@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
+# A real three-master Redis Cluster for the cluster tests (tests/it/redis_cluster.rs).
+bash scripts/redis-cluster.sh
 
 # A real third-party SCIM 2.0 server for the SCIM connector's tests, in a
 # throwaway virtualenv (reused while it has the pinned version).

@@ -12,58 +12,21 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use redis::Script;
-use redis::aio::ConnectionManager;
-use secrecy::ExposeSecret;
 
 use crate::config::RedisSettings;
 use crate::messages::JobV1;
 use crate::names::Names;
+use crate::redis_conn::{self, RedisConnection};
 
 /// Redis failed.
 #[derive(Debug, thiserror::Error)]
 #[error("Redis: {0}")]
 pub struct LedgerError(#[from] redis::RedisError);
 
-/// A Redis client for the settings: with their CA and client certificate
-/// for a `rediss://` URL.
-pub fn client(settings: &RedisSettings) -> Result<redis::Client, LedgerError> {
-    let url = settings.url.expose_secret();
-    if !url.starts_with("rediss://") || settings.tls == Default::default() {
-        return Ok(redis::Client::open(url)?);
-    }
-    let io = |e: std::io::Error| {
-        LedgerError(redis::RedisError::from((
-            redis::ErrorKind::InvalidClientConfig,
-            "cannot read a Redis TLS file",
-            e.to_string(),
-        )))
-    };
-    let certs = redis::TlsCertificates {
-        client_tls: settings
-            .tls
-            .client_pem()
-            .map_err(io)?
-            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
-                client_cert,
-                client_key,
-            }),
-        root_cert: settings.tls.ca_pem().map_err(io)?,
-    };
-    Ok(redis::Client::build_with_tls(url, certs)?)
-}
-
-/// Opens a reconnecting Redis connection; the URL is never logged.
-///
-/// Commands time out instead of hanging when Redis stops answering, so
-/// callers notice an outage and hold their work until it is over.
-pub async fn connect(settings: &RedisSettings) -> Result<ConnectionManager, LedgerError> {
-    let client = client(settings)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_number_of_retries(2)
-        .set_max_delay(std::time::Duration::from_millis(500));
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+/// Opens a reconnecting connection to the Redis server or cluster of the
+/// settings (see [`crate::redis_conn`]); the URL is never logged.
+pub async fn connect(settings: &RedisSettings) -> Result<RedisConnection, LedgerError> {
+    Ok(redis_conn::connect(settings).await?)
 }
 
 /// Decides, inside a script, whether a run has just finished. Shared by both
@@ -279,7 +242,7 @@ pub struct UnknownRole {
 /// Reads and writes the run ledger.
 #[derive(Clone)]
 pub struct Ledger {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     names: Names,
     done_ttl_s: u64,
     audit_ttl_s: u64,
@@ -287,7 +250,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// A ledger over an open connection.
-    pub fn new(conn: ConnectionManager, names: Names, settings: &RedisSettings) -> Self {
+    pub fn new(conn: RedisConnection, names: Names, settings: &RedisSettings) -> Self {
         Self {
             conn,
             names,
@@ -297,7 +260,7 @@ impl Ledger {
     }
 
     /// The connection, for callers that need other commands.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 

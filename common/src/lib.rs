@@ -14,7 +14,9 @@ pub mod http;
 pub mod ledger;
 pub mod messages;
 pub mod names;
+pub mod redis_conn;
 pub mod telemetry;
 
 pub use config::Settings;
 pub use names::Names;
+pub use redis_conn::RedisConnection;

@@ -27,7 +27,7 @@ async fn sim(vendor: Vendor, key: &str) -> SimHandle {
 async fn redis_dump(env: &TestEnv) -> String {
     let mut conn = env.redis.clone();
     let mut out = String::new();
-    for key in env.scan(&format!("{}:*", env.namespace)).await {
+    for key in env.scan(&format!("{}*", env.names.key_prefix())).await {
         let kind: String = redis::cmd("TYPE")
             .arg(&key)
             .query_async(&mut conn)

@@ -6,6 +6,7 @@
 //! in-process through the same entry points the binaries use (zero2prod's
 //! `spawn_app`), and vendors are `rolecall-sim` servers on port 0.
 
+pub mod cluster;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +17,7 @@ use anyhow::Context;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use rolecall_common::RedisConnection;
 use rolecall_common::config::{self, Settings};
 use rolecall_common::credentials::Vault;
 use rolecall_common::ledger::{Ledger, RunCounters};
@@ -43,6 +44,14 @@ fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
+/// Seed nodes of the Redis Cluster that `scripts/redis-cluster.sh` starts
+/// (`TEST_REDIS_CLUSTER_URLS`, comma-separated).
+pub fn redis_cluster_urls() -> String {
+    std::env::var("TEST_REDIS_CLUSTER_URLS").unwrap_or_else(|_| {
+        "redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103".into()
+    })
+}
+
 /// One SaaS app of a test configuration.
 pub struct AppSpec<'a> {
     /// SaaS app name.
@@ -64,38 +73,83 @@ pub struct TestEnv {
     /// A broker connection for inspecting queues.
     pub amqp: Connection,
     /// A Redis connection for inspecting keys.
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
+    /// The Redis URL (seed URLs for a cluster) workers get.
+    redis_url: String,
+    /// Whether that Redis is a cluster.
+    cluster: bool,
 }
 
 impl TestEnv {
     /// Connects to the local services, failing with directions when they are not running.
     pub async fn new() -> TestEnv {
+        Self::connect(redis_url(), false)
+            .await
+            .expect("Redis is not reachable on 127.0.0.1:6379: run scripts/services.sh (or set TEST_REDIS_URL)")
+    }
+
+    /// Like [`TestEnv::new`], with Redis being the local Redis Cluster.
+    pub async fn on_cluster() -> TestEnv {
+        Self::connect(redis_cluster_urls(), true)
+            .await
+            .expect("the Redis Cluster is not reachable on 127.0.0.1:7101-7103: run scripts/redis-cluster.sh (or set TEST_REDIS_CLUSTER_URLS)")
+    }
+
+    /// Like [`TestEnv::new`], with Redis being the cluster of these seed
+    /// URLs (comma-separated).
+    pub async fn on_cluster_at(urls: &str) -> TestEnv {
+        Self::connect(urls.to_string(), true)
+            .await
+            .expect("the Redis Cluster answers")
+    }
+
+    async fn connect(redis_url: String, cluster: bool) -> Option<TestEnv> {
         let namespace = format!("t{}", ulid::Ulid::new().to_string().to_lowercase());
         let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("RabbitMQ is not reachable on 127.0.0.1:5672: run scripts/services.sh (or set TEST_AMQP_URL)");
-        let client = redis::Client::open(redis_url()).expect("a valid Redis URL");
-        let redis = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .expect("Redis is not reachable on 127.0.0.1:6379: run scripts/services.sh (or set TEST_REDIS_URL)");
-        TestEnv {
+        let settings = rolecall_common::config::RedisSettings {
+            url: redis_url.clone().into(),
+            cluster,
+            done_ttl: Duration::from_secs(60),
+            audit_ttl: Duration::from_secs(60),
+            tls: Default::default(),
+        };
+        let redis = tokio::time::timeout(
+            Duration::from_secs(5),
+            rolecall_common::redis_conn::connect(&settings),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(TestEnv {
             names: Names::new(&namespace),
             namespace,
             amqp,
             redis,
-        }
+            redis_url,
+            cluster,
+        })
     }
 
     /// Configuration text for the given apps under this namespace; `extra`
     /// is appended (more tables, overrides).
     pub fn config_text(&self, apps: &[AppSpec<'_>], extra: &str) -> String {
-        self.config_text_with_redis(apps, extra, &redis_url())
+        self.config_text_for(apps, extra, &self.redis_url, self.cluster)
     }
 
-    /// Like [`TestEnv::config_text`], with another Redis.
+    /// Like [`TestEnv::config_text`], with another (single) Redis.
     pub fn config_text_with_redis(&self, apps: &[AppSpec<'_>], extra: &str, redis: &str) -> String {
+        self.config_text_for(apps, extra, redis, false)
+    }
+
+    fn config_text_for(
+        &self,
+        apps: &[AppSpec<'_>],
+        extra: &str,
+        redis: &str,
+        cluster: bool,
+    ) -> String {
         let mut text = format!(
             r#"
 namespace = "{ns}"
@@ -105,6 +159,7 @@ prefetch = 20
 queue_expires_ms = 900000
 [redis]
 url = "{redis}"
+cluster = {cluster}
 [worker]
 attempt_timeout_ms = 3000
 job_deadline_ms = 20000
@@ -212,6 +267,15 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
     /// Every key matching `pattern`.
     pub async fn scan(&self, pattern: &str) -> Vec<String> {
         let mut conn = self.redis.clone();
+        if self.cluster {
+            // SCAN walks one node; KEYS is sent to every master and the
+            // answers combined (a test namespace holds few keys).
+            return redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .expect("KEYS works");
+        }
         let mut iter: redis::AsyncIter<String> =
             conn.scan_match(pattern).await.expect("SCAN works");
         let mut keys = Vec::new();
@@ -224,7 +288,7 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
     /// Every result hash of this namespace, by `(saas, user_id)`.
     pub async fn results(&self) -> BTreeMap<(String, String), HashMap<String, String>> {
         let mut conn = self.redis.clone();
-        let pattern = format!("{}role:*", self.names.key_prefix());
+        let pattern = format!("{}role:*", self.names.ledger_prefix());
         let keys = self.scan(&pattern).await;
         let mut out = BTreeMap::new();
         for key in keys {

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
+use rolecall_common::RedisConnection;
 use rolecall_common::names::Names;
 
 /// The first probe after the breaker opens.
@@ -99,7 +99,7 @@ return incident or ''
 /// The breaker of one SaaS app.
 #[derive(Clone)]
 pub struct Breaker {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     key: String,
     probe_key: String,
     max_interval: Duration,
@@ -107,7 +107,7 @@ pub struct Breaker {
 
 impl Breaker {
     /// The breaker of `saas`; probes are at most `max_interval` apart.
-    pub fn new(conn: ConnectionManager, names: &Names, saas: &str, max_interval: Duration) -> Self {
+    pub fn new(conn: RedisConnection, names: &Names, saas: &str, max_interval: Duration) -> Self {
         Self {
             conn,
             key: names.breaker_key(saas),

@@ -17,7 +17,7 @@ use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use redis::Script;
-use redis::aio::ConnectionManager;
+use rolecall_common::RedisConnection;
 use rolecall_common::Settings;
 use rolecall_common::amqp;
 use rolecall_common::messages::{ATTEMPT_HEADER, ERROR_HEADER, JobV1};
@@ -131,7 +131,7 @@ pub async fn list(settings: &Settings, saas: &str) -> anyhow::Result<Vec<DeadLet
 /// returns how many were replayed.
 pub async fn replay(
     settings: &Settings,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     saas: &str,
     filter: &ReplayFilter,
 ) -> anyhow::Result<usize> {

@@ -331,7 +331,7 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// The fleet's limiters of one SaaS app: its default limit and one per bucket.
 fn fleet_limiters(
     saas: &rolecall_common::config::SaasSettings,
-    redis: &redis::aio::ConnectionManager,
+    redis: &rolecall_common::RedisConnection,
     names: &Names,
     attempt_timeout: Duration,
 ) -> Limiters {

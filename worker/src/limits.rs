@@ -1,6 +1,6 @@
 //! Reading and changing the fleet's limits while it runs.
 //!
-//! An operator override lives in Redis (`rolecall:limits:<saas>`) and the
+//! An operator override lives in Redis (`{rolecall:<saas>}:limits`) and the
 //! limiter script reads it on every request, so a change reaches every
 //! worker at once, without a restart or a deploy. The effective limit (after
 //! the adaptive factor) and any vendor pause are read from the same keys the
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use rolecall_common::RedisConnection;
 use rolecall_common::Settings;
 use rolecall_common::config::RateSettings;
 use rolecall_common::names::Names;
@@ -52,7 +52,7 @@ pub struct LimitOverride {
 /// Reads every configured SaaS app's limits.
 pub async fn status(
     settings: &Settings,
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
 ) -> redis::RedisResult<Vec<LimitStatus>> {
     let names = Names::new(&settings.namespace);
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -103,7 +103,7 @@ pub async fn status(
 /// Sets an override for one SaaS app.
 pub async fn set_override(
     settings: &Settings,
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     saas: &str,
     change: &LimitOverride,
 ) -> anyhow::Result<()> {
@@ -137,7 +137,7 @@ pub async fn set_override(
 /// Removes one SaaS app's override: the configured limits apply again.
 pub async fn clear_override(
     settings: &Settings,
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     saas: &str,
 ) -> anyhow::Result<()> {
     let key = Names::new(&settings.namespace).limits_override_key(saas);

@@ -23,11 +23,13 @@ use serde::Deserialize;
 use url::Url;
 
 mod rate;
+mod redis_url;
 mod tls;
 pub use rate::{
     BucketSettings, DEFAULT_MAX_PAUSE, Limit, Margin, RateSettings, RawBucket, RawRate,
     parse_duration, path_matches,
 };
+pub use redis_url::seed_urls;
 pub use tls::{RawTls, TlsSettings};
 
 /// Environment prefix of every override.
@@ -180,6 +182,7 @@ impl Default for RawAmqp {
 #[serde(default)]
 pub struct RawRedis {
     pub url: String,
+    pub cluster: bool,
     pub done_ttl_s: u64,
     pub audit_ttl_s: u64,
     pub tls: RawTls,
@@ -189,6 +192,7 @@ impl Default for RawRedis {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/0".into(),
+            cluster: false,
             done_ttl_s: 7 * 24 * 3600,
             audit_ttl_s: 30 * 24 * 3600,
             tls: RawTls::default(),
@@ -380,8 +384,11 @@ pub struct AmqpSettings {
 /// Redis connection settings.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// Redis URL; may hold a password, so it is a secret.
+    /// Redis URL; may hold a password, so it is a secret. With `cluster`,
+    /// seed nodes separated by commas (see [`seed_urls`]).
     pub url: SecretString,
+    /// Whether `url` names a Redis Cluster.
+    pub cluster: bool,
     /// How long a processed job's idempotency marker lives.
     pub done_ttl: Duration,
     /// How long the audit copy of a vendor's answer about a user is kept.
@@ -652,7 +659,7 @@ impl RawSettings {
             );
         }
         check_url(&self.amqp.url, &["amqp", "amqps"], "amqp.url", &mut bad);
-        check_url(&self.redis.url, &["redis", "rediss"], "redis.url", &mut bad);
+        redis_url::validate(&self.redis.url, self.redis.cluster, &mut bad);
         let amqp_tls = tls::validate_tls("amqp.tls", self.amqp.tls.clone(), &mut bad);
         let redis_tls = tls::validate_tls("redis.tls", self.redis.tls.clone(), &mut bad);
         let prefetch = u16::try_from(self.amqp.prefetch).ok().filter(|p| *p > 0);
@@ -787,6 +794,7 @@ impl RawSettings {
             },
             redis: RedisSettings {
                 url: SecretString::from(self.redis.url),
+                cluster: self.redis.cluster,
                 done_ttl: Duration::from_secs(self.redis.done_ttl_s),
                 audit_ttl: Duration::from_secs(self.redis.audit_ttl_s),
                 tls: redis_tls,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use rolecall_common::RedisConnection;
 use rolecall_common::config::Limit;
 use rolecall_common::names::Names;
 use tracing::{info, warn};
@@ -37,7 +37,7 @@ pub struct FleetLimit {
 /// The fleet-wide limiter of one SaaS app's bucket.
 pub struct FleetLimiter {
     saas: String,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     state_key: String,
     pause_key: String,
     /// Sorted set of recent sends (Redis time, µs): the window as the vendor counts it.
@@ -61,7 +61,7 @@ impl FleetLimiter {
         saas: &str,
         bucket: Option<&str>,
         config: FleetLimit,
-        conn: ConnectionManager,
+        conn: RedisConnection,
         names: &Names,
         lease_ttl: Duration,
         horizon: Duration,
