@@ -10,6 +10,7 @@ mod four_apps;
 mod happy_path;
 mod limits;
 mod no_secrets;
+mod rabbit_cluster;
 mod scim_server;
 mod tls;
 mod vault;

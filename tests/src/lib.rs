@@ -6,6 +6,7 @@
 //! in-process through the same entry points the binaries use (zero2prod's
 //! `spawn_app`), and vendors are `rolecall-sim` servers on port 0.
 
+pub mod rabbit_cluster;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -96,11 +97,29 @@ impl TestEnv {
 
     /// Like [`TestEnv::config_text`], with another Redis.
     pub fn config_text_with_redis(&self, apps: &[AppSpec<'_>], extra: &str, redis: &str) -> String {
+        let amqp = format!("url = \"{}\"", amqp_url());
+        self.config_text_with(apps, extra, &amqp, redis)
+    }
+
+    /// Like [`TestEnv::config_text`], on the brokers of a cluster (`amqp.urls`).
+    pub fn config_text_on_cluster(&self, apps: &[AppSpec<'_>], urls: &[String]) -> String {
+        let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+        let amqp = format!("urls = [{}]", list.join(", "));
+        self.config_text_with(apps, "", &amqp, &redis_url())
+    }
+
+    fn config_text_with(
+        &self,
+        apps: &[AppSpec<'_>],
+        extra: &str,
+        amqp: &str,
+        redis: &str,
+    ) -> String {
         let mut text = format!(
             r#"
 namespace = "{ns}"
 [amqp]
-url = "{amqp}"
+{amqp}
 prefetch = 20
 queue_expires_ms = 900000
 [redis]
@@ -115,7 +134,6 @@ shutdown_grace_s = 5
 log_level = "warn"
 "#,
             ns = self.namespace,
-            amqp = amqp_url(),
         );
         for app in apps {
             text.push_str(&format!(
