@@ -1,17 +1,19 @@
 //! Quorum queues on a 3-node RabbitMQ cluster (`scripts/rabbit-cluster.sh`):
 //! the node leading the jobs queue is killed mid-run, and the fleet fails
-//! over to the others without losing or repeating a user.
+//! over to the others without losing or repeating a user. And the
+//! failover itself: a broker of `amqp.urls` that refuses connections is
+//! skipped.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::{Connection, ConnectionProperties};
-use rolecall_common::config;
 use rolecall_common::messages::{AlertKind, AlertV1};
+use rolecall_common::{amqp, config};
 use rolecall_sim::{Fault, RateLimit, SimConfig};
 use rolecall_tests::rabbit_cluster::RabbitCluster;
-use rolecall_tests::{AppSpec, TestEnv, WorkerProcess, active_rows, publish};
+use rolecall_tests::{AppSpec, TestEnv, WorkerProcess, active_rows, amqp_url, free_port, publish};
 
 const USERS: usize = 300;
 
@@ -159,6 +161,25 @@ async fn killing_the_jobs_queue_leader_node_mid_run_loses_and_repeats_no_user() 
     cluster.restart(leader);
     sim.shutdown().await;
     env.cleanup_keys().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_refusing_connections_is_skipped_for_the_next_one_in_amqp_urls() {
+    let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let text = format!("[amqp]\nurls = [\"{dead}\", \"{}\"]\n", amqp_url());
+    let settings = config::from_toml(&text).expect("valid");
+    let (conn, used) = amqp::connect_from(&settings.amqp, "test", 0)
+        .await
+        .expect("the second broker takes the connection");
+    assert_eq!(used, 1);
+    let _ = conn.close(200, "done".into()).await;
+    // A worker whose session was on the last broker starts over at the
+    // first (dead) one and still lands on the live one.
+    let (conn, used) = amqp::connect_from(&settings.amqp, "test", 2)
+        .await
+        .expect("wraps around");
+    assert_eq!(used, 1);
+    let _ = conn.close(200, "done".into()).await;
 }
 
 async fn drain_alerts(url: &str, queue: &str) -> Vec<AlertV1> {
