@@ -24,7 +24,7 @@ pub enum Kind {
 
 /// What became of one scenario.
 pub enum Outcome {
-    Ran(Report),
+    Ran(Box<Report>),
     /// Not run, and why (printed in the table, never faked).
     NotRun(&'static str, String),
 }
@@ -62,6 +62,6 @@ impl Kind {
                 ));
             }
         };
-        Ok(Outcome::Ran(report))
+        Ok(Outcome::Ran(Box::new(report)))
     }
 }
