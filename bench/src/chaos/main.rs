@@ -11,6 +11,7 @@
 
 mod harness;
 mod scenarios;
+mod servers;
 mod table;
 
 use std::path::PathBuf;

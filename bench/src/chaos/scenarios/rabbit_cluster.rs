@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use crate::harness::{Ctx, Fleet, RabbitNodes, Report};
+use crate::harness::{Ctx, Fleet, Report};
+use crate::servers::RabbitNodes;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let cluster = RabbitNodes::new(&ctx.root, "ck", 3, 5721);

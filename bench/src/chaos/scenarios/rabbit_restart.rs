@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use crate::harness::{Ctx, Fleet, RabbitNodes, Report};
+use crate::harness::{Ctx, Fleet, Report};
+use crate::servers::RabbitNodes;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let node = RabbitNodes::new(&ctx.root, "cr", 1, 5731);

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Ctx, Fleet, Infra, RedisServer, Report};
+use crate::harness::{Ctx, Fleet, Infra, Report};
+use crate::servers::RedisServer;
 
 /// How long Redis stays down.
 const DOWN: Duration = Duration::from_secs(5);
