@@ -13,4 +13,5 @@ mod no_secrets;
 mod rabbit_cluster;
 mod scim_server;
 mod tls;
+mod topology;
 mod vault;
