@@ -61,16 +61,18 @@ running() { ctl "$1" -q await_startup --timeout 1 >/dev/null 2>&1; }
 start_node() {
   local i="$1" base="$DIR/$(node "$1")"
   if running "$i"; then return 0; fi
-  mkdir -p "$base/mnesia" "$base/log"
-  cat > "$base/rabbitmq.conf" <<CONF
+  # $SUDO throughout: after a first start the folder belongs to `rabbitmq`.
+  $SUDO mkdir -p "$base/mnesia" "$base/log"
+  $SUDO tee "$base/rabbitmq.conf" >/dev/null <<CONF
 listeners.tcp.default = 127.0.0.1:$(amqp_port "$i")
 loopback_users = none
 vm_memory_high_watermark.absolute = 512MiB
 disk_free_limit.absolute = 50MiB
 CONF
   # No plugins (no management): less memory, faster start.
-  echo '[].' > "$base/enabled_plugins"
-  if [ "$(id -u)" -eq 0 ]; then chown -R rabbitmq:rabbitmq "$DIR"; fi
+  echo '[].' | $SUDO tee "$base/enabled_plugins" >/dev/null
+  # The Debian wrapper runs the node as `rabbitmq`: it must own its files.
+  if id rabbitmq >/dev/null 2>&1; then $SUDO chown -R rabbitmq:rabbitmq "$DIR"; fi
   log "starting $(node "$i") (AMQP 127.0.0.1:$(amqp_port "$i"), dist $(dist_port "$i"))"
   eval "$SUDO env $(node_env "$i") rabbitmq-server -detached" >/dev/null 2>&1
 }
@@ -96,7 +98,8 @@ join_node() {
   log "joining $(node "$i") to $(node 1)"
   ctl "$i" -q stop_app >/dev/null
   # 3.10 prints harmless "tracked connection table" errors while joining.
-  ctl "$i" -q join_cluster "$(node 1)" >"$DIR/join-$i.log" 2>&1 || { cat "$DIR/join-$i.log" >&2; exit 1; }
+  local out
+  if ! out="$(ctl "$i" -q join_cluster "$(node 1)" 2>&1)"; then printf '%s\n' "$out" >&2; exit 1; fi
   ctl "$i" -q start_app >/dev/null
 }
 
@@ -115,7 +118,7 @@ check_index() {
 cmd="${1:-}"
 case "$cmd" in
   start)
-    mkdir -p "$DIR"
+    $SUDO mkdir -p "$DIR"
     for i in $(seq 1 "$NODES"); do start_node "$i"; done
     for i in $(seq 1 "$NODES"); do wait_node "$i"; done
     for i in $(seq 2 "$NODES"); do join_node "$i"; done
@@ -125,16 +128,16 @@ case "$cmd" in
     for i in $(seq "$NODES" -1 1); do
       if running "$i"; then ctl "$i" -q stop >/dev/null 2>&1 || true; fi
       pid="$(pid_of "$i" || true)"
-      if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" || true; fi
+      if [ -n "$pid" ] && $SUDO kill -0 "$pid" 2>/dev/null; then $SUDO kill -9 "$pid" || true; fi
     done
-    rm -rf "$DIR"
+    $SUDO rm -rf "$DIR"
     ;;
   kill)
     check_index "${2:-}"
     pid="$(pid_of "$2" || true)"
-    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then log "$(node "$2") is not running"; exit 1; fi
+    if [ -z "$pid" ] || ! $SUDO kill -0 "$pid" 2>/dev/null; then log "$(node "$2") is not running"; exit 1; fi
     log "kill -9 $(node "$2") (pid $pid)"
-    kill -9 "$pid"
+    $SUDO kill -9 "$pid"
     ;;
   restart)
     check_index "${2:-}"
