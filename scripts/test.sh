@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 bash scripts/services.sh
 # A real three-master Redis Cluster for the cluster tests (tests/it/redis_cluster.rs).
 bash scripts/redis-cluster.sh
+# A 3-node RabbitMQ cluster on 127.0.0.1:5701-5703 for the quorum-queue
+# failover test (tests/it/rabbit_cluster.rs); the test starts it too if
+# needed, but starting it here keeps its ~30 s out of the test's time.
+bash scripts/rabbit-cluster.sh start
 
 # A real third-party SCIM 2.0 server for the SCIM connector's tests, in a
 # throwaway virtualenv (reused while it has the pinned version).

@@ -11,11 +11,12 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::ExposeSecret;
 
-use crate::config::{AmqpSettings, TlsSettings};
+use crate::config::{AmqpSettings, DelayQueues, TlsSettings, redact_url};
 use crate::messages::{ATTEMPT_HEADER, AlertV1, JobV1};
 use crate::names::Names;
 
@@ -38,6 +39,15 @@ pub enum AmqpError {
     /// a memory or disk alarm).
     #[error("RabbitMQ did not answer {0} within {1:?}")]
     Timeout(&'static str, Duration),
+    /// A delay queue exists with other arguments, typically a classic one
+    /// declared before delay queues became quorum queues.
+    #[error(
+        "delay queue `{0}` exists with another type or arguments ({1}): set amqp.delay_queues = \"classic\" to keep classic delay queues, or let them drain and delete them"
+    )]
+    DelayQueueMismatch(String, lapin::Error),
+    /// The configuration listed no broker (validation prevents it).
+    #[error("no RabbitMQ broker is configured (amqp.url / amqp.urls)")]
+    NoBroker,
 }
 
 /// Longest wait for a connection to open.
@@ -46,14 +56,55 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// blocks publishers indefinitely, and a caller must notice instead of hanging.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connects to the broker; the URL (it may hold a password) is never logged.
+/// Connects to the first broker of `amqp.url`/`amqp.urls` that answers;
+/// URLs (they may hold a password) are never logged.
 pub async fn connect(settings: &AmqpSettings, process: &str) -> Result<Connection, AmqpError> {
+    connect_from(settings, process, 0)
+        .await
+        .map(|(conn, _)| conn)
+}
+
+/// Tries the brokers in turn, starting with the one at `start` (wrapping
+/// around), and returns the connection with the index of the broker that
+/// took it. A process that lost its node starts with the next one, so a
+/// dead node costs one refused connect, and a fleet reconnecting after an
+/// outage spreads over the nodes instead of piling onto the first.
+pub async fn connect_from(
+    settings: &AmqpSettings,
+    process: &str,
+    start: usize,
+) -> Result<(Connection, usize), AmqpError> {
+    let n = settings.urls.len().max(1);
+    let mut last = None;
+    for offset in 0..n {
+        let index = (start + offset) % n;
+        let Some(url) = settings.urls.get(index) else {
+            break;
+        };
+        match connect_one(url.expose_secret(), &settings.tls, process).await {
+            Ok(conn) => return Ok((conn, index)),
+            Err(e) => {
+                if n > 1 {
+                    tracing::warn!(
+                        broker = %redact_url(url.expose_secret()),
+                        error = %e,
+                        "RabbitMQ node did not take the connection; trying the next."
+                    );
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(AmqpError::NoBroker))
+}
+
+async fn connect_one(url: &str, tls: &TlsSettings, process: &str) -> Result<Connection, AmqpError> {
     let props = ConnectionProperties::default().with_connection_name(process.into());
-    let tls = tls_config(&settings.tls)?;
+    let tls = tls_config(tls)?;
     let runtime = lapin::runtime::default_runtime()?;
     tokio::time::timeout(
         CONNECT_TIMEOUT,
-        Connection::connect_with_config(settings.url.expose_secret(), props, tls, runtime),
+        Connection::connect_with_config(url, props, tls, runtime),
     )
     .await
     .map_err(|_| AmqpError::Timeout("the connection", CONNECT_TIMEOUT))?
@@ -173,6 +224,18 @@ pub async fn declare_topology(
         // in one queue would block a short delay behind a long one.
         for delay in retry_delays {
             let mut args = durable_queue_args(settings);
+            if settings.delay_queues == DelayQueues::Quorum {
+                // At least once: an expired job leaves only once the jobs
+                // queue has taken it (this needs reject-publish overflow).
+                // A classic queue dead-letters at most once, and drops the
+                // job if the jobs queue has no leader at that moment, as
+                // right after a broker restart. Replicated, too, so a lost
+                // node neither strands waiting jobs nor stops a worker from
+                // redeclaring the topology.
+                args.insert("x-queue-type".into(), string("quorum"));
+                args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+                args.insert("x-overflow".into(), string("reject-publish"));
+            }
             args.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(delay.as_millis() as i64),
@@ -182,13 +245,11 @@ pub async fn declare_topology(
                 string(&names.jobs_exchange()),
             );
             args.insert("x-dead-letter-routing-key".into(), string(app));
+            let queue = names.retry_queue(app, *delay);
             channel
-                .queue_declare(
-                    names.retry_queue(app, *delay).as_str().into(),
-                    queue_opts,
-                    args,
-                )
-                .await?;
+                .queue_declare(queue.as_str().into(), queue_opts, args)
+                .await
+                .map_err(|e| delay_queue_error(e, &queue))?;
         }
     }
     let mut args = durable_queue_args(settings);
@@ -197,6 +258,21 @@ pub async fn declare_topology(
         .queue_declare(names.alerts_queue().as_str().into(), queue_opts, args)
         .await?;
     Ok(())
+}
+
+/// A delay queue declared with another type (classic, by a version before
+/// quorum delay queues) is refused by the broker; say what to do about it.
+fn delay_queue_error(e: lapin::Error, queue: &str) -> AmqpError {
+    let mismatch = matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(p)
+            if *p.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+    );
+    if mismatch {
+        AmqpError::DelayQueueMismatch(queue.to_string(), e)
+    } else {
+        AmqpError::Broker(e)
+    }
 }
 
 async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), AmqpError> {

@@ -73,9 +73,14 @@
 //!   answers the limit now in force; an unknown bucket is 404
 //! - `POST /_sim/faults`: queue a [`Fault`]; `GET` lists pending ones, `DELETE`
 //!   drops them
+//! - `GET|PUT /_sim/chaos`: [`Chaos`], faults by share rather than by count
+//!   (`{"error_ratio": 0.2, "hang_ratio": 0.01, "hang_s": 30}`: 503s and
+//!   hangs) and a revoked credential (`{"revoked": true}`: every vendor
+//!   request 401 until it is put back to `false`)
 //! - `GET /_sim/health`: `ok`
 
 mod buckets;
+mod chaos;
 mod clock;
 mod faults;
 pub mod inventory;
@@ -105,6 +110,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use buckets::{BucketError, BucketSpec, DEFAULT_BUCKET};
+pub use chaos::{Chaos, ChaosError};
 pub use faults::{Fault, FaultError, MALFORMED};
 pub use limit::{Limit, LimitError, parse_window};
 pub use population::{Population, SimUser, generate_population, generate_vendor_population};
@@ -278,8 +284,16 @@ pub async fn spawn_on(config: SimConfig, bind: SocketAddr) -> anyhow::Result<Sim
         config.deactivated_ratio,
     ));
     let logins = Arc::new(AtomicU64::new(0));
+    let chaos = Arc::new(chaos::ChaosState::default());
     let app = vendor_router(&config, &population, &gate, &logins)
-        .nest("/_sim", admin_router(gate.clone()));
+        .layer(axum::middleware::from_fn_with_state(
+            chaos.clone(),
+            chaos::apply,
+        ))
+        .nest(
+            "/_sim",
+            admin_router(gate.clone()).merge(chaos::router(chaos.clone())),
+        );
 
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -301,6 +315,7 @@ pub async fn spawn_on(config: SimConfig, bind: SocketAddr) -> anyhow::Result<Sim
         population,
         gate,
         logins,
+        chaos,
         stop: Some(stop),
         task: Some(task),
     })
@@ -416,6 +431,7 @@ pub struct SimHandle {
     population: Arc<Population>,
     gate: Arc<Gate>,
     logins: Arc<AtomicU64>,
+    chaos: Arc<chaos::ChaosState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -515,6 +531,24 @@ impl SimHandle {
 
     pub fn clear_faults(&self) {
         self.gate.clear_faults();
+    }
+
+    /// From the next request on: a share of 503s and hangs, or a revoked
+    /// credential (see [`Chaos`]).
+    ///
+    /// # Panics
+    ///
+    /// If a ratio is outside 0..=1 (a bug in the caller).
+    pub fn set_chaos(&self, chaos: Chaos) {
+        if let Err(error) = chaos.validate() {
+            panic!("cannot set {chaos:?}: {error}");
+        }
+        self.chaos.set(chaos);
+    }
+
+    /// The chaos in force.
+    pub fn chaos(&self) -> Chaos {
+        self.chaos.get()
     }
 
     /// Lets in-flight requests finish (for a few seconds at most), then stops.

@@ -7,6 +7,7 @@
 //! `spawn_app`), and vendors are `rolecall-sim` servers on port 0.
 
 pub mod cluster;
+pub mod rabbit_cluster;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +39,11 @@ pub static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 pub fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The `[amqp]` line naming the plain RabbitMQ the tests use.
+fn amqp_line() -> String {
+    format!("url = \"{}\"", amqp_url())
 }
 
 fn redis_url() -> String {
@@ -135,18 +141,26 @@ impl TestEnv {
     /// Configuration text for the given apps under this namespace; `extra`
     /// is appended (more tables, overrides).
     pub fn config_text(&self, apps: &[AppSpec<'_>], extra: &str) -> String {
-        self.config_text_for(apps, extra, &self.redis_url, self.cluster)
+        self.config_text_for(apps, extra, &amqp_line(), &self.redis_url, self.cluster)
     }
 
     /// Like [`TestEnv::config_text`], with another (single) Redis.
     pub fn config_text_with_redis(&self, apps: &[AppSpec<'_>], extra: &str, redis: &str) -> String {
-        self.config_text_for(apps, extra, redis, false)
+        self.config_text_for(apps, extra, &amqp_line(), redis, false)
+    }
+
+    /// Like [`TestEnv::config_text`], on the brokers of a cluster (`amqp.urls`).
+    pub fn config_text_on_cluster(&self, apps: &[AppSpec<'_>], urls: &[String]) -> String {
+        let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+        let amqp = format!("urls = [{}]", list.join(", "));
+        self.config_text_for(apps, "", &amqp, &self.redis_url, self.cluster)
     }
 
     fn config_text_for(
         &self,
         apps: &[AppSpec<'_>],
         extra: &str,
+        amqp: &str,
         redis: &str,
         cluster: bool,
     ) -> String {
@@ -154,7 +168,7 @@ impl TestEnv {
             r#"
 namespace = "{ns}"
 [amqp]
-url = "{amqp}"
+{amqp}
 prefetch = 20
 queue_expires_ms = 900000
 [redis]
@@ -170,7 +184,6 @@ shutdown_grace_s = 5
 log_level = "warn"
 "#,
             ns = self.namespace,
-            amqp = amqp_url(),
         );
         for app in apps {
             text.push_str(&format!(

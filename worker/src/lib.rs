@@ -27,6 +27,7 @@ pub mod vendor;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -52,6 +53,9 @@ pub struct Worker {
     settings: Settings,
     apps: Vec<AppParts>,
     pipeline: PipelineSettings,
+    /// The broker (index into `amqp.urls`) the next session tries first:
+    /// the one after the last session's, so a lost node is skipped.
+    next_broker: AtomicUsize,
 }
 
 /// What a SaaS app keeps across reconnections; its pipeline (and limiter,
@@ -112,6 +116,7 @@ impl Worker {
             settings,
             apps,
             pipeline,
+            next_broker: AtomicUsize::new(0),
         })
     }
 
@@ -180,9 +185,11 @@ impl Worker {
     async fn session(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let settings = &self.settings;
         let names = Names::new(&settings.namespace);
-        let conn = amqp::connect(&settings.amqp, "rolecall-worker")
+        let start = self.next_broker.load(Ordering::Relaxed);
+        let (conn, broker) = amqp::connect_from(&settings.amqp, "rolecall-worker", start)
             .await
             .context("connecting to RabbitMQ")?;
+        self.next_broker.store(broker + 1, Ordering::Relaxed);
         let publisher = amqp::confirmed_channel(&conn).await?;
         amqp::declare_topology(
             &publisher,

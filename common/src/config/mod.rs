@@ -22,9 +22,11 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+mod brokers;
 mod rate;
 mod redis_url;
 mod tls;
+pub use brokers::{DEFAULT_AMQP_URL, DelayQueues};
 pub use rate::{
     BucketSettings, DEFAULT_MAX_PAUSE, Limit, Margin, RateSettings, RawBucket, RawRate,
     parse_duration, path_matches,
@@ -158,7 +160,9 @@ pub struct RawSettings {
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct RawAmqp {
-    pub url: String,
+    pub url: Option<String>,
+    pub urls: Option<Vec<String>>,
+    pub delay_queues: Option<String>,
     pub prefetch: u32,
     pub delivery_limit: u32,
     pub queue_expires_ms: Option<u64>,
@@ -168,7 +172,9 @@ pub struct RawAmqp {
 impl Default for RawAmqp {
     fn default() -> Self {
         Self {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            url: None,
+            urls: None,
+            delay_queues: None,
             prefetch: 20,
             delivery_limit: 10,
             queue_expires_ms: None,
@@ -369,8 +375,11 @@ pub struct Settings {
 /// RabbitMQ connection settings.
 #[derive(Debug, Clone)]
 pub struct AmqpSettings {
-    /// Broker URL; may hold a password, so it is a secret.
-    pub url: SecretString,
+    /// Broker URLs, in the order they are tried (the nodes of a cluster,
+    /// or one broker); never empty. They may hold a password: secrets.
+    pub urls: Vec<SecretString>,
+    /// Queue type of the retry and defer queues.
+    pub delay_queues: DelayQueues,
     /// Unacknowledged deliveries per SaaS consumer (bounds in-flight jobs).
     pub prefetch: u16,
     /// Deliveries of one message before the broker dead-letters it (crash loops).
@@ -604,6 +613,7 @@ pub fn load_with_env(
         .prefix_separator("__")
         .separator("__")
         .list_separator(",")
+        .with_list_parse_key("amqp.urls")
         .with_list_parse_key("worker.saas")
         .with_list_parse_key("worker.retry_delays_s")
         .with_list_parse_key("worker.defer_delays_s")
@@ -658,7 +668,9 @@ impl RawSettings {
                 "use lower-case letters, digits, '_' and '-'".into(),
             );
         }
-        check_url(&self.amqp.url, &["amqp", "amqps"], "amqp.url", &mut bad);
+        let amqp_urls = brokers::validate_brokers(self.amqp.url, self.amqp.urls, &mut bad);
+        let delay_queues =
+            brokers::validate_delay_queues(self.amqp.delay_queues.as_deref(), &mut bad);
         redis_url::validate(&self.redis.url, self.redis.cluster, &mut bad);
         let amqp_tls = tls::validate_tls("amqp.tls", self.amqp.tls.clone(), &mut bad);
         let redis_tls = tls::validate_tls("redis.tls", self.redis.tls.clone(), &mut bad);
@@ -786,7 +798,8 @@ impl RawSettings {
         Ok(Settings {
             namespace: self.namespace,
             amqp: AmqpSettings {
-                url: SecretString::from(self.amqp.url),
+                urls: amqp_urls,
+                delay_queues,
                 prefetch: prefetch.unwrap_or(1),
                 delivery_limit: self.amqp.delivery_limit,
                 queue_expires: self.amqp.queue_expires_ms.map(Duration::from_millis),
