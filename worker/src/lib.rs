@@ -23,6 +23,7 @@ pub mod limiter;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod reconnect;
 pub mod vendor;
 
 use std::collections::HashMap;
@@ -136,7 +137,7 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, reconnecting after failures, then
     /// drains in-flight jobs for up to `worker.shutdown_grace`.
     pub async fn run_until_stopped(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut failures = 0u32;
+        let mut reconnect = reconnect::Reconnect::default();
         loop {
             let started = tokio::time::Instant::now();
             match self.session(&shutdown).await {
@@ -146,14 +147,7 @@ impl Worker {
                     break;
                 }
                 Err(e) => {
-                    // A session that ran healthily for a while starts the
-                    // backoff over: the next outage is a new one.
-                    if started.elapsed() >= HEALTHY_SESSION {
-                        failures = 0;
-                    }
-                    failures += 1;
-                    let wait = pipeline::backoff(Duration::from_millis(500), failures.min(6))
-                        .max(Duration::from_millis(200));
+                    let wait = reconnect.wait_after(started.elapsed());
                     error!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "Worker lost its connections; reconnecting.");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -331,9 +325,6 @@ impl Worker {
         result
     }
 }
-
-/// A session that lasted this long resets the reconnect backoff.
-const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 /// The fleet's limiters of one SaaS app: its default limit and one per bucket.
 fn fleet_limiters(
