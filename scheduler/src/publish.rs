@@ -384,11 +384,6 @@ async fn publish_rows(
         if in_flight.len() >= window {
             settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
         }
-        if in_flight.is_empty() {
-            progress
-                .maybe_save(report.published, offset, &report)
-                .await?;
-        }
     }
     while !in_flight.is_empty() {
         settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
@@ -445,21 +440,6 @@ struct Progress<'a> {
 }
 
 impl Progress<'_> {
-    async fn maybe_save(
-        &mut self,
-        published: u64,
-        offset: u64,
-        report: &RunReport,
-    ) -> anyhow::Result<()> {
-        self.save_at(PublishCounts {
-            published,
-            rejected: report.rejected_count,
-            skipped: report.skipped,
-            offset,
-        })
-        .await
-    }
-
     async fn save_at(&mut self, counts: PublishCounts) -> anyhow::Result<()> {
         if *self.lost.borrow() {
             bail!("run {}: lost its publisher lease; stopping", self.run_id);

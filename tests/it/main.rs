@@ -11,6 +11,7 @@ mod happy_path;
 mod limits;
 mod no_secrets;
 mod redis_cluster;
+mod scheduler_service;
 mod scim_server;
 mod tls;
 mod vault;
