@@ -386,3 +386,104 @@ async fn run_once_killed_mid_publish_is_resumed_by_the_next_run_once_not_started
     assert_eq!(runs, 1);
     env.cleanup(&settings).await;
 }
+
+/// Runs of a namespace, oldest first.
+async fn runs(env: &TestEnv) -> Vec<String> {
+    let mut conn = env.redis.clone();
+    redis::cmd("ZRANGE")
+        .arg(env.names.runs_index())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A workflow firing every second over a small inventory, with no worker:
+/// its first run stays in progress (jobs without outcomes).
+fn every_second(env: &TestEnv, path: &std::path::Path, overlap: &str) -> String {
+    env.config_text(
+        &[],
+        &format!(
+            r#"{APP}
+[scheduler]
+lease_ms = 2000
+tick_ms = 200
+[workflow.often]
+schedule = "* * * * * *"
+apps = ["lever"]
+inventory = "{}"
+overlap = "{overlap}"
+"#,
+            path.display()
+        ),
+    )
+}
+
+#[tokio::test]
+async fn slots_due_while_a_run_is_in_progress_are_skipped_with_overlap_skip() {
+    let env = TestEnv::new().await;
+    let (_dir, path) = temp_file("users.csv", &inventory(20));
+    let text = every_second(&env, &path, "skip");
+    let settings = config::from_toml(&text).expect("valid");
+    let server = SchedulerProcess::spawn(&text, &["serve"]);
+    server
+        .wait_for_log("Run started", Duration::from_secs(15))
+        .await;
+    server
+        .wait_for_log("Skipped a slot", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(runs(&env).await.len(), 1, "{}", server.log());
+    drop(server);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test]
+async fn a_queued_slot_starts_once_the_run_in_progress_finishes_with_overlap_queue() {
+    let env = TestEnv::new().await;
+    let (_dir, path) = temp_file("users.csv", &inventory(20));
+    let text = every_second(&env, &path, "queue");
+    let settings = config::from_toml(&text).expect("valid");
+    let server = SchedulerProcess::spawn(&text, &["serve"]);
+    server
+        .wait_for_log("Run started", Duration::from_secs(15))
+        .await;
+    server
+        .wait_for_log("Queued a slot", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = runs(&env).await;
+    assert_eq!(
+        first.len(),
+        1,
+        "several queued slots are one run: {first:?}"
+    );
+    // The first run ends (as when workers record its last outcome): the
+    // queued slot starts at the next tick.
+    let mut conn = env.redis.clone();
+    let () = redis::cmd("HSET")
+        .arg(env.names.run_key(&first[0]))
+        .arg("finished_at")
+        .arg(chrono::Utc::now().to_rfc3339())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while runs(&env).await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queued slot did not start:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        runs(&env).await.len(),
+        2,
+        "one queued run, then queueing again behind it"
+    );
+    drop(server);
+    env.cleanup(&settings).await;
+}
