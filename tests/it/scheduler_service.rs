@@ -487,3 +487,65 @@ async fn a_queued_slot_starts_once_the_run_in_progress_finishes_with_overlap_que
     drop(server);
     env.cleanup(&settings).await;
 }
+
+#[tokio::test]
+async fn a_run_whose_inventory_is_gone_after_its_publisher_died_is_abandoned_with_an_alert() {
+    const USERS: usize = 30_000;
+    let env = TestEnv::new().await;
+    let (_dir, path) = temp_file("users.csv", &inventory(USERS));
+    let text = env.config_text(
+        &[],
+        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\n"),
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    let inventory_arg = path.display().to_string();
+    let mut publisher =
+        SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let run_id = loop {
+        if let Some(run_id) = runs(&env).await.first() {
+            let published: u64 = run_hash(&env, run_id)
+                .await
+                .get("published")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if published >= 1_000 {
+                publisher.kill9();
+                break run_id.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    std::fs::remove_file(&path).unwrap();
+
+    let server = SchedulerProcess::spawn(&text, &["serve"]);
+    server
+        .wait_for_log("Run abandoned", Duration::from_secs(20))
+        .await;
+    let run = run_hash(&env, &run_id).await;
+    assert_eq!(
+        run.get("abandoned").map(String::as_str),
+        Some("1"),
+        "{run:?}"
+    );
+    assert_eq!(run["publishing_done"], "1");
+    let published: u64 = run["published"].parse().unwrap();
+    assert!((1_000..USERS as u64).contains(&published), "{run:?}");
+    let alerts = env
+        .alerts_until(Duration::from_secs(10), |a| {
+            a.iter().any(|a| a.kind.as_str() == "run_abandoned")
+        })
+        .await;
+    let alert = alerts
+        .iter()
+        .find(|a| a.kind.as_str() == "run_abandoned")
+        .expect("a run_abandoned alert");
+    assert_eq!(alert.run_id, run_id);
+    assert!(alert.error.contains("users.csv"), "{}", alert.error);
+    drop(server);
+    env.cleanup(&settings).await;
+}
