@@ -549,3 +549,83 @@ async fn a_run_whose_inventory_is_gone_after_its_publisher_died_is_abandoned_wit
     drop(server);
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_finishes_with_exactly_one_result_per_user_when_workers_consume() {
+    const USERS: usize = 2_000;
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(rolecall_sim::SimConfig {
+        users: USERS,
+        seed: 7,
+        rate: None,
+        ..Default::default()
+    })
+    .await
+    .expect("the sim starts");
+    let apps = [rolecall_tests::AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 1_000.0,
+        burst: 100,
+    }];
+    // One confirm at a time: slow enough to be killed mid-publish.
+    let text = env.config_text(
+        &apps,
+        "\n[scheduler]\npublish_window = 1\nlease_ms = 2000\ntick_ms = 200\n",
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    let (_dir, path) = temp_file(
+        "users.csv",
+        &rolecall_tests::active_rows(&sim, "lever", USERS),
+    );
+    let inventory_arg = path.display().to_string();
+    let mut publisher =
+        SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let run_id = loop {
+        if let Some(run_id) = runs(&env).await.first() {
+            let published: u64 = run_hash(&env, run_id)
+                .await
+                .get("published")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if published > 0 {
+                publisher.kill9();
+                assert!(published < USERS as u64, "the run finished before the kill");
+                break run_id.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let worker = env.spawn_worker(&settings).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let report = rolecall_scheduler::run_once(
+        &settings,
+        rolecall_scheduler::RunOnceOptions {
+            inventory: path.clone(),
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .expect("the run resumes");
+    assert_eq!(report.run_id, run_id);
+    let counters = env
+        .wait_for_run(&settings, &run_id, Duration::from_secs(60))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.published, USERS as u64);
+    assert_eq!(counters.outcomes(), USERS as u64, "{counters:?}");
+    let results = env.results().await;
+    assert_eq!(results.len(), USERS);
+    for ((saas, user), result) in &results {
+        assert_eq!(result["run_id"], run_id);
+        assert_eq!(result["job_id"], job_id(&run_id, saas, user));
+    }
+    env.cleanup(&settings).await;
+}
