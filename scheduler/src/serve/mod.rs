@@ -330,11 +330,6 @@ async fn publish_or_abandon(settings: &Settings, names: &Names, run: Adopted) {
     });
     if let Err(why) = resumable {
         let why = format!("{why:#}");
-        error!(
-            run_id = plan.run_id,
-            reason = why,
-            "Run abandoned: it cannot be resumed; it ends with the jobs it had published."
-        );
         let reason = format!(
             "run abandoned after {} published jobs: {why}",
             from.published
@@ -348,10 +343,30 @@ async fn publish_or_abandon(settings: &Settings, names: &Names, run: Adopted) {
                 &[("abandoned", "1"), ("abandoned_reason", &reason)],
             )
             .await;
-        if ended.is_ok() {
-            let alert = AlertV1::run_abandoned(&plan.run_id, reason);
+        let finished = match ended {
+            Ok(finished) => finished,
+            Err(e) => {
+                error!(run_id = plan.run_id, error = %e, "Could not mark the run abandoned; trying again once its lease expires.");
+                return;
+            }
+        };
+        error!(
+            run_id = plan.run_id,
+            reason = why,
+            "Run abandoned: it cannot be resumed; it ends with the jobs it had published."
+        );
+        let mut alerts = vec![AlertV1::run_abandoned(&plan.run_id, reason)];
+        if finished {
+            // Every published job already had its outcome: nobody else
+            // will see this run finish.
+            alerts.push(AlertV1::run_finished(
+                &plan.run_id,
+                format!("run finished: {} jobs published", from.published),
+            ));
+        }
+        for alert in alerts {
             if let Err(e) = amqp::publish_alert(&conns.channel, names, &alert).await {
-                error!(run_id = plan.run_id, error = %e, "Could not send the run_abandoned alert.");
+                error!(run_id = plan.run_id, error = %e, kind = alert.kind.as_str(), "Could not send an alert.");
             }
         }
         return;
