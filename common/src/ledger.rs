@@ -93,18 +93,47 @@ return {{complete(KEYS[3], ARGV[3]), (marks and not again) and 1 or 0}}
     ))
 });
 
-/// KEYS: run. ARGV: now, then field/value pairs to set.
-/// Returns 1 when the run finished with this call.
+/// KEYS: run, run lease, publishing runs. ARGV: now, fencing token ("" for
+/// an unfenced run), run id, then field/value pairs to set.
+/// Returns 1 when the run finished with this call, -1 when the lease is held
+/// by another publisher (a newer one took the run over: it finishes it).
 static FINISH_PUBLISHING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{COMPLETE_FN}
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
 local kv = {{}}
-for i = 2, #ARGV do kv[#kv + 1] = ARGV[i] end
+for i = 4, #ARGV do kv[#kv + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], 'publishing_done', '1', unpack(kv))
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[3])
 return complete(KEYS[1], ARGV[1])
 "#
     ))
 });
+
+/// What a run's publisher confirmed, as its ledger entry records it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishCounts {
+    /// Jobs published (confirmed by the broker), each user once.
+    pub published: u64,
+    /// Malformed inventory rows.
+    pub rejected: u64,
+    /// Rows not selected.
+    pub skipped: u64,
+    /// Inventory rows read (the resume point).
+    pub offset: u64,
+}
+
+/// Why a fenced finish did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] LedgerError),
+    /// Another publisher holds the run's lease now.
+    #[error("run {0}: another scheduler took over its publishing (lease lost)")]
+    LeaseLost(String),
+}
 
 /// What a worker learned about one user.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,21 +327,60 @@ impl Ledger {
         rejected: u64,
         skipped: u64,
     ) -> Result<bool, LedgerError> {
+        let counts = PublishCounts {
+            published,
+            rejected,
+            skipped,
+            offset: 0,
+        };
+        match self.finish_publishing_fenced(run_id, "", counts, &[]).await {
+            Ok(finished) => Ok(finished),
+            Err(FinishError::Redis(e)) => Err(e),
+            Err(FinishError::LeaseLost(_)) => unreachable!("an unfenced finish has no lease"),
+        }
+    }
+
+    /// Like [`finish_publishing`](Self::finish_publishing), only while the
+    /// run's lease still holds `token` (`""`: no lease); releases the lease
+    /// and takes the run off the publishing set. `extra` fields are set too.
+    pub async fn finish_publishing_fenced(
+        &self,
+        run_id: &str,
+        token: &str,
+        counts: PublishCounts,
+        extra: &[(&str, &str)],
+    ) -> Result<bool, FinishError> {
         let mut conn = self.conn.clone();
         let now = Utc::now().to_rfc3339();
-        let finished: i64 = FINISH_PUBLISHING
+        let mut invocation = FINISH_PUBLISHING.prepare_invoke();
+        invocation
             .key(self.names.run_key(run_id))
+            .key(self.names.run_lease_key(run_id))
+            .key(self.names.publishing_runs())
             .arg(&now)
+            .arg(token)
+            .arg(run_id)
             .arg("published")
-            .arg(published)
+            .arg(counts.published)
             .arg("rejected")
-            .arg(rejected)
+            .arg(counts.rejected)
             .arg("skipped")
-            .arg(skipped)
+            .arg(counts.skipped)
             .arg("published_at")
-            .arg(&now)
+            .arg(&now);
+        if counts.offset > 0 {
+            invocation.arg("offset").arg(counts.offset);
+        }
+        for (k, v) in extra {
+            invocation.arg(*k).arg(*v);
+        }
+        let finished: i64 = invocation
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(LedgerError::from)?;
+        if finished == -1 {
+            return Err(FinishError::LeaseLost(run_id.to_string()));
+        }
         Ok(finished == 1)
     }
 

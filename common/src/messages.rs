@@ -166,6 +166,9 @@ pub enum AlertKind {
     PauseCapped,
     /// The vendor accepts the SaaS app's credential again after an incident.
     AuthRecovered,
+    /// A run's publisher stopped and the run could not be resumed (its
+    /// inventory is gone): it ends with the jobs it had published.
+    RunAbandoned,
 }
 
 impl AlertKind {
@@ -179,6 +182,7 @@ impl AlertKind {
             AlertKind::ThrottledOut => "throttled_out",
             AlertKind::PauseCapped => "pause_capped",
             AlertKind::AuthRecovered => "auth_recovered",
+            AlertKind::RunAbandoned => "run_abandoned",
         }
     }
 }
@@ -259,6 +263,15 @@ impl AlertV1 {
             error: summary,
             attempts: 0,
             at: Utc::now(),
+        }
+    }
+
+    /// A run that could not be resumed after its publisher stopped.
+    pub fn run_abandoned(run_id: &str, why: String) -> Self {
+        Self {
+            id: format!("run_abandoned:{run_id}"),
+            kind: AlertKind::RunAbandoned,
+            ..Self::run_finished(run_id, why)
         }
     }
 

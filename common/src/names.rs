@@ -125,6 +125,33 @@ impl Names {
         format!("{}events", self.ledger_prefix())
     }
 
+    /// The `serve` leader's lease: its fencing token, with a TTL.
+    pub fn leader_key(&self) -> String {
+        format!("{}scheduler:leader", self.ledger_prefix())
+    }
+
+    /// Counter every lease's fencing token is drawn from (monotonic, so a
+    /// newer holder always has a larger token than any stale one).
+    pub fn fence_key(&self) -> String {
+        format!("{}scheduler:fence", self.ledger_prefix())
+    }
+
+    /// The lease of the one process publishing a run: its fencing token, with a TTL.
+    pub fn run_lease_key(&self, run_id: &str) -> String {
+        format!("{}run:{run_id}:lease", self.ledger_prefix())
+    }
+
+    /// Set of runs still publishing: where a leader looks for runs whose
+    /// publisher died.
+    pub fn publishing_runs(&self) -> String {
+        format!("{}runs:publishing", self.ledger_prefix())
+    }
+
+    /// Hash of a workflow's schedule state: `last_slot`, `current_run`, `queued_slot`.
+    pub fn workflow_key(&self, workflow: &str) -> String {
+        format!("{}workflow:{workflow}", self.ledger_prefix())
+    }
+
     /// Hash with a SaaS app's fleet-wide limiter state (GCRA TAT, adaptive factor).
     pub fn limiter_key(&self, saas: &str) -> String {
         format!("{}rl", self.app_prefix(saas))
@@ -222,6 +249,11 @@ mod tests {
             n.runs_index(),
             n.audit_key("a", "u"),
             n.alerted_key("d"),
+            n.leader_key(),
+            n.fence_key(),
+            n.run_lease_key("r"),
+            n.publishing_runs(),
+            n.workflow_key("w"),
         ];
         assert!(ledger.iter().all(|k| hash_tag(k) == "t42:rolecall"));
         let app = [

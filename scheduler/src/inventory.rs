@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 /// The fields every row has; anything else is a free attribute.
-const KNOWN_FIELDS: [&str; 6] = [
+pub const KNOWN_FIELDS: [&str; 6] = [
     "saas",
     "user_id",
     "email",
@@ -53,6 +53,12 @@ impl InventoryRow {
             "last_login" => self.last_login.as_deref(),
             other => self.attributes.get(other).map(String::as_str),
         }
+    }
+}
+
+impl rolecall_common::config::Fields for InventoryRow {
+    fn field(&self, name: &str) -> Option<&str> {
+        InventoryRow::field(self, name)
     }
 }
 
@@ -124,6 +130,27 @@ pub fn open(path: &Path, format: Format) -> Result<Rows, InventoryError> {
         Format::Csv => csv_rows(path, name, file),
         Format::JsonLines => Ok(Box::new(json_rows(name, BufReader::new(file)))),
     }
+}
+
+/// The columns of a CSV inventory (lower-case), for checking the fields
+/// criteria name before a run starts; `None` for JSON Lines, whose rows
+/// each carry their own fields.
+pub fn columns(path: &Path, format: Format) -> Result<Option<Vec<String>>, InventoryError> {
+    if format == Format::JsonLines {
+        return Ok(None);
+    }
+    let open_error = |reason: String| InventoryError::Open {
+        path: path.into(),
+        reason,
+    };
+    let file = File::open(path).map_err(|e| open_error(e.to_string()))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(BufReader::new(file));
+    let header = reader.headers().map_err(|e| open_error(e.to_string()))?;
+    Ok(Some(
+        header.iter().map(|h| h.to_ascii_lowercase()).collect(),
+    ))
 }
 
 fn csv_rows(path: &Path, name: String, file: File) -> Result<Rows, InventoryError> {

@@ -48,6 +48,10 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Run every configured workflow on its schedule, until SIGTERM. Any
+    /// number of replicas may serve: one leads, the others take over when it
+    /// stops.
+    Serve,
     /// Ask a vendor to change one user (deactivate, create, update), through
     /// the same queues and limits as lookups. Off unless the SaaS app's
     /// `actions` enable it.
@@ -230,10 +234,27 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Serve => rolecall_scheduler::serve::serve(settings, shutdown_signal()).await,
         Command::Summary { run_id } => {
             let ledger = open_ledger(&settings).await?;
             print_summary(&ledger, &run_id).await
         }
+    }
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 

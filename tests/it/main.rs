@@ -12,6 +12,7 @@ mod limits;
 mod no_secrets;
 mod rabbit_cluster;
 mod redis_cluster;
+mod scheduler_service;
 mod scim_server;
 mod tls;
 mod topology;

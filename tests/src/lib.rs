@@ -8,7 +8,10 @@
 
 pub mod cluster;
 pub mod rabbit_cluster;
+pub mod scheduler_process;
 pub mod tls;
+
+pub use scheduler_process::SchedulerProcess;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -639,4 +642,33 @@ pub async fn publish(settings: &Settings, csv: &str) -> rolecall_scheduler::RunR
     )
     .await
     .expect("the run publishes")
+}
+
+/// Every message in a queue, taken with a no-ack consumer (fast for tens of
+/// thousands): stops when the queue has stayed empty for `idle`.
+pub async fn consume_all(
+    env: &TestEnv,
+    queue: &str,
+    idle: Duration,
+) -> Vec<lapin::message::Delivery> {
+    use futures::StreamExt;
+    let channel = env.amqp.create_channel().await.expect("a channel");
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "test-drain".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("basic.consume works");
+    let mut out = Vec::new();
+    while let Ok(Some(delivery)) = tokio::time::timeout(idle, consumer.next()).await {
+        out.push(delivery.expect("a delivery"));
+    }
+    let _ = channel.close(200, "drained".into()).await;
+    out
 }

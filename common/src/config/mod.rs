@@ -23,16 +23,20 @@ use serde::Deserialize;
 use url::Url;
 
 mod brokers;
+pub mod criteria;
 mod rate;
 mod redis_url;
 mod tls;
+pub mod workflow;
 pub use brokers::{DEFAULT_AMQP_URL, DelayQueues};
+pub use criteria::{Criteria, Fields, RawCriteria, Rule};
 pub use rate::{
     BucketSettings, DEFAULT_MAX_PAUSE, Limit, Margin, RateSettings, RawBucket, RawRate,
     parse_duration, path_matches,
 };
 pub use redis_url::seed_urls;
 pub use tls::{RawTls, TlsSettings};
+pub use workflow::{Overlap, RawWorkflow, Schedule, WorkflowSettings};
 
 /// Environment prefix of every override.
 pub const ENV_PREFIX: &str = "ROLECALL";
@@ -154,6 +158,8 @@ pub struct RawSettings {
     pub telemetry: RawTelemetry,
     /// The SaaS apps, by name.
     pub saas: BTreeMap<String, RawSaas>,
+    /// Scheduled workflows, by name.
+    pub workflow: BTreeMap<String, RawWorkflow>,
 }
 
 #[allow(missing_docs)]
@@ -246,12 +252,16 @@ impl Default for RawWorker {
 #[serde(default)]
 pub struct RawScheduler {
     pub publish_window: u32,
+    pub lease_ms: u64,
+    pub tick_ms: u64,
 }
 
 impl Default for RawScheduler {
     fn default() -> Self {
         Self {
             publish_window: 512,
+            lease_ms: 15_000,
+            tick_ms: 1_000,
         }
     }
 }
@@ -326,7 +336,7 @@ pub struct RawSaas {
     #[serde(default)]
     pub deactivate_missing: bool,
     #[serde(default)]
-    pub criteria: Option<Vec<String>>,
+    pub criteria: Option<RawCriteria>,
     #[serde(default)]
     pub rate: Option<RawRate>,
     #[serde(default)]
@@ -370,6 +380,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The SaaS apps, by name.
     pub saas: BTreeMap<String, SaasSettings>,
+    /// Scheduled workflows, by name.
+    pub workflows: BTreeMap<String, WorkflowSettings>,
 }
 
 /// RabbitMQ connection settings.
@@ -440,6 +452,11 @@ pub struct WorkerSettings {
 pub struct SchedulerSettings {
     /// Publisher confirms outstanding at once.
     pub publish_window: NonZeroU32,
+    /// How long a leader's or a publisher's lease lasts without renewal:
+    /// the time a dead scheduler's work waits before another takes it over.
+    pub lease: Duration,
+    /// How often `serve` looks at schedules, leases and orphaned runs.
+    pub tick: Duration,
 }
 
 /// Credential lookup settings.
@@ -500,7 +517,7 @@ pub struct SaasSettings {
     /// Whether users the vendor no longer knows are deactivated.
     pub deactivate_missing: bool,
     /// Inventory criteria (the Begin criteria), e.g. `status == active`.
-    pub criteria: Vec<Criterion>,
+    pub criteria: Criteria,
     /// Vendor rate limit.
     pub rate: RateSettings,
     /// Raw vendor role (lower-case) to normalized role and seat price.
@@ -545,53 +562,6 @@ pub struct RoleMapping {
     pub role: String,
     /// Seat price per period in the organisation's currency.
     pub seat_price: f64,
-}
-
-/// A field comparison used to select inventory rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Criterion {
-    /// Inventory field or free attribute name.
-    pub field: String,
-    /// Whether the field must equal (`==`) or differ from (`!=`) the value.
-    pub equals: bool,
-    /// The value, compared case-insensitively.
-    pub value: String,
-}
-
-impl Criterion {
-    /// Parses `field == value` or `field != value`.
-    pub fn parse(text: &str) -> Option<Criterion> {
-        let (field, equals, value) = if let Some((f, v)) = text.split_once("==") {
-            (f, true, v)
-        } else if let Some((f, v)) = text.split_once("!=") {
-            (f, false, v)
-        } else {
-            return None;
-        };
-        let field = field.trim();
-        let value = value.trim().trim_matches('"');
-        let valid_field = !field.is_empty()
-            && field
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        (valid_field && !value.is_empty()).then(|| Criterion {
-            field: field.to_string(),
-            equals,
-            value: value.to_string(),
-        })
-    }
-
-    /// Whether a field's value satisfies the criterion (missing fields are "").
-    pub fn matches(&self, actual: Option<&str>) -> bool {
-        actual.unwrap_or("").eq_ignore_ascii_case(&self.value) == self.equals
-    }
-}
-
-impl fmt::Display for Criterion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let op = if self.equals { "==" } else { "!=" };
-        write!(f, "{} {op} {}", self.field, self.value)
-    }
 }
 
 /// Loads settings from an optional TOML file and the process environment.
@@ -784,6 +754,20 @@ impl RawSettings {
             },
         };
 
+        if self.scheduler.lease_ms < 1000 {
+            bad(
+                "scheduler.lease_ms".into(),
+                "must be at least 1000 (a lease shorter than a Redis hiccup flaps)".into(),
+            );
+        }
+        if self.scheduler.tick_ms == 0 || self.scheduler.tick_ms * 2 > self.scheduler.lease_ms {
+            bad(
+                "scheduler.tick_ms".into(),
+                "must be at least 1 and at most half of scheduler.lease_ms".into(),
+            );
+        }
+        let workflows = workflow::validate_workflows(self.workflow, &self.saas, &mut bad);
+
         let mut saas = BTreeMap::new();
         for (name, raw) in self.saas {
             if let Some(s) = validate_saas(&name, raw, &mut bad) {
@@ -842,6 +826,8 @@ impl RawSettings {
             },
             scheduler: SchedulerSettings {
                 publish_window: window.unwrap_or(NonZeroU32::MIN),
+                lease: Duration::from_millis(self.scheduler.lease_ms),
+                tick: Duration::from_millis(self.scheduler.tick_ms),
             },
             credentials: CredentialSettings {
                 env_prefix: self.credentials.env_prefix,
@@ -853,6 +839,7 @@ impl RawSettings {
                 log_level: self.telemetry.log_level,
             },
             saas,
+            workflows,
         })
     }
 }
@@ -913,22 +900,16 @@ fn validate_saas(
         ok = false;
     }
     let rate = rate::validate_rate(name, raw.rate, bad);
-    let criteria_text = raw
-        .criteria
-        .unwrap_or_else(|| vec!["status == active".into()]);
-    let mut criteria = Vec::new();
-    for (i, text) in criteria_text.iter().enumerate() {
-        match Criterion::parse(text) {
-            Some(c) => criteria.push(c),
+    let criteria = match &raw.criteria {
+        None => Criteria::default_active(),
+        Some(raw) => match criteria::validate(&key("criteria"), raw, bad) {
+            Some(c) => c,
             None => {
-                bad(
-                    format!("saas.{name}.criteria[{i}]"),
-                    format!("`{text}` is not `field == value` or `field != value`"),
-                );
                 ok = false;
+                Criteria::All(Vec::new())
             }
-        }
-    }
+        },
+    };
     let mut roles = HashMap::new();
     for (raw_role, mapping) in raw.roles {
         if mapping.role.trim().is_empty() {
@@ -1056,10 +1037,7 @@ mod tests {
         let lever = &s.saas["lever_prod"];
         assert_eq!(lever.connector, ConnectorKind::Lever);
         assert_eq!(lever.rate.burst.get(), 20);
-        assert_eq!(
-            lever.criteria,
-            vec![Criterion::parse("status == active").unwrap()]
-        );
+        assert_eq!(lever.criteria, Criteria::default_active());
         let (m, known) = lever.map_role("super admin");
         assert!(known);
         assert_eq!(m.seat_price, 45.0);
@@ -1171,14 +1149,63 @@ mod tests {
     }
 
     #[test]
-    fn criteria_parse_and_match() {
-        let c = Criterion::parse("status == active").unwrap();
-        assert!(c.matches(Some("Active")));
-        assert!(!c.matches(Some("deactivated")));
-        assert!(!c.matches(None));
-        let c = Criterion::parse("department != \"sales\"").unwrap();
-        assert!(c.matches(Some("eng")));
-        assert!(Criterion::parse("status active").is_none());
+    fn workflows_validate_and_bad_rules_name_their_key_and_text() {
+        let text = format!(
+            r#"{GOOD}
+            [workflow.nightly]
+            schedule = "0 2 * * *"
+            timezone = "Europe/Berlin"
+            apps = ["lever_prod"]
+            inventory = "/data/users.csv"
+            overlap = "queue"
+            criteria = {{ any = ["status == active", "last_login newer_than 30d"] }}
+            [workflow.weekly]
+            schedule = "weekly"
+            apps = ["lever_prod"]
+            inventory = "/data/users.csv"
+            "#
+        );
+        let s = from_toml(&text).expect("valid");
+        let w = &s.workflows["nightly"];
+        assert_eq!(w.overlap, Overlap::Queue);
+        assert_eq!(w.schedule.timezone(), chrono_tz::Europe::Berlin);
+        assert_eq!(w.criteria.as_ref().unwrap().rules().len(), 2);
+        assert_eq!(s.workflows["weekly"].overlap, Overlap::Skip);
+
+        let text = format!(
+            r#"{GOOD}
+            [workflow.bad]
+            schedule = "0 25 * * *"
+            timezone = "Mars/Olympus"
+            apps = ["nope"]
+            overlap = "later"
+            criteria = ["status == active", {{ all = ["last_login older_than ninety"] }}]
+            "#
+        );
+        let err = from_toml(&text).unwrap_err();
+        let text = err.to_string();
+        let keys = keys(err);
+        for k in [
+            "workflow.bad.timezone",
+            "workflow.bad.apps",
+            "workflow.bad.inventory",
+            "workflow.bad.overlap",
+            "workflow.bad.criteria[1].all[0]",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+        }
+        assert!(text.contains("`last_login older_than ninety`"), "{text}");
+    }
+
+    #[test]
+    fn an_apps_bad_rule_names_its_key_and_text() {
+        let text = GOOD.replace(
+            "deactivate_missing = true",
+            "deactivate_missing = true\ncriteria = [\"status = active\"]",
+        );
+        let err = from_toml(&text).unwrap_err();
+        assert_eq!(err.problems()[0].key, "saas.lever_prod.criteria[0]");
+        assert!(err.to_string().contains("`status = active`"), "{err}");
     }
 
     #[test]

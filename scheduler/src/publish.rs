@@ -1,0 +1,561 @@
+//! Publishing a run so that it can be resumed by another process.
+//!
+//! A run's plan (inventory, format, SaaS apps, workflow) is stored in its
+//! ledger hash when it starts, with a lease naming its one publisher. Jobs
+//! are published in inventory order with up to `scheduler.publish_window`
+//! confirms outstanding, and their confirms are taken in that order, so
+//! "every row before N is decided and every job among them confirmed" is a
+//! single number: the offset. The publisher checkpoints it with the counts
+//! (fenced by its lease) every few hundred confirms. A successor resumes
+//! after the checkpoint: users before it are never published again and the
+//! `published` counter counts each user once; the few jobs published after
+//! the last checkpoint are published again with the same job id
+//! (a hash of run, SaaS app and user), which the workers' `done:<job_id>`
+//! marker absorbs. Memory stays flat: nothing per user is kept.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use lapin::options::BasicPublishOptions;
+use redis::Script;
+use rolecall_common::amqp::{self, check_confirm};
+use rolecall_common::config::{Criteria, Settings};
+use rolecall_common::ledger::{FinishError, PublishCounts};
+use rolecall_common::messages::{Action, AlertV1, JOB_VERSION, JobV1, UserRef};
+use rolecall_common::{Names, RedisConnection};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::inventory::{self, Format, InventoryRow};
+use crate::lease::Lease;
+use crate::{Connections, MAX_REPORTED_ERRORS, RunReport};
+
+/// Confirms between two checkpoints: small enough that a successor
+/// republishes little, large enough that Redis sees a few calls a second.
+const CHECKPOINT_EVERY: u64 = 256;
+/// A checkpoint at least this often while confirms trickle.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What a run publishes: stored with the run so a successor can resume it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPlan {
+    /// The run's id.
+    pub run_id: String,
+    /// The inventory file.
+    pub inventory: PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// SaaS apps checked.
+    pub apps: Vec<String>,
+    /// The workflow whose criteria apply (`None`: each app's own).
+    pub workflow: Option<String>,
+}
+
+/// KEYS: run, runs index, publishing runs, run lease, fence.
+/// ARGV: run id, started_at, start epoch s, lease ms, then plan pairs.
+/// Returns the publisher's token, or 0 when the run exists (a slot already
+/// started by another leader).
+static START: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('INCR', KEYS[5])
+redis.call('SET', KEYS[4], token, 'PX', ARGV[4])
+local kv = {}
+for i = 5, #ARGV do kv[#kv + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], 'started_at', ARGV[2], 'offset', 0, 'published', 0, unpack(kv))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return token
+",
+    )
+});
+
+/// KEYS: run lease, fence, run, publishing runs. ARGV: lease ms, run id.
+/// Returns a token when the run's publisher is gone and we take it over,
+/// 0 while its lease holds, -1 for a run that is no longer publishing.
+static ADOPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('HGET', KEYS[3], 'publishing_done') == '1' or redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('SREM', KEYS[4], ARGV[2])
+  return -1
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'takeovers', 1)
+return token
+",
+    )
+});
+
+/// KEYS: run lease, run. ARGV: token, lease ms, offset, published, rejected, skipped.
+static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'offset', ARGV[3], 'published', ARGV[4], 'rejected', ARGV[5], 'skipped', ARGV[6])
+return 1
+",
+    )
+});
+
+/// The job id of a user in a run: the same whoever publishes it, so a
+/// resumed run's re-published jobs are recognised by the workers.
+pub fn job_id(run_id: &str, saas: &str, user_id: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [run_id, saas, user_id] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Records a new run with its plan and takes its publisher lease; `None`
+/// when a run with this id exists already.
+pub async fn start(
+    conn: &RedisConnection,
+    names: &Names,
+    plan: &RunPlan,
+    ttl: Duration,
+) -> anyhow::Result<Option<Lease>> {
+    let started_at = Utc::now();
+    let mut invocation = START.prepare_invoke();
+    invocation
+        .key(names.run_key(&plan.run_id))
+        .key(names.runs_index())
+        .key(names.publishing_runs())
+        .key(names.run_lease_key(&plan.run_id))
+        .key(names.fence_key())
+        .arg(&plan.run_id)
+        .arg(started_at.to_rfc3339())
+        .arg(started_at.timestamp())
+        .arg(ttl.as_millis() as u64)
+        .arg("source")
+        .arg(plan.inventory.display().to_string())
+        .arg("inventory")
+        .arg(plan.inventory.display().to_string())
+        .arg("format")
+        .arg(match plan.format {
+            Format::Csv => "csv",
+            Format::JsonLines => "jsonl",
+        })
+        .arg("apps")
+        .arg(plan.apps.join(","))
+        .arg("workflow")
+        .arg(plan.workflow.as_deref().unwrap_or(""));
+    let mut c = conn.clone();
+    let token: u64 = invocation
+        .invoke_async(&mut c)
+        .await
+        .context("recording the run in Redis")?;
+    Ok((token > 0).then(|| Lease::held(names.run_lease_key(&plan.run_id), token, ttl)))
+}
+
+/// A run whose publisher stopped, taken over: its plan and its last checkpoint.
+pub struct Adopted {
+    /// The new publisher's lease.
+    pub lease: Lease,
+    /// What to publish.
+    pub plan: RunPlan,
+    /// Where the previous publisher got to.
+    pub from: PublishCounts,
+}
+
+/// Takes over `run_id` if its publisher's lease is gone.
+pub async fn adopt(
+    conn: &RedisConnection,
+    names: &Names,
+    run_id: &str,
+    ttl: Duration,
+) -> anyhow::Result<Option<Adopted>> {
+    let mut c = conn.clone();
+    let token: i64 = ADOPT
+        .key(names.run_lease_key(run_id))
+        .key(names.fence_key())
+        .key(names.run_key(run_id))
+        .key(names.publishing_runs())
+        .arg(ttl.as_millis() as u64)
+        .arg(run_id)
+        .invoke_async(&mut c)
+        .await?;
+    if token <= 0 {
+        return Ok(None);
+    }
+    let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(names.run_key(run_id))
+        .query_async(&mut c)
+        .await?;
+    let n = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let text = |k: &str| h.get(k).cloned().unwrap_or_default();
+    let plan = RunPlan {
+        run_id: run_id.to_string(),
+        inventory: PathBuf::from(text("inventory")),
+        format: if text("format") == "jsonl" {
+            Format::JsonLines
+        } else {
+            Format::Csv
+        },
+        apps: text("apps")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        workflow: Some(text("workflow")).filter(|w| !w.is_empty()),
+    };
+    Ok(Some(Adopted {
+        lease: Lease::held(names.run_lease_key(run_id), token as u64, ttl),
+        plan,
+        from: PublishCounts {
+            published: n("published"),
+            rejected: n("rejected"),
+            skipped: n("skipped"),
+            offset: n("offset"),
+        },
+    }))
+}
+
+/// The criteria each SaaS app of a plan is checked with.
+pub fn selection(
+    settings: &Settings,
+    plan: &RunPlan,
+) -> anyhow::Result<BTreeMap<String, Criteria>> {
+    let workflow = match &plan.workflow {
+        Some(name) => Some(
+            settings
+                .workflows
+                .get(name)
+                .with_context(|| format!("workflow `{name}` is no longer configured"))?,
+        ),
+        None => None,
+    };
+    let mut out = BTreeMap::new();
+    for app in &plan.apps {
+        let saas = settings.saas.get(app).with_context(|| {
+            format!("SaaS app `{app}` is not configured (no [saas.{app}] table)")
+        })?;
+        let criteria = workflow
+            .and_then(|w| w.criteria.clone())
+            .unwrap_or_else(|| saas.criteria.clone());
+        out.insert(app.clone(), criteria);
+    }
+    Ok(out)
+}
+
+/// Fails when a rule names a field the inventory does not have (CSV: its
+/// header; JSON Lines rows carry their own fields, so only known ones can
+/// be checked), naming the rule, its key and the file.
+pub fn check_fields(
+    selection: &BTreeMap<String, Criteria>,
+    path: &Path,
+    format: Format,
+) -> anyhow::Result<()> {
+    let Some(columns) = inventory::columns(path, format)? else {
+        return Ok(());
+    };
+    for criteria in selection.values() {
+        for (rule, key) in criteria.rules() {
+            if !inventory::KNOWN_FIELDS.contains(&rule.field.as_str())
+                && !columns
+                    .iter()
+                    .any(|c| c == &rule.field.to_ascii_lowercase())
+            {
+                bail!(
+                    "{key}: rule `{rule}` names field `{}`, which inventory {} does not have (columns: {})",
+                    rule.field,
+                    path.display(),
+                    columns.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publishes a run's jobs from checkpoint `from` on, under `lease`, and
+/// records the end of publishing. Gives the lease back on every exit.
+pub async fn publish(
+    settings: &Settings,
+    conns: &Connections,
+    plan: &RunPlan,
+    lease: &Lease,
+    from: PublishCounts,
+) -> anyhow::Result<RunReport> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let redis = conns.ledger.connection();
+    let (lost, keeper) = lease.keep_alive(redis.clone(), stop_rx);
+    let result = publish_rows(settings, conns, plan, lease, from, lost).await;
+    let _ = stop_tx.send(true);
+    let _ = keeper.await;
+    if result.is_err()
+        && let Err(e) = lease.release(&redis).await
+    {
+        warn!(run_id = plan.run_id, error = %e, "Could not release the run's lease; it expires by itself.");
+    }
+    result
+}
+
+async fn publish_rows(
+    settings: &Settings,
+    conns: &Connections,
+    plan: &RunPlan,
+    lease: &Lease,
+    from: PublishCounts,
+    lost: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<RunReport> {
+    let names = Names::new(&settings.namespace);
+    let selection = selection(settings, plan)?;
+    let rows = inventory::open(&plan.inventory, plan.format)?;
+    let redis = conns.ledger.connection();
+    let mut report = RunReport {
+        run_id: plan.run_id.clone(),
+        published: from.published,
+        rejected_count: from.rejected,
+        skipped: from.skipped,
+        ..Default::default()
+    };
+    let window = settings.scheduler.publish_window.get() as usize;
+    let exchange = names.jobs_exchange();
+    let now = Utc::now();
+    let mut in_flight = FuturesOrdered::new();
+    let mut progress = Progress {
+        lease,
+        redis: &redis,
+        names: &names,
+        run_id: &plan.run_id,
+        saved: from,
+        saved_at: Instant::now(),
+        lost,
+    };
+    let mut offset = from.offset;
+
+    for (index, row) in rows.enumerate().skip(from.offset as usize) {
+        let index = index as u64;
+        offset = index + 1;
+        let row: InventoryRow = match row {
+            Ok(row) => row,
+            Err(e) => {
+                warn!(file = %e.file, line = e.line, reason = %e.reason, "Skipping malformed inventory row.");
+                report.rejected_count += 1;
+                if report.rejected.len() < MAX_REPORTED_ERRORS {
+                    report.rejected.push(e);
+                }
+                continue;
+            }
+        };
+        let (Some(criteria), Some(saas)) = (selection.get(&row.saas), settings.saas.get(&row.saas))
+        else {
+            report.skipped += 1;
+            continue;
+        };
+        if !criteria.matches(&row, now) {
+            report.skipped += 1;
+            continue;
+        }
+        let job = job_for(&plan.run_id, &row, saas.deactivate_missing);
+        let routing_key = job.saas.clone();
+        let confirm = conns
+            .channel
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &job.encode(),
+                amqp::job_properties(&job, 0),
+            )
+            .await
+            .context("publishing a job")?;
+        let mark = (index + 1, report.rejected_count, report.skipped);
+        in_flight.push_back(async move { (confirm.await, routing_key, mark) });
+        if in_flight.len() >= window {
+            settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
+        }
+    }
+    while !in_flight.is_empty() {
+        settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
+    }
+    let counts = PublishCounts {
+        published: report.published,
+        rejected: report.rejected_count,
+        skipped: report.skipped,
+        offset,
+    };
+    report.finished = match conns
+        .ledger
+        .finish_publishing_fenced(&plan.run_id, &lease.token().to_string(), counts, &[])
+        .await
+    {
+        Ok(finished) => finished,
+        Err(FinishError::LeaseLost(_)) => bail!(
+            "run {}: another scheduler took over its publishing; stopping",
+            plan.run_id
+        ),
+        Err(FinishError::Redis(e)) => return Err(e.into()),
+    };
+    info!(
+        run_id = plan.run_id,
+        published = report.published,
+        rejected = report.rejected_count,
+        skipped = report.skipped,
+        "Run published."
+    );
+    if report.finished {
+        // Nothing to wait for (an empty selection, or workers faster than
+        // us): the scheduler is the one that saw the run finish, so it says so.
+        let alert = AlertV1::run_finished(
+            &plan.run_id,
+            format!("run finished: {} jobs published", report.published),
+        );
+        amqp::publish_alert(&conns.channel, &names, &alert).await?;
+        if let Err(e) = conns.ledger.mark_announced(&plan.run_id).await {
+            warn!(run_id = plan.run_id, error = %e, "Could not note that the run was announced.");
+        }
+    }
+    Ok(report)
+}
+
+/// Where the publisher got to, and when it last said so.
+struct Progress<'a> {
+    lease: &'a Lease,
+    redis: &'a RedisConnection,
+    names: &'a Names,
+    run_id: &'a str,
+    saved: PublishCounts,
+    saved_at: Instant,
+    lost: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Progress<'_> {
+    async fn save_at(&mut self, counts: PublishCounts) -> anyhow::Result<()> {
+        if *self.lost.borrow() {
+            bail!("run {}: lost its publisher lease; stopping", self.run_id);
+        }
+        if counts.published < self.saved.published + CHECKPOINT_EVERY
+            && self.saved_at.elapsed() < CHECKPOINT_INTERVAL
+        {
+            return Ok(());
+        }
+        let mut c = self.redis.clone();
+        let held: i64 = CHECKPOINT
+            .key(self.names.run_lease_key(self.run_id))
+            .key(self.names.run_key(self.run_id))
+            .arg(self.lease.token())
+            .arg(self.lease.ttl().as_millis() as u64)
+            .arg(counts.offset)
+            .arg(counts.published)
+            .arg(counts.rejected)
+            .arg(counts.skipped)
+            .invoke_async(&mut c)
+            .await
+            .context("checkpointing the run in Redis")?;
+        if held != 1 {
+            bail!(
+                "run {}: another scheduler took over its publishing; stopping",
+                self.run_id
+            );
+        }
+        self.saved = counts;
+        self.saved_at = Instant::now();
+        Ok(())
+    }
+}
+
+type Mark = (u64, u64, u64);
+
+async fn settle<F>(
+    in_flight: &mut FuturesOrdered<F>,
+    exchange: &str,
+    report: &mut RunReport,
+    progress: &mut Progress<'_>,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = (lapin::Result<lapin::Confirmation>, String, Mark)>,
+{
+    let next = tokio::time::timeout(amqp::CONFIRM_TIMEOUT, in_flight.next())
+        .await
+        .map_err(|_| amqp::AmqpError::Timeout("a publisher confirm", amqp::CONFIRM_TIMEOUT))?;
+    if let Some((confirm, routing_key, (offset, rejected, skipped))) = next {
+        check_confirm(confirm?, exchange, &routing_key)?;
+        report.published += 1;
+        *report.published_by_saas.entry(routing_key).or_default() += 1;
+        // Confirms are taken in publishing order: every row before this
+        // one is decided and every job among them confirmed.
+        progress
+            .save_at(PublishCounts {
+                published: report.published,
+                rejected,
+                skipped,
+                offset,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The job for one selected row.
+pub fn job_for(run_id: &str, row: &InventoryRow, deactivate_missing: bool) -> JobV1 {
+    JobV1 {
+        v: JOB_VERSION,
+        job_id: job_id(run_id, &row.saas, &row.user_id),
+        run_id: run_id.to_string(),
+        saas: row.saas.clone(),
+        action: Action::LookupRole,
+        user: UserRef {
+            id: row.user_id.clone(),
+            email: row.email.clone(),
+            external_id: row.external_id.clone(),
+        },
+        deactivate_missing,
+        attributes: Default::default(),
+        enqueued_at: Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_depend_on_run_app_and_user_only() {
+        let a = job_id("r1", "lever", "u-1");
+        assert_eq!(a, job_id("r1", "lever", "u-1"));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, job_id("r2", "lever", "u-1"));
+        assert_ne!(a, job_id("r1", "okta", "u-1"));
+        assert_ne!(a, job_id("r1", "lever", "u-2"));
+        // The separator keeps ("a", "bc") apart from ("ab", "c").
+        assert_ne!(job_id("r", "a", "bc"), job_id("r", "ab", "c"));
+    }
+
+    #[test]
+    fn jobs_carry_the_row_and_the_apps_deactivation_policy() {
+        let row = InventoryRow {
+            saas: "lever".into(),
+            user_id: "u-9".into(),
+            email: "Ana@Example.com".into(),
+            external_id: Some("ext".into()),
+            status: "active".into(),
+            ..Default::default()
+        };
+        let job = job_for("r1", &row, true);
+        assert_eq!(job.v, 1);
+        assert_eq!(job.job_id, job_id("r1", "lever", "u-9"));
+        assert_eq!(job.user.email, "Ana@Example.com");
+        assert!(job.deactivate_missing);
+        assert_eq!(JobV1::decode(&job.encode()).unwrap(), job);
+    }
+}

@@ -1,0 +1,426 @@
+//! `rolecall-scheduler serve`: runs every workflow on its schedule, with
+//! any number of replicas and one leader.
+//!
+//! Every tick each replica tries to take (or renews) the leader lease. The
+//! leader alone fires due slots and takes over runs whose publisher died
+//! (a run's own lease expired before it finished publishing): it resumes
+//! them from their last checkpoint, or, when the run cannot be resumed (its
+//! inventory is gone), ends it with what it had published and an alert.
+//! A run is published by whoever holds its lease, leader or not, so a
+//! leader change never interrupts a healthy publisher.
+
+pub mod slots;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rolecall_common::config::WorkflowSettings;
+use rolecall_common::ledger::{self, Ledger, PublishCounts};
+use rolecall_common::messages::AlertV1;
+use rolecall_common::{Names, RedisConnection, Settings, amqp};
+use tracing::{error, info, warn};
+
+use crate::inventory::{self, Format};
+use crate::lease::Lease;
+use crate::publish::{self, Adopted, RunPlan};
+use crate::{Connections, publish::check_fields};
+use slots::Decision;
+
+/// Runs the workflows until `shutdown` completes, then gives up its leases.
+pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let names = Names::new(&settings.namespace);
+    // Criteria naming a field the inventory lacks fail here, at start,
+    // rather than at 02:00.
+    for w in settings.workflows.values() {
+        let plan = workflow_plan(w, "check");
+        if w.inventory.exists() {
+            check_fields(
+                &publish::selection(&settings, &plan)?,
+                &plan.inventory,
+                plan.format,
+            )?;
+        } else {
+            warn!(workflow = w.name, inventory = %w.inventory.display(), "The workflow's inventory does not exist yet.");
+        }
+    }
+    let redis = ledger::connect(&settings.redis)
+        .await
+        .context("connecting to Redis")?;
+    let ledger = Ledger::new(redis.clone(), names.clone(), &settings.redis);
+    let mut server = Server {
+        settings: Arc::new(settings),
+        names,
+        redis,
+        ledger,
+        leader: None,
+        tasks: HashMap::new(),
+    };
+    info!(
+        workflows = server.settings.workflows.len(),
+        "Scheduler serving."
+    );
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(server.settings.scheduler.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut shutdown => break,
+        }
+        if let Err(e) = server.tick().await {
+            warn!(
+                error = format!("{e:#}"),
+                "A scheduler tick failed; trying again at the next one."
+            );
+        }
+    }
+    server.stop().await;
+    Ok(())
+}
+
+struct Server {
+    settings: Arc<Settings>,
+    names: Names,
+    redis: RedisConnection,
+    ledger: Ledger,
+    leader: Option<Lease>,
+    /// Runs this process publishes, with their leases (released on stop).
+    tasks: HashMap<String, (tokio::task::JoinHandle<()>, Lease)>,
+}
+
+impl Server {
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        self.tasks.retain(|_, (task, _)| !task.is_finished());
+        match &self.leader {
+            None => {
+                let ttl = self.settings.scheduler.lease;
+                if let Some(lease) = Lease::acquire(
+                    &self.redis,
+                    &self.names.leader_key(),
+                    &self.names.fence_key(),
+                    ttl,
+                )
+                .await?
+                {
+                    info!(token = lease.token(), "Became the scheduler leader.");
+                    self.leader = Some(lease);
+                }
+            }
+            Some(lease) => {
+                if !lease.renew(&self.redis).await? {
+                    warn!("Lost the scheduler leadership (the lease expired); following.");
+                    self.leader = None;
+                }
+            }
+        }
+        if self.leader.is_none() {
+            return Ok(());
+        }
+        self.adopt_orphans().await?;
+        let workflows: Vec<WorkflowSettings> = self.settings.workflows.values().cloned().collect();
+        for w in &workflows {
+            if let Err(e) = self.fire(w).await {
+                warn!(
+                    workflow = w.name,
+                    error = format!("{e:#}"),
+                    "Could not start the workflow's run."
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes over runs still publishing whose publisher's lease is gone.
+    async fn adopt_orphans(&mut self) -> anyhow::Result<()> {
+        let mut conn = self.redis.clone();
+        let runs: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.names.publishing_runs())
+            .query_async(&mut conn)
+            .await?;
+        for run_id in runs {
+            if self.tasks.contains_key(&run_id) {
+                continue;
+            }
+            let ttl = self.settings.scheduler.lease;
+            if let Some(adopted) = publish::adopt(&self.redis, &self.names, &run_id, ttl).await? {
+                warn!(
+                    run_id,
+                    offset = adopted.from.offset,
+                    published = adopted.from.published,
+                    "Took over run {run_id}: its publisher stopped; resuming after inventory row {}.",
+                    adopted.from.offset
+                );
+                self.spawn(adopted);
+            }
+        }
+        Ok(())
+    }
+
+    async fn fire(&mut self, w: &WorkflowSettings) -> anyhow::Result<()> {
+        let key = self.names.workflow_key(&w.name);
+        let mut conn = self.redis.clone();
+        let state: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        let at = |k: &str| {
+            state
+                .get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+        };
+        let now = Utc::now();
+        let Some(last) = at("last_slot") else {
+            // First sight of this workflow: its history starts now, so a
+            // new deployment does not fire a slot from before it existed.
+            let () = redis::cmd("HSET")
+                .arg(&key)
+                .arg("last_slot")
+                .arg(now.timestamp())
+                .query_async(&mut conn)
+                .await?;
+            info!(workflow = w.name, schedule = %w.schedule, next = ?w.schedule.next_after(now), "Workflow scheduled.");
+            return Ok(());
+        };
+        let in_progress = match state.get("current_run") {
+            Some(run) => {
+                let c = self.ledger.run(run).await?;
+                c.started_at.is_some() && c.finished_at.is_none()
+            }
+            None => false,
+        };
+        let set = |fields: Vec<(&'static str, String)>| {
+            let key = key.clone();
+            let mut conn = self.redis.clone();
+            async move {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(&key);
+                for (k, v) in fields {
+                    cmd.arg(k).arg(v);
+                }
+                let r: redis::RedisResult<()> = cmd.query_async(&mut conn).await;
+                r
+            }
+        };
+        match slots::decide(
+            &w.schedule,
+            w.overlap,
+            last,
+            at("queued_slot"),
+            in_progress,
+            now,
+        ) {
+            Decision::Idle => {}
+            Decision::Skip(slot) => {
+                warn!(workflow = w.name, slot = %slot, previous = state.get("current_run").map(String::as_str).unwrap_or(""),
+                    "Skipped a slot: the previous run is still in progress (overlap = skip).");
+                set(vec![("last_slot", slot.timestamp().to_string())]).await?;
+            }
+            Decision::Queue(slot) => {
+                info!(workflow = w.name, slot = %slot, "Queued a slot behind the run in progress (overlap = queue).");
+                set(vec![
+                    ("last_slot", slot.timestamp().to_string()),
+                    ("queued_slot", slot.timestamp().to_string()),
+                ])
+                .await?;
+            }
+            Decision::Start { slot, queued } => {
+                let plan = workflow_plan(w, &slots::run_id(&w.name, slot));
+                let mut fields = vec![("current_run", plan.run_id.clone())];
+                if !queued {
+                    fields.push(("last_slot", slot.timestamp().to_string()));
+                }
+                // The slot is consumed whatever happens next: a slot that
+                // cannot start (say, a missing inventory) is not retried
+                // every tick.
+                set(fields).await?;
+                if queued {
+                    let () = redis::cmd("HDEL")
+                        .arg(&key)
+                        .arg("queued_slot")
+                        .query_async(&mut conn)
+                        .await?;
+                }
+                drop(
+                    inventory::open(&plan.inventory, plan.format)
+                        .with_context(|| format!("workflow `{}`", w.name))?,
+                );
+                let ttl = self.settings.scheduler.lease;
+                match publish::start(&self.redis, &self.names, &plan, ttl).await? {
+                    Some(lease) => {
+                        info!(workflow = w.name, run_id = plan.run_id, slot = %slot, "Run started.");
+                        self.spawn(Adopted {
+                            lease,
+                            plan,
+                            from: PublishCounts::default(),
+                        });
+                    }
+                    None => {
+                        info!(
+                            workflow = w.name,
+                            run_id = plan.run_id,
+                            "The slot's run exists already."
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, run: Adopted) {
+        let settings = self.settings.clone();
+        let names = self.names.clone();
+        let lease = run.lease.clone();
+        let run_id = run.plan.run_id.clone();
+        let task = tokio::spawn(async move {
+            publish_or_abandon(&settings, &names, run).await;
+        });
+        self.tasks.insert(run_id, (task, lease));
+    }
+
+    async fn stop(self) {
+        for (run_id, (task, lease)) in self.tasks {
+            task.abort();
+            let _ = task.await;
+            if let Err(e) = lease.release(&self.redis).await {
+                warn!(run_id, error = %e, "Could not release a run's lease; it expires by itself.");
+            }
+        }
+        if let Some(lease) = self.leader
+            && let Err(e) = lease.release(&self.redis).await
+        {
+            warn!(error = %e, "Could not release the leader lease; it expires by itself.");
+        }
+        info!("Scheduler stopped.");
+    }
+}
+
+fn workflow_plan(w: &WorkflowSettings, run_id: &str) -> RunPlan {
+    RunPlan {
+        run_id: run_id.to_string(),
+        inventory: w.inventory.clone(),
+        format: Format::from_path(&w.inventory),
+        apps: w.apps.clone(),
+        workflow: Some(w.name.clone()),
+    }
+}
+
+/// Publishes a run; a run that can no longer be published as planned (its
+/// inventory or workflow is gone) ends with what it had, and an alert.
+async fn publish_or_abandon(settings: &Settings, names: &Names, run: Adopted) {
+    let Adopted { lease, plan, from } = run;
+    let conns = match Connections::open(settings, names).await {
+        Ok(c) => c,
+        Err(e) => {
+            // The lease expires by itself; the leader then resumes the run.
+            error!(
+                run_id = plan.run_id,
+                error = format!("{e:#}"),
+                "Cannot publish the run; it is resumed once its lease expires."
+            );
+            return;
+        }
+    };
+    let resumable = publish::selection(settings, &plan).and_then(|_| {
+        drop(inventory::open(&plan.inventory, plan.format)?);
+        Ok(())
+    });
+    if let Err(why) = resumable {
+        let why = format!("{why:#}");
+        let reason = format!(
+            "run abandoned after {} published jobs: {why}",
+            from.published
+        );
+        let ended = conns
+            .ledger
+            .finish_publishing_fenced(
+                &plan.run_id,
+                &lease.token().to_string(),
+                from,
+                &[("abandoned", "1"), ("abandoned_reason", &reason)],
+            )
+            .await;
+        let finished = match ended {
+            Ok(finished) => finished,
+            Err(e) => {
+                error!(run_id = plan.run_id, error = %e, "Could not mark the run abandoned; trying again once its lease expires.");
+                return;
+            }
+        };
+        error!(
+            run_id = plan.run_id,
+            reason = why,
+            "Run abandoned: it cannot be resumed; it ends with the jobs it had published."
+        );
+        let mut alerts = vec![AlertV1::run_abandoned(&plan.run_id, reason)];
+        if finished {
+            // Every published job already had its outcome: nobody else
+            // will see this run finish.
+            alerts.push(AlertV1::run_finished(
+                &plan.run_id,
+                format!("run finished: {} jobs published", from.published),
+            ));
+        }
+        for alert in alerts {
+            if let Err(e) = amqp::publish_alert(&conns.channel, names, &alert).await {
+                error!(run_id = plan.run_id, error = %e, kind = alert.kind.as_str(), "Could not send an alert.");
+            }
+        }
+        return;
+    }
+    match publish::publish(settings, &conns, &plan, &lease, from).await {
+        Ok(report) => info!(
+            run_id = plan.run_id,
+            published = report.published,
+            "Run publishing done."
+        ),
+        Err(e) => error!(
+            run_id = plan.run_id,
+            error = format!("{e:#}"),
+            "Publishing stopped; the leader resumes the run."
+        ),
+    }
+    let _ = conns.conn.close(200, "run published".into()).await;
+}
+
+/// A run of exactly this plan (inventory, apps, no workflow) whose
+/// publisher stopped, taken over for `run-once` to resume.
+pub async fn find_orphan(
+    redis: &RedisConnection,
+    names: &Names,
+    settings: &Settings,
+    plan: &RunPlan,
+) -> anyhow::Result<Option<Adopted>> {
+    let mut conn = redis.clone();
+    let runs: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(names.publishing_runs())
+        .query_async(&mut conn)
+        .await?;
+    let inventory = plan.inventory.display().to_string();
+    let apps = plan.apps.join(",");
+    for run_id in runs {
+        let (inv, run_apps, workflow): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(names.run_key(&run_id))
+                .arg("inventory")
+                .arg("apps")
+                .arg("workflow")
+                .query_async(&mut conn)
+                .await?;
+        let same = inv.as_deref() == Some(&inventory)
+            && run_apps.as_deref() == Some(&apps)
+            && workflow.as_deref().unwrap_or("").is_empty();
+        if !same {
+            continue;
+        }
+        if let Some(adopted) =
+            publish::adopt(redis, names, &run_id, settings.scheduler.lease).await?
+        {
+            return Ok(Some(adopted));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,90 @@
+//! `rolecall-scheduler` as a real process, for tests that kill it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{temp_file, workspace_binary};
+
+/// A `rolecall-scheduler` process whose log (stderr) goes to a file the
+/// test reads; stopped with SIGTERM when dropped.
+pub struct SchedulerProcess {
+    child: std::process::Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SchedulerProcess {
+    /// Starts the scheduler binary with `config_text` and `args` (e.g. `["serve"]`).
+    pub fn spawn(config_text: &str, args: &[&str]) -> SchedulerProcess {
+        let (dir, config) = temp_file("rolecall.toml", config_text);
+        let log = dir.path().join("scheduler.log");
+        let log_file = std::fs::File::create(&log).expect("a log file");
+        let child = std::process::Command::new(
+            workspace_binary("rolecall-scheduler").expect("the scheduler binary is built"),
+        )
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("the scheduler starts");
+        SchedulerProcess {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log contains `needle`, or panics with the log.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the scheduler did not log `{needle}` in {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it without warning (SIGKILL): no lease is released.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop (SIGTERM) and waits.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill9();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
