@@ -3,7 +3,8 @@
 # (Markdown) to stdout; worker logs go to bench/logs/chaos/<scenario>/.
 # Starts the shared RabbitMQ and Redis when needed; the scenarios start
 # their private RabbitMQ nodes (scripts/rabbit-cluster.sh, ports 5721-5723
-# and 5731) and Redis themselves and stop them afterwards.
+# and 5731), a Redis server and a six-node Redis Cluster (free ports, never
+# the shared 7101-7106) themselves and stop them afterwards.
 # Pass rolecall-chaos flags through (rolecall-chaos --help), e.g.
 #   bench/chaos.sh --scenarios worker-kill,credential
 # Debug build on purpose: chaos measures correctness and recovery, not speed.

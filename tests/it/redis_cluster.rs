@@ -188,7 +188,9 @@ async fn a_run_on_a_three_master_cluster_records_every_user_once_within_the_flee
 async fn a_master_killed_mid_run_fails_over_and_every_user_still_gets_exactly_one_result() {
     // A private cluster: killing a node of the shared one would disturb
     // other tests.
-    let mut cluster = RedisCluster::start().await;
+    let mut cluster = RedisCluster::start()
+        .await
+        .expect("the private Redis Cluster starts");
     let env = TestEnv::on_cluster_at(&cluster.urls()).await;
     let sim = lever_sim(41).await;
     let apps = [AppSpec {
@@ -221,7 +223,10 @@ async fn a_master_killed_mid_run_fails_over_and_every_user_still_gets_exactly_on
     let port: u16 = victim.rsplit(':').next().unwrap().parse().unwrap();
     cluster.kill(port);
     // Its replica takes over the slots.
-    cluster.wait_healthy().await;
+    cluster
+        .wait_healthy()
+        .await
+        .expect("the replica takes over");
     assert_ne!(
         master_of(&env, &env.names.run_key(&report.run_id)).await,
         victim,

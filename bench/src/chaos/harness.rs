@@ -44,7 +44,10 @@ pub struct Infra {
     pub amqp_urls: Vec<String>,
     /// The RabbitMQ nodes to inspect for leftovers (first one alive is used).
     pub nodes: Vec<String>,
+    /// `redis.url`: one server, or a cluster's seed URLs (comma-separated).
     pub redis_url: String,
+    /// `redis.cluster`.
+    pub redis_cluster: bool,
 }
 
 impl Infra {
@@ -53,6 +56,7 @@ impl Infra {
             amqp_urls: vec![SHARED_AMQP.into()],
             nodes: vec![SHARED_NODE.into()],
             redis_url: SHARED_REDIS.into(),
+            redis_cluster: false,
         }
     }
 }
@@ -120,6 +124,7 @@ urls = [{urls}]
 queue_expires_ms = 600000
 [redis]
 url = "{redis}"
+cluster = {cluster}
 [worker]
 attempt_timeout_ms = 2000
 job_deadline_ms = 20000
@@ -137,6 +142,7 @@ rate = {{ per_second = {ps}, burst = 5 }}
 "#,
                 urls = list.join(", "),
                 redis = infra.redis_url,
+                cluster = infra.redis_cluster,
                 base = sim.base_url(),
                 ps = ctx.per_second,
             )
@@ -301,6 +307,13 @@ rate = {{ per_second = {ps}, burst = 5 }}
             let _ = child.wait();
         }
         self.sampler.abort();
+        if self.infra.redis_cluster {
+            // A cluster connection that lived through a failover may hold no
+            // connection to the promoted replica, and redis-rs then leaves
+            // that master out of a fan-out (KEYS) without an error: read
+            // through a fresh one, which knows every master.
+            self.redis = rolecall_common::redis_conn::connect(&self.settings.redis).await?;
+        }
         let results = self.results().await?;
         let duplicate_events = self.duplicate_events().await?;
         let alerts = self.alerts().await?;
@@ -321,7 +334,8 @@ rate = {{ per_second = {ps}, burst = 5 }}
 
     async fn results(&self) -> anyhow::Result<usize> {
         let mut conn = self.redis.clone();
-        let keys = scan(&mut conn, &format!("{}role:*", self.names.key_prefix())).await?;
+        let pattern = format!("{}role:*", self.names.ledger_prefix());
+        let keys = self.scan(&pattern).await?;
         let mut mine = 0;
         for key in keys {
             let run: Option<String> = redis::cmd("HGET")
@@ -422,13 +436,33 @@ rate = {{ per_second = {ps}, burst = 5 }}
         bail!("no RabbitMQ node answered rabbitmqctl")
     }
 
+    /// Every key matching `pattern`.
+    async fn scan(&self, pattern: &str) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.redis.clone();
+        if self.infra.redis_cluster {
+            // SCAN walks one node; KEYS goes to every master and the
+            // answers are combined (a run holds a few thousand keys).
+            return Ok(redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await?);
+        }
+        let mut iter: redis::AsyncIter<String> =
+            redis::AsyncCommands::scan_match(&mut conn, pattern).await?;
+        let mut keys = Vec::new();
+        while let Some(k) = iter.next_item().await {
+            keys.push(k?);
+        }
+        Ok(keys)
+    }
+
     fn names_namespace(&self) -> &str {
         &self.settings.namespace
     }
 
     async fn cleanup_keys(&self) -> anyhow::Result<()> {
         let mut conn = self.redis.clone();
-        let keys = scan(&mut conn, &format!("{}*", self.names.key_prefix())).await?;
+        let keys = self.scan(&format!("{}*", self.names.key_prefix())).await?;
         for chunk in keys.chunks(500) {
             let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
         }
@@ -447,16 +481,6 @@ impl Drop for Fleet {
         }
         self.sampler.abort();
     }
-}
-
-async fn scan(conn: &mut RedisConnection, pattern: &str) -> anyhow::Result<Vec<String>> {
-    let mut iter: redis::AsyncIter<String> =
-        redis::AsyncCommands::scan_match(conn, pattern).await?;
-    let mut keys = Vec::new();
-    while let Some(k) = iter.next_item().await {
-        keys.push(k?);
-    }
-    Ok(keys)
 }
 
 /// Records the run's outcome count every 50 ms; an unanswered read (Redis

@@ -6,8 +6,9 @@
 //! Real processes throughout: `rolecall-worker` binaries, the scheduler's
 //! library entry point, a simulated vendor over HTTP, the shared RabbitMQ
 //! and Redis of `scripts/services.sh`, and private ones (a RabbitMQ node or
-//! cluster from `scripts/rabbit-cluster.sh`, a `redis-server` with AOF) for
-//! the scenarios that break them. The table goes to stdout (Markdown).
+//! cluster from `scripts/rabbit-cluster.sh`, a `redis-server` with AOF, a
+//! six-node Redis Cluster from `rolecall-tests`) for the scenarios that
+//! break them. The table goes to stdout (Markdown).
 
 mod harness;
 mod scenarios;

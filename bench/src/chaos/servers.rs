@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::harness::{Infra, SHARED_REDIS, sbin_path};
+use crate::harness::{Infra, sbin_path};
 
 /// Nodes managed by `scripts/rabbit-cluster.sh` under their own prefix and ports.
 pub struct RabbitNodes {
@@ -52,7 +52,7 @@ impl RabbitNodes {
         Ok(Infra {
             amqp_urls: urls.split(',').map(String::from).collect(),
             nodes: (1..=self.nodes).map(|i| self.node(i)).collect(),
-            redis_url: SHARED_REDIS.into(),
+            ..Infra::shared()
         })
     }
 

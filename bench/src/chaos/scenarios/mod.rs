@@ -4,6 +4,7 @@
 mod credential;
 mod rabbit_cluster;
 mod rabbit_restart;
+mod redis_cluster;
 mod redis_kill;
 mod vendor_faults;
 mod worker_kill;
@@ -48,19 +49,7 @@ impl Kind {
             Kind::VendorFaults => vendor_faults::run(ctx).await?,
             Kind::Credential => credential::run(ctx).await?,
             Kind::RabbitCluster => rabbit_cluster::run(ctx).await?,
-            Kind::RedisCluster => {
-                // Another branch brings Redis Cluster support; the scenario
-                // runs once `scripts/redis-cluster.sh` and its runner exist.
-                let reason = if ctx.root.join("scripts/redis-cluster.sh").exists() {
-                    "not run: scenario not written yet (scripts/redis-cluster.sh exists)"
-                } else {
-                    "not run: needs Redis Cluster support"
-                };
-                return Ok(Outcome::NotRun(
-                    "Redis Cluster: master `kill -9`",
-                    reason.into(),
-                ));
-            }
+            Kind::RedisCluster => redis_cluster::run(ctx).await?,
         };
         Ok(Outcome::Ran(Box::new(report)))
     }
