@@ -167,12 +167,14 @@ async fn a_run_on_a_three_master_cluster_records_every_user_once_within_the_flee
     assert_eq!(ledger_slot, keyslot(env.names.events_stream()).await);
     assert_ne!(ledger_slot, keyslot(env.names.limiter_key(first)).await);
 
-    // The fleet kept to the configured limit at each vendor.
+    // The fleet kept to the configured limit at each vendor. The sim counts
+    // arrivals, which the network's jitter spreads: one request sent just
+    // outside a second may land inside it.
     for sim in [&sim_a, &sim_b] {
         let stats = sim.stats();
         assert_eq!(stats.throttled, 0, "{stats:?}");
         assert!(
-            stats.peak_1s <= PER_SECOND as u64 + u64::from(BURST),
+            stats.peak_1s <= PER_SECOND as u64 + u64::from(BURST) + 1,
             "{stats:?}"
         );
     }

@@ -44,6 +44,17 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// Redis settings for the harness' own connections.
+fn redis_settings(url: &str, cluster: bool) -> rolecall_common::config::RedisSettings {
+    rolecall_common::config::RedisSettings {
+        url: url.to_string().into(),
+        cluster,
+        done_ttl: Duration::from_secs(60),
+        audit_ttl: Duration::from_secs(60),
+        tls: Default::default(),
+    }
+}
+
 /// The `[amqp]` line naming the plain RabbitMQ the tests use.
 fn amqp_line() -> String {
     format!("url = \"{}\"", amqp_url())
@@ -117,13 +128,7 @@ impl TestEnv {
         let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("RabbitMQ is not reachable on 127.0.0.1:5672: run scripts/services.sh (or set TEST_AMQP_URL)");
-        let settings = rolecall_common::config::RedisSettings {
-            url: redis_url.clone().into(),
-            cluster,
-            done_ttl: Duration::from_secs(60),
-            audit_ttl: Duration::from_secs(60),
-            tls: Default::default(),
-        };
+        let settings = redis_settings(&redis_url, cluster);
         let redis = tokio::time::timeout(
             Duration::from_secs(5),
             rolecall_common::redis_conn::connect(&settings),
@@ -285,10 +290,17 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
         let mut conn = self.redis.clone();
         if self.cluster {
             // SCAN walks one node; KEYS is sent to every master and the
-            // answers combined (a test namespace holds few keys).
+            // answers combined (a test namespace holds few keys). redis-rs
+            // sends it only to the masters it holds a connection to, so a
+            // replica promoted since would be skipped: ask through a fresh
+            // connection, which learns the cluster as it is now.
+            let mut fresh =
+                rolecall_common::redis_conn::connect(&redis_settings(&self.redis_url, true))
+                    .await
+                    .expect("the Redis Cluster answers");
             return redis::cmd("KEYS")
                 .arg(pattern)
-                .query_async(&mut conn)
+                .query_async(&mut fresh)
                 .await
                 .expect("KEYS works");
         }
