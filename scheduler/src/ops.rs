@@ -202,7 +202,11 @@ pub fn render_runs(rows: &[RunRow]) -> String {
         rows.iter().map(|r| {
             vec![
                 r.run_id.clone(),
-                r.counters.started_at.clone().unwrap_or_default(),
+                r.counters
+                    .started_at
+                    .as_deref()
+                    .map(short_time)
+                    .unwrap_or_default(),
                 if r.apps.is_empty() {
                     "-".into()
                 } else {
@@ -222,6 +226,18 @@ pub fn render_runs(rows: &[RunRow]) -> String {
     out
 }
 
+/// `2026-11-30T17:38:17.476+00:00` → `2026-11-30 17:38:17Z`: the seconds
+/// are what a person compares.
+fn short_time(rfc3339: &str) -> String {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .format("%Y-%m-%d %H:%M:%SZ")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
 /// One SaaS app, as `status` shows it.
 #[derive(Debug, Clone)]
 pub struct AppStatus {
@@ -235,10 +251,12 @@ pub struct AppStatus {
 }
 
 /// The `serve` leader, if any.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Leader {
     /// Its fencing token (each new leader draws a larger one).
     pub token: u64,
+    /// Its host and pid, once it has noted them (within a tick of winning).
+    pub holder: Option<String>,
     /// Milliseconds until its lease lapses unless renewed.
     pub expires_in_ms: i64,
 }
@@ -287,18 +305,51 @@ pub async fn status(
         });
     }
     let mut c = redis.clone();
-    let (token, ttl): (Option<u64>, i64) = redis::pipe()
+    let (token, ttl, holder): (Option<u64>, i64, Option<String>) = redis::pipe()
         .cmd("GET")
         .arg(names.leader_key())
         .cmd("PTTL")
         .arg(names.leader_key())
+        .cmd("GET")
+        .arg(names.leader_holder_key())
         .query_async(&mut c)
         .await?;
     let leader = token.map(|token| Leader {
         token,
+        // A note left by an earlier leader names someone else.
+        holder: holder.and_then(|h| {
+            h.split_once(' ')
+                .filter(|(t, _)| *t == token.to_string())
+                .map(|(_, who)| who.to_string())
+        }),
         expires_in_ms: ttl,
     });
     Ok(Status { apps, leader })
+}
+
+/// Notes who holds the leader lease (host and pid), for `status`; the
+/// note expires with the lease.
+pub async fn note_leader(
+    redis: &RedisConnection,
+    names: &Names,
+    token: u64,
+    ttl: std::time::Duration,
+) -> Result<(), OpsError> {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".into());
+    let mut c = redis.clone();
+    let () = redis::cmd("SET")
+        .arg(names.leader_holder_key())
+        .arg(format!("{token} {host} pid {}", std::process::id()))
+        .arg("PX")
+        .arg(ttl.as_millis() as u64)
+        .query_async(&mut c)
+        .await?;
+    Ok(())
 }
 
 /// The `status` text.
@@ -327,10 +378,11 @@ pub fn render_status(status: &Status) -> String {
             vec![a.saas.clone(), depth, consumers, slots]
         }),
     );
-    let _ = match status.leader {
+    let _ = match &status.leader {
         Some(l) => writeln!(
             out,
-            "leader: lease token {} (renewed or expires within {} ms)",
+            "leader: {} (lease token {}; renewed or expires within {} ms)",
+            l.holder.as_deref().unwrap_or("unknown holder"),
             l.token,
             l.expires_in_ms.max(0)
         ),

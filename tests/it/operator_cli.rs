@@ -9,7 +9,7 @@ use rolecall_common::config;
 use rolecall_common::credentials::Vault;
 use rolecall_sim::{SimConfig, SimHandle};
 use rolecall_tests::{
-    AppSpec, SIM_KEY, TestEnv, active_rows, publish, temp_file, workspace_binary,
+    AppSpec, SIM_KEY, SchedulerProcess, TestEnv, active_rows, publish, temp_file, workspace_binary,
 };
 
 /// Runs `binary --config <text> args…` with `env`; returns (exit code, stdout, stderr).
@@ -93,6 +93,31 @@ async fn runs_status_and_summary_latest_show_the_run_and_each_app() {
     assert!(row.contains("nightly at "), "next slot: {row}");
     assert!(out.contains("leader: none"), "{out}");
 
+    // A `serve` replica leads: `status` names its host and pid.
+    let mut serve = SchedulerProcess::spawn(&text, &["serve"]);
+    serve
+        .wait_for_log("Became the scheduler leader", Duration::from_secs(15))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, out, err) = run("rolecall-scheduler", &text, &[], &["status"]);
+        assert_eq!(code, 0, "{err}");
+        if out.contains(" pid ") {
+            eprintln!("{out}");
+            assert!(
+                out.contains("leader: ") && out.contains("(lease token "),
+                "{out}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader named:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    serve.stop();
+
     // A worker finishes it: `runs` says finished, `summary --latest` finds it.
     let worker = env.spawn_worker(&settings).await;
     env.wait_for_run(&settings, &report.run_id, Duration::from_secs(20))
@@ -105,6 +130,7 @@ async fn runs_status_and_summary_latest_show_the_run_and_each_app() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("| finished |"), "{out}");
+    eprintln!("{out}");
     let (code, out, err) = run(
         "rolecall-scheduler",
         &text,
@@ -206,6 +232,7 @@ async fn check_config_connect_reports_each_backend_and_a_refused_credential_with
     assert!(out.contains("FAILED  credential of lever_bad"), "{out}");
     assert!(out.contains("401") || out.contains("refused"), "{out}");
     assert!(err.contains("1 connection check(s) failed"), "{err}");
+    eprintln!("{out}{err}");
     assert!(!out.contains(WRONG) && !err.contains(WRONG), "{out}{err}");
     assert!(
         !out.contains(SIM_KEY) && !err.contains(SIM_KEY),
