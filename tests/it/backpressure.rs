@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rolecall_common::config;
 use rolecall_sim::SimConfig;
-use rolecall_tests::{AppSpec, TestEnv, active_rows, temp_file};
+use rolecall_tests::{AppSpec, TestEnv, active_rows, temp_file, workspace_binary};
 
 const USERS: usize = 3_000;
 const MAX_DEPTH: u32 = 500;
@@ -86,6 +86,19 @@ async fn a_run_pauses_at_the_max_queue_depth_and_completes_once_a_worker_drains_
     assert!(
         paused.starts_with("lever queue at ") && paused.ends_with("≥ 500; resuming below 450"),
         "{paused}"
+    );
+    // `runs` says so.
+    let (_cdir, config_path) = temp_file("rolecall.toml", &text);
+    let out = std::process::Command::new(workspace_binary("rolecall-scheduler").expect("built"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("runs")
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("| publishing, paused: lever queue at "),
+        "{out}"
     );
     // Held there: nothing more is published while paused.
     for _ in 0..20 {
