@@ -384,6 +384,35 @@ pub fn check_confirm(
     }
 }
 
+/// A queue's ready messages and consumers, as a passive declare reports
+/// them (cheap: no message is touched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Messages ready for delivery (not those delivered and unacked).
+    pub messages: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// Asks the broker for `queue`'s depth without declaring it. A missing
+/// queue closes the channel (AMQP 404), so callers use a channel of its own.
+pub async fn queue_depth(channel: &Channel, queue: &str) -> Result<QueueDepth, AmqpError> {
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(QueueDepth {
+        messages: q.message_count(),
+        consumers: q.consumer_count(),
+    })
+}
+
 /// Publishes an alert to the alert queue and waits for the broker's confirm.
 pub async fn publish_alert(
     channel: &Channel,

@@ -224,7 +224,8 @@ impl RunCounters {
         self.succeeded + self.inactive + self.not_found + self.failed + self.acted
     }
 
-    fn from_hash(h: &HashMap<String, String>) -> Self {
+    /// Counters from a run hash as `HGETALL` returns it (missing fields are 0).
+    pub fn from_hash(h: &HashMap<String, String>) -> Self {
         let n = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         RunCounters {
             published: n("published"),

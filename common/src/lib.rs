@@ -14,6 +14,7 @@ pub mod http;
 pub mod ledger;
 pub mod messages;
 pub mod names;
+pub mod probe;
 pub mod redis_conn;
 pub mod telemetry;
 

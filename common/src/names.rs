@@ -130,6 +130,12 @@ impl Names {
         format!("{}scheduler:leader", self.ledger_prefix())
     }
 
+    /// Who holds the `serve` leader lease (`<token> <host> pid <pid>`), for
+    /// `status`; written by the leader each tick with the lease's TTL.
+    pub fn leader_holder_key(&self) -> String {
+        format!("{}scheduler:leader:holder", self.ledger_prefix())
+    }
+
     /// Counter every lease's fencing token is drawn from (monotonic, so a
     /// newer holder always has a larger token than any stale one).
     pub fn fence_key(&self) -> String {
@@ -250,6 +256,7 @@ mod tests {
             n.audit_key("a", "u"),
             n.alerted_key("d"),
             n.leader_key(),
+            n.leader_holder_key(),
             n.fence_key(),
             n.run_lease_key("r"),
             n.publishing_runs(),

@@ -7,8 +7,10 @@
 //! its confirms (waiting for each confirm in turn is what makes naive
 //! publishers slow).
 
+pub mod backpressure;
 pub mod inventory;
 pub mod lease;
+pub mod ops;
 pub mod publish;
 pub mod serve;
 pub mod summary;

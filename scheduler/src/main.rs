@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::messages::{Action, UserRef};
-use rolecall_common::{Names, Settings, config, telemetry};
+use rolecall_common::{Names, Settings, amqp, config, probe, telemetry};
 use rolecall_scheduler::inventory::Format;
-use rolecall_scheduler::{ActionRequest, RunOnceOptions, enqueue_action, run_once, summary};
+use rolecall_scheduler::{ActionRequest, RunOnceOptions, enqueue_action, ops, run_once, summary};
 
 #[derive(Parser)]
 #[command(
@@ -21,8 +21,11 @@ struct Cli {
     /// TOML configuration file; every key can be overridden with ROLECALL__<KEY>.
     #[arg(long, short, env = "ROLECALL_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// The same as the `check-config` subcommand (kept for scripts).
+    #[arg(long)]
+    check_config: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -80,12 +83,34 @@ enum Command {
     },
     /// Print the summary of a run.
     Summary {
-        /// The run id printed by run-once.
+        /// The run id printed by run-once (or listed by `runs`).
+        #[arg(long, required_unless_present = "latest", conflicts_with = "latest")]
+        run_id: Option<String>,
+        /// The newest run instead (of `--saas`, when given).
         #[arg(long)]
-        run_id: String,
+        latest: bool,
+        /// With `--latest`: the newest run checking this SaaS app.
+        #[arg(long, requires = "latest")]
+        saas: Option<String>,
     },
-    /// Validate the configuration and exit.
-    CheckConfig,
+    /// List recent runs, newest first, with their state and counters.
+    Runs {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only runs checking this SaaS app.
+        #[arg(long)]
+        saas: Option<String>,
+    },
+    /// Per SaaS app: queue depth, consumers and the next scheduled slot;
+    /// and the current `serve` leader.
+    Status,
+    /// Validate the configuration and exit (also `--check-config`).
+    CheckConfig {
+        /// Also connect to RabbitMQ and Redis, with one harmless call each.
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 fn parse_attr(s: &str) -> Result<(String, String), String> {
@@ -103,6 +128,20 @@ enum FormatArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match (cli.command, cli.check_config) {
+        (Some(c), false) => c,
+        (None, true) => Command::CheckConfig { connect: false },
+        (Some(Command::CheckConfig { connect }), true) => Command::CheckConfig { connect },
+        (Some(_), true) => {
+            eprintln!("rolecall-scheduler: --check-config takes no other command");
+            return ExitCode::from(2);
+        }
+        (None, false) => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            return ExitCode::from(2);
+        }
+    };
     let settings = match config::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -112,7 +151,7 @@ fn main() -> ExitCode {
     };
     telemetry::init(&settings.telemetry);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    match runtime.block_on(run(cli.command, settings)) {
+    match runtime.block_on(run(command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rolecall-scheduler: {e:#}");
@@ -123,8 +162,35 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             println!("configuration is valid ({} SaaS apps)", settings.saas.len());
+            if connect {
+                let checks = probe::backends(&settings, "rolecall-scheduler check-config").await;
+                print!("{}", probe::render(&checks));
+                let failed = probe::failures(&checks);
+                if failed > 0 {
+                    anyhow::bail!("{failed} connection check(s) failed");
+                }
+            }
+            Ok(())
+        }
+        Command::Runs { limit, saas } => {
+            let ledger = open_ledger(&settings).await?;
+            let names = Names::new(&settings.namespace);
+            let rows =
+                ops::recent_runs(&ledger.connection(), &names, saas.as_deref(), limit).await?;
+            print!("{}", ops::render_runs(&rows));
+            Ok(())
+        }
+        Command::Status => {
+            let ledger = open_ledger(&settings).await?;
+            let conn = amqp::connect(&settings.amqp, "rolecall-scheduler status")
+                .await
+                .context("connecting to RabbitMQ")?;
+            let status =
+                ops::status(&settings, &conn, &ledger.connection(), chrono::Utc::now()).await;
+            let _ = conn.close(200, "status read".into()).await;
+            print!("{}", ops::render_status(&status?));
             Ok(())
         }
         Command::RunOnce {
@@ -235,8 +301,19 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => rolecall_scheduler::serve::serve(settings, shutdown_signal()).await,
-        Command::Summary { run_id } => {
+        Command::Summary {
+            run_id,
+            latest: _,
+            saas,
+        } => {
             let ledger = open_ledger(&settings).await?;
+            let run_id = match run_id {
+                Some(id) => id,
+                None => {
+                    let names = Names::new(&settings.namespace);
+                    ops::latest_run(&ledger.connection(), &names, saas.as_deref()).await?
+                }
+            };
             print_summary(&ledger, &run_id).await
         }
     }

@@ -32,6 +32,7 @@ use rolecall_common::{Names, RedisConnection};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use crate::backpressure::Backpressure;
 use crate::inventory::{self, Format, InventoryRow};
 use crate::lease::Lease;
 use crate::{Connections, MAX_REPORTED_ERRORS, RunReport};
@@ -339,6 +340,8 @@ async fn publish_rows(
         lost,
     };
     let mut offset = from.offset;
+    let mut backpressure =
+        Backpressure::new(&conns.conn, settings, redis.clone(), &plan.run_id).await?;
 
     for (index, row) in rows.enumerate().skip(from.offset as usize) {
         let index = index as u64;
@@ -381,6 +384,14 @@ async fn publish_rows(
             .context("publishing a job")?;
         let mark = (index + 1, report.rejected_count, report.skipped);
         in_flight.push_back(async move { (confirm.await, routing_key, mark) });
+        if let Some(full) = backpressure.check(&row.saas).await? {
+            // Settle what is in flight first, so the checkpoint is current
+            // however long the pause lasts.
+            while !in_flight.is_empty() {
+                settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
+            }
+            backpressure.wait(full, &progress.lost).await?;
+        }
         if in_flight.len() >= window {
             settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
         }

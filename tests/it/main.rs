@@ -2,6 +2,7 @@
 //! `scripts/services.sh`). One test binary, one module per concern.
 
 mod actions;
+mod backpressure;
 mod bad_config;
 mod bad_input;
 mod example_limits;
@@ -10,6 +11,7 @@ mod four_apps;
 mod happy_path;
 mod limits;
 mod no_secrets;
+mod operator_cli;
 mod rabbit_cluster;
 mod redis_cluster;
 mod scheduler_service;

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod breaker;
+pub mod check;
 pub mod connectors;
 pub mod dead_watch;
 pub mod dlq;

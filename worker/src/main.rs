@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
-use rolecall_common::{config, telemetry};
+use rolecall_common::{config, probe, telemetry};
 use rolecall_worker::Worker;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -19,7 +19,7 @@ struct Cli {
     /// TOML configuration file; every key can be overridden with ROLECALL__<KEY>.
     #[arg(long, short, env = "ROLECALL_CONFIG")]
     config: Option<PathBuf>,
-    /// Validate configuration and credentials, then exit.
+    /// The same as the `check-config` subcommand (kept for scripts).
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
@@ -28,6 +28,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate configuration and credentials, then exit (also `--check-config`).
+    CheckConfig {
+        /// Also call RabbitMQ, Redis and each SaaS app's vendor once
+        /// (a lookup of a user that cannot exist), reporting ok/failed each.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Show or change the fleet's vendor limits while it runs.
     Limits {
         #[command(subcommand)]
@@ -99,7 +106,16 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.telemetry);
-    if let Some(command) = cli.command {
+    let check = match (&cli.command, cli.check_config) {
+        (Some(Command::CheckConfig { connect }), _) => Some(*connect),
+        (None, true) => Some(false),
+        (Some(_), true) => {
+            eprintln!("rolecall-worker: --check-config takes no other command");
+            return ExitCode::from(2);
+        }
+        (_, false) => None,
+    };
+    if let Some(command) = cli.command.filter(|_| check.is_none()) {
         let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
         let result = runtime.block_on(async move {
             match command {
@@ -107,6 +123,8 @@ fn main() -> ExitCode {
                     limits(settings, action.unwrap_or(LimitsAction::Show)).await
                 }
                 Command::Dlq { action } => dlq(settings, action).await,
+                // `check` is set for it, so it is handled below, after the build.
+                Command::CheckConfig { .. } => unreachable!("check-config is handled below"),
             }
         });
         return match result {
@@ -126,11 +144,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.check_config {
+    if let Some(connect) = check {
         println!(
             "configuration is valid (SaaS apps: {})",
             worker.saas().join(", ")
         );
+        if connect {
+            let checks = runtime.block_on(worker.check_connections());
+            print!("{}", probe::render(&checks));
+            let failed = probe::failures(&checks);
+            if failed > 0 {
+                eprintln!("rolecall-worker: {failed} connection check(s) failed");
+                return ExitCode::FAILURE;
+            }
+        }
         return ExitCode::SUCCESS;
     }
     let result = runtime.block_on(async {

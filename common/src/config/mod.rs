@@ -254,6 +254,8 @@ pub struct RawScheduler {
     pub publish_window: u32,
     pub lease_ms: u64,
     pub tick_ms: u64,
+    pub max_queue_depth: u32,
+    pub resume_queue_depth: Option<u32>,
 }
 
 impl Default for RawScheduler {
@@ -262,6 +264,11 @@ impl Default for RawScheduler {
             publish_window: 512,
             lease_ms: 15_000,
             tick_ms: 1_000,
+            // A day's work for a busy app, and still a few hundred MiB of
+            // 300-byte jobs: enough to keep workers fed, little enough for
+            // the broker's memory and disk alarms to stay quiet.
+            max_queue_depth: 100_000,
+            resume_queue_depth: None,
         }
     }
 }
@@ -457,6 +464,11 @@ pub struct SchedulerSettings {
     pub lease: Duration,
     /// How often `serve` looks at schedules, leases and orphaned runs.
     pub tick: Duration,
+    /// A run pauses publishing to a SaaS app whose job queue holds this many
+    /// ready messages (high watermark)…
+    pub max_queue_depth: u32,
+    /// …and resumes once it holds fewer than this (low watermark).
+    pub resume_queue_depth: u32,
 }
 
 /// Credential lookup settings.
@@ -754,6 +766,28 @@ impl RawSettings {
             },
         };
 
+        if self.scheduler.max_queue_depth == 0 {
+            bad(
+                "scheduler.max_queue_depth".into(),
+                "must be at least 1 (the most ready jobs a run leaves in a SaaS app's queue)"
+                    .into(),
+            );
+        }
+        let max_depth = self.scheduler.max_queue_depth.max(1);
+        // Resuming a little below the limit, not at it, spares the broker a
+        // pause/resume flap on every consumed message.
+        let resume_depth = self
+            .scheduler
+            .resume_queue_depth
+            .unwrap_or(max_depth - max_depth / 10);
+        if resume_depth == 0 || resume_depth > max_depth {
+            bad(
+                "scheduler.resume_queue_depth".into(),
+                format!(
+                    "must be between 1 and scheduler.max_queue_depth ({max_depth}), got {resume_depth}"
+                ),
+            );
+        }
         if self.scheduler.lease_ms < 1000 {
             bad(
                 "scheduler.lease_ms".into(),
@@ -828,6 +862,8 @@ impl RawSettings {
                 publish_window: window.unwrap_or(NonZeroU32::MIN),
                 lease: Duration::from_millis(self.scheduler.lease_ms),
                 tick: Duration::from_millis(self.scheduler.tick_ms),
+                max_queue_depth: max_depth,
+                resume_queue_depth: resume_depth.clamp(1, max_depth),
             },
             credentials: CredentialSettings {
                 env_prefix: self.credentials.env_prefix,

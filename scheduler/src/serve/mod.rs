@@ -115,8 +115,13 @@ impl Server {
                 }
             }
         }
-        if self.leader.is_none() {
+        let Some(lease) = &self.leader else {
             return Ok(());
+        };
+        if let Err(e) =
+            crate::ops::note_leader(&self.redis, &self.names, lease.token(), lease.ttl()).await
+        {
+            warn!(error = %e, "Could not note the leader's name for `status`.");
         }
         self.adopt_orphans().await?;
         let workflows: Vec<WorkflowSettings> = self.settings.workflows.values().cloned().collect();
