@@ -47,6 +47,11 @@ struct Args {
     /// Directory of rolecall-scheduler (default: this binary's).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Pause after deleting a measurement's queue: the broker drops a
+    /// deleted quorum queue's segments in the background, on the CPU the
+    /// next measurement needs.
+    #[arg(long, default_value_t = 15)]
+    settle_s: u64,
     /// Where inventories are written (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -106,6 +111,7 @@ rate = {{ per_second = 10, burst = 20 }}
             let rate =
                 broker::ceiling(&settings, &job, args.ceiling_messages, channels, overlap).await;
             broker::clean(&settings).await?;
+            tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
             let rate = rate?;
             eprintln!(
                 "Ceiling, {channels} channel(s), overlapped writes {overlap}: {rate:.0} msg/s"
@@ -126,6 +132,7 @@ rate = {{ per_second = 10, burst = 20 }}
         for _ in 0..args.runs {
             let run = run_scheduler(&bin_dir, &config_path, path).await;
             broker::clean(&settings).await?;
+            tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
             let run = run?;
             if run.published != expected {
                 bail!(
