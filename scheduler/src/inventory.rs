@@ -5,10 +5,13 @@
 //! caller reports it and carries on with the next row, so one bad line never
 //! costs the other users their check.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The fields every row has; anything else is a free attribute.
 pub const KNOWN_FIELDS: [&str; 6] = [
@@ -175,33 +178,40 @@ fn csv_rows(path: &Path, name: String, file: File) -> Result<Rows, InventoryErro
             });
         }
     }
-    let rows = reader.into_records().map(move |record| {
-        let record = record.map_err(|e| RowError {
-            file: name.clone(),
-            line: e.position().map(|p| p.line()).unwrap_or(0),
-            reason: format!("unreadable CSV record: {e}"),
-        })?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        if record.len() != columns.len() {
-            return Err(RowError {
+    // One record reused for every row, and fields handed to `build_row`
+    // borrowed: a row costs the allocations of its own strings and no more.
+    let mut record = csv::StringRecord::new();
+    let rows = std::iter::from_fn(move || {
+        let row = match reader.read_record(&mut record) {
+            Ok(false) => return None,
+            Ok(true) => {
+                let line = record.position().map(|p| p.line()).unwrap_or(0);
+                if record.len() != columns.len() {
+                    Err(RowError {
+                        file: name.clone(),
+                        line,
+                        reason: format!(
+                            "expected {} fields as in the header, found {}",
+                            columns.len(),
+                            record.len()
+                        ),
+                    })
+                } else {
+                    let fields = columns.iter().map(String::as_str).zip(record.iter());
+                    build_row(line, fields).map_err(|reason| RowError {
+                        file: name.clone(),
+                        line,
+                        reason,
+                    })
+                }
+            }
+            Err(e) => Err(RowError {
                 file: name.clone(),
-                line,
-                reason: format!(
-                    "expected {} fields as in the header, found {}",
-                    columns.len(),
-                    record.len()
-                ),
-            });
-        }
-        let fields = columns
-            .iter()
-            .zip(record.iter())
-            .map(|(c, v)| (c.clone(), v.to_string()));
-        build_row(line, fields).map_err(|reason| RowError {
-            file: name.clone(),
-            line,
-            reason,
-        })
+                line: e.position().map(|p| p.line()).unwrap_or(0),
+                reason: format!("unreadable CSV record: {e}"),
+            }),
+        };
+        Some(row)
     });
     Ok(Box::new(rows))
 }
@@ -224,42 +234,125 @@ fn json_rows(
         if text.trim().is_empty() {
             return None;
         }
-        let object: BTreeMap<String, serde_json::Value> = match serde_json::from_str(&text) {
+        // Fields borrowed from the line where JSON allows (no escapes):
+        // a `serde_json::Value` map per row cost most of a run's CPU.
+        let object: JsonRow = match serde_json::from_str(&text) {
             Ok(o) => o,
             Err(e) => return Some(Err(err(format!("not a JSON object: {e}")))),
         };
-        let fields = object.into_iter().filter_map(|(k, v)| {
-            let text = match v {
-                serde_json::Value::Null => return None,
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            Some((k.to_ascii_lowercase(), text))
-        });
+        let fields = object.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
         Some(build_row(line_no, fields).map_err(err))
     })
 }
 
-fn build_row(
+/// One JSON Lines row: (lower-case name, value as text) pairs, nulls left
+/// out, numbers and booleans as written, nested values as JSON text.
+struct JsonRow<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+/// A JSON value as text, borrowed when the input allows.
+struct JsonText<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for JsonRow<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RowVisitor;
+        impl<'de> Visitor<'de> for RowVisitor {
+            type Value = JsonRow<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(8);
+                while let Some(JsonText(key)) = map.next_key::<JsonText>()? {
+                    let JsonText(value) = map.next_value::<JsonText>()?;
+                    let (Some(mut key), Some(value)) = (key, value) else {
+                        continue;
+                    };
+                    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                        key = Cow::Owned(key.to_ascii_lowercase());
+                    }
+                    // Later duplicates win, as with a map.
+                    fields.retain(|(k, _): &(Cow<str>, Cow<str>)| *k != key);
+                    fields.push((key, value));
+                }
+                Ok(JsonRow(fields))
+            }
+        }
+        d.deserialize_map(RowVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = JsonText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Owned(v))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Owned(
+                    serde_json::Value::from(v).to_string(),
+                ))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JsonText(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JsonText(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(JsonText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(JsonText(Some(Cow::Owned(v.to_string()))))
+            }
+        }
+        d.deserialize_any(TextVisitor)
+    }
+}
+
+/// Builds a row from (lower-case name, value) pairs.
+fn build_row<'a>(
     line: u64,
-    fields: impl Iterator<Item = (String, String)>,
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<InventoryRow, String> {
     let mut row = InventoryRow {
         line,
         ..Default::default()
     };
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
     for (key, value) in fields {
-        let value = value.trim().to_string();
-        match key.as_str() {
-            "saas" => row.saas = value,
-            "user_id" => row.user_id = value,
-            "email" => row.email = value,
-            "external_id" => row.external_id = Some(value).filter(|v| !v.is_empty()),
+        let value = value.trim();
+        match key {
+            "saas" => row.saas = value.to_string(),
+            "user_id" => row.user_id = value.to_string(),
+            "email" => row.email = value.to_string(),
+            "external_id" => row.external_id = some(value),
             "status" => row.status = value.to_ascii_lowercase(),
-            "last_login" => row.last_login = Some(value).filter(|v| !v.is_empty()),
+            "last_login" => row.last_login = some(value),
             _ => {
-                debug_assert!(!KNOWN_FIELDS.contains(&key.as_str()));
-                row.attributes.insert(key, value);
+                debug_assert!(!KNOWN_FIELDS.contains(&key));
+                row.attributes.insert(key.to_string(), value.to_string());
             }
         }
     }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use lapin::options::BasicPublishOptions;
 use redis::Script;
 use rolecall_common::amqp::{self, check_confirm};
@@ -117,10 +117,14 @@ pub fn job_id(run_id: &str, saas: &str, user_id: &str) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Hex by hand: `format!` per byte cost 16 allocations per job.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for b in &h.finalize()[..16] {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    id
 }
 
 /// Records a new run with its plan and takes its publisher lease; `None`
@@ -329,6 +333,8 @@ async fn publish_rows(
     let window = settings.scheduler.publish_window.get() as usize;
     let exchange = names.jobs_exchange();
     let now = Utc::now();
+    let apps: Vec<&str> = selection.keys().map(String::as_str).collect();
+    let mut published_by_app = vec![0u64; apps.len()];
     let mut in_flight = FuturesOrdered::new();
     let mut progress = Progress {
         lease,
@@ -338,10 +344,12 @@ async fn publish_rows(
         saved: from,
         saved_at: Instant::now(),
         lost,
+        pending: None,
     };
     let mut offset = from.offset;
     let mut backpressure =
         Backpressure::new(&conns.conn, settings, redis.clone(), &plan.run_id).await?;
+    let exchange_name = exchange.as_str();
 
     for (index, row) in rows.enumerate().skip(from.offset as usize) {
         let index = index as u64;
@@ -357,48 +365,89 @@ async fn publish_rows(
                 continue;
             }
         };
-        let (Some(criteria), Some(saas)) = (selection.get(&row.saas), settings.saas.get(&row.saas))
-        else {
+        let (Some(app), Some(saas)) = (
+            apps.iter().position(|a| *a == row.saas),
+            settings.saas.get(&row.saas),
+        ) else {
             report.skipped += 1;
             continue;
         };
-        if !criteria.matches(&row, now) {
+        if !selection[apps[app]].matches(&row, now) {
             report.skipped += 1;
             continue;
         }
         let job = job_for(&plan.run_id, &row, saas.deactivate_missing);
-        let routing_key = job.saas.clone();
-        let confirm = conns
-            .channel
-            .basic_publish(
-                exchange.as_str().into(),
-                routing_key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &job.encode(),
-                amqp::job_properties(&job, 0),
-            )
-            .await
-            .context("publishing a job")?;
+        let body = job.encode();
+        let props = amqp::job_properties(&job, 0);
+        let channel = &conns.channel;
+        let routing_key = apps[app];
+        // lapin's `basic_publish` resolves once the IO loop has written the
+        // frames; awaiting it here cost a round trip to that thread per job.
+        // Inside the in-flight future it overlaps with the next jobs, and
+        // the IO loop writes many jobs per wake-up.
+        let publish = async move {
+            channel
+                .basic_publish(
+                    exchange_name.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    props,
+                )
+                .await?
+                .await
+        };
         let mark = (index + 1, report.rejected_count, report.skipped);
-        in_flight.push_back(async move { (confirm.await, routing_key, mark) });
+        in_flight.push_back(async move { (publish.await, app, mark) });
         if let Some(full) = backpressure.check(&row.saas).await? {
             // Settle what is in flight first, so the checkpoint is current
             // however long the pause lasts.
             while !in_flight.is_empty() {
-                settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
+                settle(
+                    &mut in_flight,
+                    &exchange,
+                    &apps,
+                    &mut published_by_app,
+                    &mut report,
+                    &mut progress,
+                )
+                .await?;
             }
             backpressure.wait(full, &progress.lost).await?;
         }
         if in_flight.len() >= window {
-            settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
+            settle(
+                &mut in_flight,
+                &exchange,
+                &apps,
+                &mut published_by_app,
+                &mut report,
+                &mut progress,
+            )
+            .await?;
         }
     }
     while !in_flight.is_empty() {
-        settle(&mut in_flight, &exchange, &mut report, &mut progress).await?;
+        settle(
+            &mut in_flight,
+            &exchange,
+            &apps,
+            &mut published_by_app,
+            &mut report,
+            &mut progress,
+        )
+        .await?;
     }
+    for (app, n) in apps.iter().zip(published_by_app) {
+        if n > 0 {
+            *report.published_by_saas.entry(app.to_string()).or_default() += n;
+        }
+    }
+    // A checkpoint still on its way must not land after the final counts.
+    progress.flush().await?;
     let counts = PublishCounts {
         published: report.published,
         rejected: report.rejected_count,
@@ -448,10 +497,15 @@ struct Progress<'a> {
     saved: PublishCounts,
     saved_at: Instant,
     lost: tokio::sync::watch::Receiver<bool>,
+    /// The checkpoint being written. Writes run beside publishing, one at
+    /// a time: waiting for Redis in the loop stalled the publisher.
+    pending: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Progress<'_> {
-    async fn save_at(&mut self, counts: PublishCounts) -> anyhow::Result<()> {
+    /// Starts writing `counts` when a checkpoint is due and the previous
+    /// one has landed; fails when the lease or a previous write was lost.
+    fn save_at(&mut self, counts: PublishCounts) -> anyhow::Result<()> {
         if *self.lost.borrow() {
             bail!("run {}: lost its publisher lease; stopping", self.run_id);
         }
@@ -460,8 +514,20 @@ impl Progress<'_> {
         {
             return Ok(());
         }
-        let mut c = self.redis.clone();
-        let held: i64 = CHECKPOINT
+        if let Some(pending) = &self.pending {
+            if !pending.is_finished() {
+                // Still writing: the next confirm tries again.
+                return Ok(());
+            }
+            if let Some(pending) = self.pending.take() {
+                pending
+                    .now_or_never()
+                    .context("a finished checkpoint task")??
+                    .with_context(|| format!("run {}", self.run_id))?;
+            }
+        }
+        let mut invocation = CHECKPOINT.prepare_invoke();
+        invocation
             .key(self.names.run_lease_key(self.run_id))
             .key(self.names.run_key(self.run_id))
             .arg(self.lease.token())
@@ -469,50 +535,63 @@ impl Progress<'_> {
             .arg(counts.offset)
             .arg(counts.published)
             .arg(counts.rejected)
-            .arg(counts.skipped)
-            .invoke_async(&mut c)
-            .await
-            .context("checkpointing the run in Redis")?;
-        if held != 1 {
-            bail!(
-                "run {}: another scheduler took over its publishing; stopping",
-                self.run_id
-            );
-        }
+            .arg(counts.skipped);
+        let mut c = self.redis.clone();
+        self.pending = Some(tokio::spawn(async move {
+            let held: i64 = invocation
+                .invoke_async(&mut c)
+                .await
+                .context("checkpointing the run in Redis")?;
+            if held != 1 {
+                bail!("another scheduler took over its publishing; stopping");
+            }
+            Ok(())
+        }));
         self.saved = counts;
         self.saved_at = Instant::now();
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(pending) = self.pending.take() {
+            pending
+                .await?
+                .with_context(|| format!("run {}", self.run_id))?;
+        }
         Ok(())
     }
 }
 
 type Mark = (u64, u64, u64);
 
+/// Takes the oldest outstanding confirm.
 async fn settle<F>(
     in_flight: &mut FuturesOrdered<F>,
     exchange: &str,
+    apps: &[&str],
+    published_by_app: &mut [u64],
     report: &mut RunReport,
     progress: &mut Progress<'_>,
 ) -> anyhow::Result<()>
 where
-    F: Future<Output = (lapin::Result<lapin::Confirmation>, String, Mark)>,
+    F: Future<Output = (lapin::Result<lapin::Confirmation>, usize, Mark)>,
 {
     let next = tokio::time::timeout(amqp::CONFIRM_TIMEOUT, in_flight.next())
         .await
         .map_err(|_| amqp::AmqpError::Timeout("a publisher confirm", amqp::CONFIRM_TIMEOUT))?;
-    if let Some((confirm, routing_key, (offset, rejected, skipped))) = next {
-        check_confirm(confirm?, exchange, &routing_key)?;
+    if let Some((confirm, app, (offset, rejected, skipped))) = next {
+        check_confirm(confirm?, exchange, apps[app])?;
         report.published += 1;
-        *report.published_by_saas.entry(routing_key).or_default() += 1;
+        published_by_app[app] += 1;
         // Confirms are taken in publishing order: every row before this
         // one is decided and every job among them confirmed.
-        progress
-            .save_at(PublishCounts {
-                published: report.published,
-                rejected,
-                skipped,
-                offset,
-            })
-            .await?;
+        progress.save_at(PublishCounts {
+            published: report.published,
+            rejected,
+            skipped,
+            offset,
+        })?;
     }
     Ok(())
 }
