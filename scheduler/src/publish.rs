@@ -402,37 +402,13 @@ async fn publish_rows(
         };
         let mark = (index + 1, report.rejected_count, report.skipped);
         in_flight.push_back(async move { (publish.await, app, mark) });
-        if let Some(full) = backpressure.check(&row.saas).await? {
-            // Settle what is in flight first, so the checkpoint is current
-            // however long the pause lasts.
-            while !in_flight.is_empty() {
-                settle(
-                    &mut in_flight,
-                    &exchange,
-                    &apps,
-                    &mut published_by_app,
-                    &mut report,
-                    &mut progress,
-                )
-                .await?;
-            }
-            backpressure.wait(full, &progress.lost).await?;
-        }
-        if in_flight.len() >= window {
-            settle(
-                &mut in_flight,
-                &exchange,
-                &apps,
-                &mut published_by_app,
-                &mut report,
-                &mut progress,
-            )
-            .await?;
-        }
-    }
-    while !in_flight.is_empty() {
+        let full = backpressure.check(&row.saas).await?;
+        // Keep the window full; before a pause settle everything in flight,
+        // so the checkpoint is current however long the pause lasts.
+        let keep = if full.is_some() { 0 } else { window - 1 };
         settle(
             &mut in_flight,
+            keep,
             &exchange,
             &apps,
             &mut published_by_app,
@@ -440,7 +416,20 @@ async fn publish_rows(
             &mut progress,
         )
         .await?;
+        if let Some(full) = full {
+            backpressure.wait(full, &progress.lost).await?;
+        }
     }
+    settle(
+        &mut in_flight,
+        0,
+        &exchange,
+        &apps,
+        &mut published_by_app,
+        &mut report,
+        &mut progress,
+    )
+    .await?;
     for (app, n) in apps.iter().zip(published_by_app) {
         if n > 0 {
             *report.published_by_saas.entry(app.to_string()).or_default() += n;
@@ -565,9 +554,10 @@ impl Progress<'_> {
 
 type Mark = (u64, u64, u64);
 
-/// Takes the oldest outstanding confirm.
+/// Takes the oldest outstanding confirms until at most `keep` are left.
 async fn settle<F>(
     in_flight: &mut FuturesOrdered<F>,
+    keep: usize,
     exchange: &str,
     apps: &[&str],
     published_by_app: &mut [u64],
@@ -577,10 +567,13 @@ async fn settle<F>(
 where
     F: Future<Output = (lapin::Result<lapin::Confirmation>, usize, Mark)>,
 {
-    let next = tokio::time::timeout(amqp::CONFIRM_TIMEOUT, in_flight.next())
-        .await
-        .map_err(|_| amqp::AmqpError::Timeout("a publisher confirm", amqp::CONFIRM_TIMEOUT))?;
-    if let Some((confirm, app, (offset, rejected, skipped))) = next {
+    while in_flight.len() > keep {
+        let next = tokio::time::timeout(amqp::CONFIRM_TIMEOUT, in_flight.next())
+            .await
+            .map_err(|_| amqp::AmqpError::Timeout("a publisher confirm", amqp::CONFIRM_TIMEOUT))?;
+        let Some((confirm, app, (offset, rejected, skipped))) = next else {
+            break;
+        };
         check_confirm(confirm?, exchange, apps[app])?;
         report.published += 1;
         published_by_app[app] += 1;

@@ -557,13 +557,21 @@ pub struct RedisProcess {
 impl RedisProcess {
     /// Starts one and waits until it answers.
     pub async fn start() -> RedisProcess {
+        Self::try_start()
+            .await
+            .expect("a private redis-server starts")
+    }
+
+    /// As [`RedisProcess::start`], for callers that report a failure
+    /// instead of panicking (the chaos bench).
+    pub async fn try_start() -> anyhow::Result<RedisProcess> {
         let mut r = RedisProcess {
             child: None,
             port: free_port(),
-            dir: tempfile::tempdir().expect("a temp dir"),
+            dir: tempfile::tempdir()?,
         };
-        r.restart().await;
-        r
+        r.try_restart().await?;
+        Ok(r)
     }
 
     /// Its URL.
@@ -581,6 +589,11 @@ impl RedisProcess {
 
     /// Starts it again on the same port with the same data.
     pub async fn restart(&mut self) {
+        self.try_restart().await.expect("redis-server restarts");
+    }
+
+    /// As [`RedisProcess::restart`], returning the failure.
+    pub async fn try_restart(&mut self) -> anyhow::Result<()> {
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args([
@@ -595,23 +608,19 @@ impl RedisProcess {
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server runs (scripts/services.sh installs it)");
+            .context("redis-server runs (scripts/services.sh installs it)")?;
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if self.answers().await {
-                return;
-            }
-            assert!(
+        while !self.answers().await {
+            anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "redis-server did not start"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
-}
 
-impl RedisProcess {
     async fn answers(&self) -> bool {
         let Ok(client) = redis::Client::open(self.url()) else {
             return false;

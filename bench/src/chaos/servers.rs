@@ -3,10 +3,9 @@
 //! `rabbit@localhost`), and a private `redis-server` with an append-only file.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::harness::{Infra, sbin_path};
 
@@ -102,78 +101,5 @@ impl RabbitNodes {
             }
         }
         bail!("no leader found for {queue}")
-    }
-}
-
-/// A private `redis-server` with an append-only file fsynced on every
-/// write, that a scenario kills and restarts on the same port and data.
-pub struct RedisServer {
-    child: Option<Child>,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    pub async fn start() -> anyhow::Result<RedisServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut r = RedisServer {
-            child: None,
-            port,
-            dir: tempfile::tempdir()?,
-        };
-        r.restart().await?;
-        Ok(r)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("redis-server runs (scripts/services.sh installs it)")?;
-        self.child = Some(child);
-        let client = redis::Client::open(self.url())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("redis-server did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -5,13 +5,13 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{Ctx, Fleet, Infra, Report};
-use crate::servers::RedisServer;
+use rolecall_tests::RedisProcess;
 
 /// How long Redis stays down.
 const DOWN: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
-    let mut redis = RedisServer::start().await?;
+    let mut redis = RedisProcess::try_start().await?;
     let infra = Infra {
         redis_url: redis.url(),
         ..Infra::shared()
@@ -20,7 +20,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     fleet.wait_share(1.0 / 3.0, ctx.users).await?;
     redis.kill();
     tokio::time::sleep(DOWN).await;
-    redis.restart().await?;
+    redis.try_restart().await?;
     let back = Instant::now();
     let recovered = fleet.recovered_after(back).await?;
     fleet
