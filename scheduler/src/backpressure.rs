@@ -87,6 +87,11 @@ impl Backpressure {
         })
     }
 
+    /// Closes its channel (see `Connections::close`).
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "run published".into()).await;
+    }
+
     /// Counts one publish to `saas`; every `check_every` of them reads the
     /// queue's depth and returns it when at or above the limit.
     pub async fn check(&mut self, saas: &str) -> Result<Option<Full>, BackpressureError> {

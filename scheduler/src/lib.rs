@@ -131,7 +131,7 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
         }
     };
     let report = publish::publish(settings, &conns, &plan, &lease, from).await;
-    let _ = conns.conn.close(200, "run published".into()).await;
+    conns.close().await;
     report
 }
 
@@ -171,6 +171,16 @@ impl Connections {
             channel,
             ledger: Ledger::new(redis, names.clone(), &settings.redis),
         })
+    }
+}
+
+impl Connections {
+    /// Closes the channel, then the connection: lapin logs a channel still
+    /// open when its connection goes (or a frame arriving for it) as a
+    /// connection error, which a clean exit must not print.
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "done".into()).await;
+        let _ = self.conn.close(200, "done".into()).await;
     }
 }
 

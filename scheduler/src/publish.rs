@@ -331,6 +331,15 @@ async fn publish_rows(
         ..Default::default()
     };
     let window = settings.scheduler.publish_window.get() as usize;
+    // One window over several channels: confirms are still taken in
+    // publishing order (each future holds its own channel's confirm), so
+    // the checkpoint offset means the same; the broker handles each
+    // channel on its own process, which is where one channel topped out.
+    let mut channels = vec![conns.channel.clone()];
+    for _ in 1..settings.scheduler.publish_channels.get() {
+        channels.push(amqp::confirmed_channel(&conns.conn).await?);
+    }
+    let mut next_channel = 0usize;
     let exchange = names.jobs_exchange();
     let now = Utc::now();
     let apps: Vec<&str> = selection.keys().map(String::as_str).collect();
@@ -379,7 +388,8 @@ async fn publish_rows(
         let job = job_for(&plan.run_id, &row, saas.deactivate_missing);
         let body = job.encode();
         let props = amqp::job_properties(&job, 0);
-        let channel = &conns.channel;
+        let channel = &channels[next_channel];
+        next_channel = (next_channel + 1) % channels.len();
         let routing_key = apps[app];
         // lapin's `basic_publish` resolves once the IO loop has written the
         // frames; awaiting it here cost a round trip to that thread per job.
@@ -430,6 +440,12 @@ async fn publish_rows(
         &mut progress,
     )
     .await?;
+    // Closed here, not with the connection: lapin logs a channel still open
+    // when its connection closes as a connection error.
+    for channel in &channels[1..] {
+        let _ = channel.close(200, "run published".into()).await;
+    }
+    backpressure.close().await;
     for (app, n) in apps.iter().zip(published_by_app) {
         if n > 0 {
             *report.published_by_saas.entry(app.to_string()).or_default() += n;

@@ -13,7 +13,8 @@ use rolecall_common::messages::JobV1;
 use rolecall_common::{Names, ledger};
 
 /// Confirms outstanding per channel in the ceiling loop: the scheduler's
-/// default `publish_window`, so both pipeline the same depth.
+/// default `publish_window` over its default `publish_channels`, so both
+/// pipeline the same depth per channel.
 const WINDOW: usize = 512;
 
 /// The plain loop's rate with `channels` channels: `messages` copies of

@@ -41,6 +41,9 @@ pub use workflow::{Overlap, RawWorkflow, Schedule, WorkflowSettings};
 /// Environment prefix of every override.
 pub const ENV_PREFIX: &str = "ROLECALL";
 
+/// More publishing channels than this only add broker processes.
+const MAX_PUBLISH_CHANNELS: u32 = 16;
+
 /// The connectors this build knows. Adding a vendor adds a variant here and a
 /// file in the worker's `connectors/` folder; the worker's exhaustive `match`
 /// makes a variant without a connector a compile error.
@@ -252,6 +255,7 @@ impl Default for RawWorker {
 #[serde(default)]
 pub struct RawScheduler {
     pub publish_window: u32,
+    pub publish_channels: u32,
     pub lease_ms: u64,
     pub tick_ms: u64,
     pub max_queue_depth: u32,
@@ -261,7 +265,11 @@ pub struct RawScheduler {
 impl Default for RawScheduler {
     fn default() -> Self {
         Self {
-            publish_window: 512,
+            publish_window: 1024,
+            // The broker takes a channel's frames on one Erlang process:
+            // a second channel lets it use a second core (measured in
+            // bench/PUBLISH.md); more gain little and cost a process each.
+            publish_channels: 2,
             lease_ms: 15_000,
             tick_ms: 1_000,
             // A day's work for a busy app, and still a few hundred MiB of
@@ -459,6 +467,8 @@ pub struct WorkerSettings {
 pub struct SchedulerSettings {
     /// Publisher confirms outstanding at once.
     pub publish_window: NonZeroU32,
+    /// Channels the confirms window is spread over (round robin).
+    pub publish_channels: NonZeroU32,
     /// How long a leader's or a publisher's lease lasts without renewal:
     /// the time a dead scheduler's work waits before another takes it over.
     pub lease: Duration,
@@ -730,6 +740,14 @@ impl RawSettings {
                 "must be at least 1".into(),
             );
         }
+        let channels = NonZeroU32::new(self.scheduler.publish_channels)
+            .filter(|n| n.get() <= MAX_PUBLISH_CHANNELS);
+        if channels.is_none() {
+            bad(
+                "scheduler.publish_channels".into(),
+                format!("must be between 1 and {MAX_PUBLISH_CHANNELS}"),
+            );
+        }
         let log_format = match self.telemetry.log_format.as_str() {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
@@ -860,6 +878,7 @@ impl RawSettings {
             },
             scheduler: SchedulerSettings {
                 publish_window: window.unwrap_or(NonZeroU32::MIN),
+                publish_channels: channels.unwrap_or(NonZeroU32::MIN),
                 lease: Duration::from_millis(self.scheduler.lease_ms),
                 tick: Duration::from_millis(self.scheduler.tick_ms),
                 max_queue_depth: max_depth,
