@@ -50,14 +50,18 @@ pub fn render(d: &Digest, apps: &[String]) -> String {
             out.push_str(" none recorded");
         }
         for s in &a.seats {
-            let old = before.and_then(|b| b.seats.iter().find(|o| o.role == s.role));
+            // Against no previous run, nothing is new: no remark at all.
+            let change = match prev {
+                None => String::new(),
+                Some(_) => {
+                    let old = before.and_then(|b| b.seats.iter().find(|o| o.role == s.role));
+                    change_seats(s.users, s.cost, old.map(|o| (o.users, o.cost)))
+                }
+            };
             let _ = write!(
                 out,
-                "\n• {}: {} users, {:.2}{}",
-                s.role,
-                s.users,
-                s.cost,
-                change_seats(s.users, s.cost, old.map(|o| (o.users, o.cost)))
+                "\n• {}: {} users, {:.2}{change}",
+                s.role, s.users, s.cost
             );
             total_users += s.users;
             total_cost += s.cost;

@@ -59,11 +59,10 @@ local p = ARGV[1]
 local fixed = ARGV[13] == '1'
 local gid
 if fixed then
-  gid = ARGV[6]
-  if redis.call('EXISTS', p .. 'g:' .. gid) == 1 then
+  if redis.call('EXISTS', p .. 'g:' .. ARGV[6]) == 1 then
     -- Another alert for a group that exists or was delivered (a run
     -- announced twice under two ids): counted once, as the first.
-    redis.call('SET', KEYS[1], gid, 'PX', ARGV[3])
+    redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[3])
     return 0
   end
 else

@@ -1,0 +1,565 @@
+//! The notifier against real receivers: a Slack-compatible webhook (an axum
+//! server in the test) and a real SMTP server (the Python package
+//! `aiosmtpd`, installed by scripts/test.sh into a throwaway virtualenv,
+//! storing what it receives in a Maildir the test reads), with alerts on
+//! the real alert queue and groups in the real Redis.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use rolecall_common::config::{self, Settings};
+use rolecall_common::credentials::Vault;
+use rolecall_common::messages::{AlertKind, AlertV1, UserRef};
+use rolecall_common::{amqp, messages};
+use rolecall_notifier::Notifier;
+use rolecall_sim::SimConfig;
+use rolecall_tests::{AppSpec, TestEnv, active_rows, free_port, publish};
+use tokio_util::sync::CancellationToken;
+
+// --- a Slack-compatible webhook ---------------------------------------------
+
+#[derive(Default)]
+struct HookState {
+    /// Texts of the requests answered 200.
+    texts: Mutex<Vec<String>>,
+    /// Requests answered 500.
+    refused: AtomicUsize,
+    /// While set, every request is answered 500.
+    failing: AtomicBool,
+}
+
+struct Webhook {
+    url: String,
+    state: Arc<HookState>,
+}
+
+impl Webhook {
+    async fn start() -> Webhook {
+        let state = Arc::new(HookState::default());
+        async fn receive(
+            State(s): State<Arc<HookState>>,
+            Json(body): Json<serde_json::Value>,
+        ) -> StatusCode {
+            if s.failing.load(Ordering::SeqCst) {
+                s.refused.fetch_add(1, Ordering::SeqCst);
+                return StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            let text = body["text"].as_str().unwrap_or_default().to_string();
+            s.texts.lock().unwrap().push(text);
+            StatusCode::OK
+        }
+        let app = axum::Router::new()
+            // The path plays the secret part of a Slack webhook URL.
+            .route("/services/T0/B0/s3cr3t-hook", post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/services/T0/B0/s3cr3t-hook",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Webhook { url, state }
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.state.texts.lock().unwrap().clone()
+    }
+}
+
+// --- a real SMTP server -----------------------------------------------------
+
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> String {
+    std::env::var("ROLECALL_TEST_PYTHON")
+        .unwrap_or_else(|_| "/tmp/rolecall-test-venv/bin/python".into())
+}
+
+impl SmtpServer {
+    /// `aiosmtpd` on a free loopback port, its Mailbox handler writing each
+    /// message into a Maildir; with `tls`, a (certificate, key) pair for
+    /// STARTTLS, which the server then requires.
+    async fn start(tls: Option<(&Path, &Path)>) -> SmtpServer {
+        let port = free_port();
+        let maildir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(python());
+        cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--tlscert").arg(cert).arg("--tlskey").arg(key);
+        }
+        cmd.args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("mail"));
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} does not run ({e}): scripts/test.sh installs aiosmtpd",
+                    python()
+                )
+            });
+        let server = SmtpServer {
+            child,
+            port,
+            maildir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    /// Every message received so far (raw RFC 5322 text).
+    fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("mail").join("new");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect()
+    }
+}
+
+// --- the notifier -----------------------------------------------------------
+
+struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<Notifier>,
+}
+
+impl Running {
+    async fn stop(self) -> Notifier {
+        self.stop.cancel();
+        self.handle.await.expect("the notifier does not panic")
+    }
+}
+
+async fn spawn_notifier(settings: &Settings, hook: &Webhook) -> Running {
+    let probe = Vault::with_env(settings.credentials.clone(), HashMap::new());
+    let vault = Vault::with_env(
+        settings.credentials.clone(),
+        HashMap::from([(probe.env_var("hook"), hook.url.clone())]),
+    );
+    let notifier = Notifier::build(settings.clone(), &vault)
+        .await
+        .expect("the notifier builds");
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let handle = tokio::spawn(async move {
+        notifier
+            .run_until_stopped(token)
+            .await
+            .expect("the notifier stops cleanly");
+        notifier
+    });
+    Running { stop, handle }
+}
+
+/// The `[notifier]` tables: a webhook channel `hook` and, with a port, an
+/// e-mail channel `mail`; every app routed to both.
+fn notifier_toml(window: &str, smtp: Option<(u16, &str)>, routes: &str) -> String {
+    let mut text = format!(
+        r#"
+[notifier]
+group_window = "{window}"
+max_backoff = "1s"
+delivery_timeout = "5s"
+[notifier.channels.hook]
+type = "webhook"
+url_credential = "hook"
+"#
+    );
+    let mut all = vec!["\"hook\""];
+    if let Some((port, tls)) = smtp {
+        text.push_str(&format!(
+            r#"
+[notifier.channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = {port}
+{tls}
+from = "Rolecall <rolecall@example.com>"
+to = ["it-admins@example.com"]
+"#
+        ));
+        all.push("\"mail\"");
+    }
+    text.push_str(&format!(
+        "[notifier.routes]\ndefault = [{}]\n{routes}",
+        all.join(", ")
+    ));
+    text
+}
+
+async fn publish_alerts(env: &TestEnv, settings: &Settings, alerts: &[AlertV1]) {
+    let channel = amqp::confirmed_channel(&env.amqp).await.unwrap();
+    amqp::declare_topology(&channel, &env.names, &settings.amqp, &[], &[])
+        .await
+        .unwrap();
+    for alert in alerts {
+        // A freshly declared quorum queue on a busy shared broker sometimes
+        // nacks: publish again, as producers do (the notifier counts an id
+        // once, so a resend is harmless).
+        let mut tries = 0;
+        while let Err(e) = amqp::publish_alert(&channel, &env.names, alert).await {
+            tries += 1;
+            assert!(tries < 10, "the broker keeps refusing alerts: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn job_failed(saas: &str, i: usize, error: &str) -> AlertV1 {
+    AlertV1 {
+        v: 1,
+        id: format!("job_failed:{saas}-j{i}"),
+        kind: AlertKind::JobFailed,
+        saas: saas.into(),
+        run_id: "r-test".into(),
+        user: Some(UserRef {
+            id: format!("u{i}"),
+            email: format!("user{i}@example.com"),
+            external_id: None,
+        }),
+        error: error.into(),
+        attempts: 3,
+        at: chrono::Utc::now(),
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pending_groups(env: &TestEnv) -> u64 {
+    let mut conn = env.redis.clone();
+    redis::cmd("ZCARD")
+        .arg(format!("{}notify:due", env.names.ledger_prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+// --- tests ------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_failures_become_one_notification_per_channel_and_redeliveries_count_once() {
+    let env = TestEnv::new().await;
+    let hook = Webhook::start().await;
+    let smtp = SmtpServer::start(None).await;
+    let extra = notifier_toml("2s", Some((smtp.port, "tls = \"none\"")), "");
+    let settings = config::from_toml(&env.config_text(&[], &extra)).unwrap();
+    let notifier = spawn_notifier(&settings, &hook).await;
+
+    let mut alerts: Vec<AlertV1> = (0..100)
+        .map(|i| job_failed("lever_prod", i, "401 Unauthorized"))
+        .collect();
+    // RabbitMQ redelivering twenty of them (same ids).
+    alerts.extend((0..20).map(|i| job_failed("lever_prod", i, "401 Unauthorized")));
+    publish_alerts(&env, &settings, &alerts).await;
+
+    wait_until(
+        "a webhook message and an e-mail",
+        Duration::from_secs(30),
+        || !hook.texts().is_empty() && !smtp.messages().is_empty(),
+    )
+    .await;
+    // Longer than a window: nothing else comes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let texts = hook.texts();
+    assert_eq!(texts.len(), 1, "{texts:#?}");
+    assert!(
+        texts[0].starts_with("100 users of lever_prod failed: 401 Unauthorized"),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[0].contains("user0@example.com (u0)"), "{}", texts[0]);
+    assert!(texts[0].contains("Run: r-test"), "{}", texts[0]);
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(
+        mails[0].contains("Subject: [rolecall] 100 users of lever_prod failed: 401 Unauthorized"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[0].contains("To: it-admins@example.com"),
+        "{}",
+        mails[0]
+    );
+
+    let m = notifier.stop().await.metrics();
+    assert_eq!(
+        (m.counted, m.duplicates, m.delivered),
+        (100, 20, 2),
+        "{m:?}"
+    );
+    assert_eq!(pending_groups(&env).await, 0);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_answering_500_loses_nothing_and_gets_each_group_once_when_it_recovers() {
+    let env = TestEnv::new().await;
+    let hook = Webhook::start().await;
+    hook.state.failing.store(true, Ordering::SeqCst);
+    let settings =
+        config::from_toml(&env.config_text(&[], &notifier_toml("1s", None, ""))).unwrap();
+    let first = spawn_notifier(&settings, &hook).await;
+
+    let mut alerts: Vec<AlertV1> = (0..30)
+        .map(|i| job_failed("lever_a", i, "vendor returned 503"))
+        .collect();
+    alerts.extend((0..10).map(|i| job_failed("lever_b", i, "401 Unauthorized")));
+    alerts.push(AlertV1::about_app(
+        AlertKind::AuthFailed,
+        "lever_a",
+        "r-test",
+        "incident-1",
+        "lever_a: the vendor refused the credential (401)".into(),
+    ));
+    publish_alerts(&env, &settings, &alerts).await;
+
+    // Several refused rounds, then the notifier restarts mid-outage: the
+    // groups wait in Redis, not in the process.
+    wait_until("refused deliveries", Duration::from_secs(30), || {
+        hook.state.refused.load(Ordering::SeqCst) >= 6
+    })
+    .await;
+    let m = first.stop().await.metrics();
+    assert_eq!(m.delivered, 0);
+    assert!(m.failed_attempts >= 6, "{m:?}");
+    assert_eq!(pending_groups(&env).await, 3, "three groups wait");
+    let second = spawn_notifier(&settings, &hook).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    hook.state.failing.store(false, Ordering::SeqCst);
+
+    wait_until("three messages", Duration::from_secs(30), || {
+        hook.texts().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut texts = hook.texts();
+    texts.sort();
+    assert_eq!(texts.len(), 3, "each group once: {texts:#?}");
+    assert!(
+        texts[0].starts_with("10 users of lever_b failed: 401 Unauthorized"),
+        "{texts:#?}"
+    );
+    assert!(
+        texts[1].starts_with("30 users of lever_a failed: vendor returned 503"),
+        "{texts:#?}"
+    );
+    assert!(
+        texts[2].starts_with("[auth_failed] lever_a: the vendor refused the credential"),
+        "{texts:#?}"
+    );
+    second.stop().await;
+    assert_eq!(pending_groups(&env).await, 0);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_gets_exactly_one_digest_even_when_run_finished_arrives_twice_and_the_next_shows_the_change()
+ {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 40,
+        seed: 7,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let hook = Webhook::start().await;
+    let smtp = SmtpServer::start(None).await;
+    let apps = [AppSpec {
+        name: "lever_prod",
+        sim: &sim,
+        per_second: 200.0,
+        burst: 50,
+    }];
+    let extra = notifier_toml(
+        "1s",
+        Some((smtp.port, "tls = \"none\"")),
+        "lever_prod = [\"hook\", \"mail\"]\n",
+    );
+    let settings = config::from_toml(&env.config_text(&apps, &extra)).unwrap();
+    let worker = env.spawn_worker(&settings).await;
+    let notifier = spawn_notifier(&settings, &hook).await;
+
+    let first = publish(&settings, &active_rows(&sim, "lever_prod", 20)).await;
+    env.wait_for_run(&settings, &first.run_id, Duration::from_secs(60))
+        .await;
+    // The announcement again (a redelivery, and a second announcer).
+    let again = messages::AlertV1::run_finished(&first.run_id, "run finished".into());
+    let other_id = AlertV1 {
+        id: format!("run_finished:{}:late", first.run_id),
+        ..again.clone()
+    };
+    publish_alerts(&env, &settings, &[again, other_id]).await;
+    wait_until("the first digest", Duration::from_secs(30), || {
+        !hook.texts().is_empty() && !smtp.messages().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let texts = hook.texts();
+    assert_eq!(texts.len(), 1, "one digest: {texts:#?}");
+    let digest = &texts[0];
+    assert!(
+        digest.starts_with(&format!(
+            "Run {} finished (lever_prod): 20 users checked",
+            first.run_id
+        )),
+        "{digest}"
+    );
+    assert!(digest.contains("lever_prod — seats by role:"), "{digest}");
+    assert!(
+        digest.contains("(no previous run to compare with)"),
+        "{digest}"
+    );
+    assert_eq!(smtp.messages().len(), 1);
+
+    // The next run over the same app, with ten more users: its digest
+    // says what changed since the first.
+    let second = publish(&settings, &active_rows(&sim, "lever_prod", 30)).await;
+    env.wait_for_run(&settings, &second.run_id, Duration::from_secs(60))
+        .await;
+    wait_until("the second digest", Duration::from_secs(30), || {
+        hook.texts().len() >= 2
+    })
+    .await;
+    let texts = hook.texts();
+    let digest = &texts[1];
+    assert!(
+        digest.starts_with(&format!(
+            "Run {} finished (lever_prod): 30 users checked (+10)",
+            second.run_id
+        )),
+        "{digest}"
+    );
+    assert!(
+        digest.contains(&format!("since run {}", first.run_id)),
+        "{digest}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hook.texts().len(), 2);
+    assert_eq!(smtp.messages().len(), 2);
+
+    notifier.stop().await;
+    worker.stop().await;
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_required_starttls_to_a_server_signed_by_the_configured_ca() {
+    let env = TestEnv::new().await;
+    let certs = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/tls-fixtures.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(certs.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/tls-fixtures.sh failed");
+    let file = |name: &str| -> PathBuf { certs.path().join(name) };
+    let smtp = SmtpServer::start(Some((&file("server.pem"), &file("server.key")))).await;
+    let hook = Webhook::start().await;
+    let tls = format!(
+        "tls = \"starttls\"\nca_file = \"{}\"",
+        file("ca.pem").display()
+    );
+    let extra = notifier_toml("1s", Some((smtp.port, &tls)), "");
+    let settings = config::from_toml(&env.config_text(&[], &extra)).unwrap();
+    let notifier = spawn_notifier(&settings, &hook).await;
+
+    publish_alerts(
+        &env,
+        &settings,
+        &[AlertV1::about_app(
+            AlertKind::PauseCapped,
+            "lever_prod",
+            "r-test",
+            "1",
+            "the vendor asked the fleet to pause for 900 s".into(),
+        )],
+    )
+    .await;
+    wait_until("an e-mail over STARTTLS", Duration::from_secs(30), || {
+        !smtp.messages().is_empty()
+    })
+    .await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].contains("[pause_capped] lever_prod: the vendor asked the fleet to pause"),
+        "{}",
+        mails[0]
+    );
+    // The server refuses MAIL before STARTTLS ("530 Must issue a STARTTLS
+    // command first"), so a delivered message went over TLS, and the
+    // certificate checked out against the configured CA (it is in no
+    // system store).
+    notifier.stop().await;
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_failures_group_into_one_message_and_redeliveries_count_once() {
+    // The store's scripts reach a group's keys from its id: they must share
+    // the slot of the keys the script declares (scripts/redis-cluster.sh).
+    let env = TestEnv::on_cluster().await;
+    let hook = Webhook::start().await;
+    let settings =
+        config::from_toml(&env.config_text(&[], &notifier_toml("1s", None, ""))).unwrap();
+    let notifier = spawn_notifier(&settings, &hook).await;
+    let mut alerts: Vec<AlertV1> = (0..50)
+        .map(|i| job_failed("miro", i, "vendor returned 503"))
+        .collect();
+    alerts.extend((0..10).map(|i| job_failed("miro", i, "vendor returned 503")));
+    publish_alerts(&env, &settings, &alerts).await;
+    wait_until("a message", Duration::from_secs(30), || {
+        !hook.texts().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let texts = hook.texts();
+    assert_eq!(texts.len(), 1, "{texts:#?}");
+    assert!(
+        texts[0].starts_with("50 users of miro failed: vendor returned 503"),
+        "{}",
+        texts[0]
+    );
+    let m = notifier.stop().await.metrics();
+    assert_eq!((m.counted, m.duplicates), (50, 10), "{m:?}");
+    env.cleanup(&settings).await;
+}
