@@ -563,3 +563,59 @@ async fn on_a_redis_cluster_failures_group_into_one_message_and_redeliveries_cou
     assert_eq!((m.counted, m.duplicates), (50, 10), "{m:?}");
     env.cleanup(&settings).await;
 }
+
+#[test]
+fn check_config_names_a_broken_channel_and_never_prints_the_webhook_url() {
+    let binary =
+        rolecall_tests::workspace_binary("rolecall-notifier").expect("the binary is built");
+    let run = |text: &str, env: &[(&str, &str)]| {
+        let (_dir, path) = rolecall_tests::temp_file("rolecall.toml", text);
+        let out = Command::new(&binary)
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .envs(env.iter().copied())
+            .output()
+            .expect("the notifier runs");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let good = notifier_toml("60s", None, "");
+    let secret = "https://hooks.example.com/services/T0/B0/hunter2";
+
+    // The credential is missing: the channel is named, with where it looked.
+    let (code, out) = run(&good, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("notifier.channels.hook"), "{out}");
+    assert!(out.contains("ROLECALL_SECRET_HOOK"), "{out}");
+
+    // Present: valid, and the URL is not echoed.
+    let (code, out) = run(&good, &[("ROLECALL_SECRET_HOOK", secret)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("configuration is valid (channels: hook)"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+
+    // A credential that is not a URL is refused without being repeated.
+    let (code, out) = run(&good, &[("ROLECALL_SECRET_HOOK", "hunter2-not-a-url")]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not an http(s) URL"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+
+    // Validation problems name their keys, all at once.
+    let bad = good.replace("group_window = \"60s\"", "group_window = \"soon\"")
+        + "lever_prod = [\"pager\"]\n";
+    let (code, out) = run(&bad, &[("ROLECALL_SECRET_HOOK", secret)]);
+    assert_eq!(code, 2, "{out}");
+    for key in ["notifier.group_window", "notifier.routes.lever_prod"] {
+        assert!(out.contains(key), "{key} missing from {out}");
+    }
+}
