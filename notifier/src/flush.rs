@@ -71,10 +71,7 @@ impl Flusher {
 
     /// Claims and delivers one batch of due groups; returns how many.
     pub async fn round(&self) -> Result<usize, StoreError> {
-        let ids = self
-            .store
-            .claim(&self.token, self.lease(), CLAIM_BATCH)
-            .await?;
+        let ids = self.store.claim(self.lease(), CLAIM_BATCH).await?;
         let n = ids.len();
         for result in join_all(ids.iter().map(|id| self.deliver(id))).await {
             if let Err(e) = result {
@@ -86,7 +83,13 @@ impl Flusher {
     }
 
     async fn deliver(&self, id: &str) -> Result<(), StoreError> {
-        let Some(mut group) = self.store.load(id).await? else {
+        let taken = self.store.take(id, &self.token).await?;
+        let loaded = if taken {
+            self.store.load(id).await?
+        } else {
+            None
+        };
+        let Some(mut group) = loaded else {
             // Due but gone (delivered by a replica whose lease had lapsed).
             return self
                 .store

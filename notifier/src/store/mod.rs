@@ -7,8 +7,7 @@
 //! alert counts once however often RabbitMQ delivers it.
 //!
 //! Keys (all under the ledger's hash tag, so every script's keys share one
-//! Redis Cluster slot; the scripts build a group's keys from its id, which
-//! is only safe because they live in that same slot):
+//! Redis Cluster slot; every key a script touches is passed in KEYS):
 //! - `…notify:seen:<alert id>` — the alert was counted (TTL `notifier.dedup_ttl`);
 //! - `…notify:open:<saas>:<kind>` — the group alerts of that app and kind join;
 //! - `…notify:due` — sorted set of group ids by when they are due (delivery,
@@ -23,7 +22,7 @@
 //!
 //! Several replicas share the work through [`Store::claim`]: claiming moves
 //! a due group's score to the end of a lease, atomically, so one replica
-//! delivers it; a replica that dies mid-delivery leaves it due again when
+//! delivers it ([`Store::take`] then closes it to new alerts); a replica that dies mid-delivery leaves it due again when
 //! the lease ends, and channels already marked sent are not sent again.
 
 use std::collections::HashMap;
@@ -46,88 +45,92 @@ pub const OTHER_ERRORS: &str = "(other errors)";
 #[error("Redis: {0}")]
 pub struct StoreError(#[from] redis::RedisError);
 
-/// KEYS: seen, open, due. ARGV: prefix, alert id, dedup ttl ms, now ms,
-/// delay ms, new group id, saas, kind, run id, error, example ("" for none),
-/// max examples, fixed ("1": the group id is the caller's and final, as for
-/// a run's digest), max errors, max runs, other-errors bucket.
-/// Returns 1 when the alert was counted, 0 for a duplicate.
+/// KEYS: seen, open, due, group, group errors, group examples, group runs.
+/// ARGV: alert id, dedup ttl ms, now ms, delay ms, group id, expected open
+/// group ("" for none; unused when fixed), saas, kind, run id, error,
+/// example ("" for none), max examples, fixed ("1": the group id is final,
+/// as for a run's digest), max errors, max runs, other-errors bucket.
+/// Returns 1 when the alert was counted, 0 for a duplicate, -1 when the open
+/// group changed since the caller read it (the caller reads it again).
 static ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local p = ARGV[1]
 local fixed = ARGV[13] == '1'
-local gid
+local create
 if fixed then
-  if redis.call('EXISTS', p .. 'g:' .. ARGV[6]) == 1 then
+  if redis.call('EXISTS', KEYS[4]) == 1 then
     -- Another alert for a group that exists or was delivered (a run
     -- announced twice under two ids): counted once, as the first.
-    redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[3])
+    redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
     return 0
   end
+  create = true
 else
-  gid = redis.call('GET', KEYS[2])
-  if gid and redis.call('EXISTS', p .. 'g:' .. gid) == 0 then gid = nil end
+  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[6] then return -1 end
+  create = ARGV[6] == '' or redis.call('EXISTS', KEYS[4]) == 0
 end
-if not gid then
-  gid = ARGV[6]
-  redis.call('HSET', p .. 'g:' .. gid, 'saas', ARGV[7], 'kind', ARGV[8], 'run_id', ARGV[9],
-    'error', ARGV[10], 'created_ms', ARGV[4], 'count', 0, 'attempts', 0)
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[5]), gid)
-  if not fixed then redis.call('SET', KEYS[2], gid) end
+if create then
+  redis.call('HSET', KEYS[4], 'saas', ARGV[7], 'kind', ARGV[8], 'run_id', ARGV[9],
+    'error', ARGV[10], 'created_ms', ARGV[3], 'count', 0, 'attempts', 0)
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[5])
+  if not fixed then redis.call('SET', KEYS[2], ARGV[5]) end
 end
-local g = p .. 'g:' .. gid
-redis.call('HINCRBY', g, 'count', 1)
+redis.call('HINCRBY', KEYS[4], 'count', 1)
 local err = ARGV[10]
-if redis.call('HEXISTS', g .. ':errors', err) == 0
-   and redis.call('HLEN', g .. ':errors') >= tonumber(ARGV[14]) then
+if redis.call('HEXISTS', KEYS[5], err) == 0 and redis.call('HLEN', KEYS[5]) >= tonumber(ARGV[14]) then
   err = ARGV[16]
 end
-redis.call('HINCRBY', g .. ':errors', err, 1)
-if ARGV[11] ~= '' and redis.call('LLEN', g .. ':examples') < tonumber(ARGV[12]) then
-  redis.call('RPUSH', g .. ':examples', ARGV[11])
+redis.call('HINCRBY', KEYS[5], err, 1)
+if ARGV[11] ~= '' and redis.call('LLEN', KEYS[6]) < tonumber(ARGV[12]) then
+  redis.call('RPUSH', KEYS[6], ARGV[11])
 end
-if ARGV[9] ~= '' and redis.call('SCARD', g .. ':runs') < tonumber(ARGV[15]) then
-  redis.call('SADD', g .. ':runs', ARGV[9])
+if ARGV[9] ~= '' and redis.call('SCARD', KEYS[7]) < tonumber(ARGV[15]) then
+  redis.call('SADD', KEYS[7], ARGV[9])
 end
-redis.call('SET', KEYS[1], gid, 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
 return 1
 "#,
     )
 });
 
-/// KEYS: due. ARGV: prefix, now ms, lease ms, token, limit.
+/// KEYS: due. ARGV: now ms, lease ms, limit.
 /// Claims up to `limit` due groups: each one's score moves to the end of the
-/// lease and its open pointer is dropped (later alerts start a new group, so
-/// what is delivered is exactly what was there at the claim).
+/// lease, so no other replica takes it meanwhile.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local p = ARGV[1]
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
-local until_ms = tonumber(ARGV[2]) + tonumber(ARGV[3])
-for _, gid in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], until_ms, gid)
-  local g = p .. 'g:' .. gid
-  local f = redis.call('HMGET', g, 'saas', 'kind')
-  if f[1] and f[2] then
-    local open = p .. 'open:' .. f[1] .. ':' .. f[2]
-    if redis.call('GET', open) == gid then redis.call('DEL', open) end
-  end
-  redis.call('HSET', g, 'lease', ARGV[4])
-end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, gid in ipairs(ids) do redis.call('ZADD', KEYS[1], until_ms, gid) end
 return ids
 "#,
     )
 });
 
-/// KEYS: due, group. ARGV: group id, keep ("1": leave a tombstone so a late
-/// alert for the same group id is recognised), tombstone ttl ms.
+/// KEYS: group, its open pointer. ARGV: group id, token.
+/// Takes a claimed group: notes the claim's token, and closes the group to
+/// new alerts (they start the next group), so what is delivered is exactly
+/// what was there when it was taken.
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[1], 'lease', ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// KEYS: due, group, group errors, group examples, group runs. ARGV: group
+/// id, keep ("1": leave a tombstone so a late alert for the same group id
+/// is recognised), tombstone ttl ms.
 static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2] .. ':errors', KEYS[2] .. ':examples', KEYS[2] .. ':runs')
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[2], 'done', '1')
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -270,53 +273,91 @@ impl Store {
         alert: &NewAlert<'_>,
         placement: &Placement,
     ) -> Result<bool, StoreError> {
-        let (delay, gid, fixed) = match placement {
-            Placement::Grouped { window } => (*window, ulid::Ulid::new().to_string(), false),
-            Placement::Fixed(id) => (Duration::ZERO, id.clone(), true),
-        };
+        let open = self.key(&format!("open:{}:{}", alert.saas, alert.kind));
         let mut conn = self.conn.clone();
-        let counted: i64 = ADD
-            .key(self.key(&format!("seen:{}", alert.id)))
-            .key(self.key(&format!("open:{}:{}", alert.saas, alert.kind)))
-            .key(self.due_key())
-            .arg(&self.prefix)
-            .arg(alert.id)
-            .arg(self.dedup_ttl.as_millis().max(1) as u64)
-            .arg(now_ms())
-            .arg(delay.as_millis() as u64)
-            .arg(gid)
-            .arg(alert.saas)
-            .arg(alert.kind)
-            .arg(alert.run_id)
-            .arg(alert.error)
-            .arg(&alert.example)
-            .arg(self.max_examples)
-            .arg(if fixed { "1" } else { "0" })
-            .arg(MAX_ERRORS)
-            .arg(MAX_RUNS)
-            .arg(OTHER_ERRORS)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(counted == 1)
+        loop {
+            // Every key a script touches is passed in KEYS (Redis Cluster):
+            // so the open group is read first, and the script checks it is
+            // still the open one (else another alert just opened or the
+            // flusher just closed it: read again).
+            let (delay, expected, gid, fixed) = match placement {
+                Placement::Grouped { window } => {
+                    let current: Option<String> =
+                        redis::cmd("GET").arg(&open).query_async(&mut conn).await?;
+                    let gid = current
+                        .clone()
+                        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+                    (*window, current.unwrap_or_default(), gid, false)
+                }
+                Placement::Fixed(id) => (Duration::ZERO, String::new(), id.clone(), true),
+            };
+            let g = self.group_key(&gid);
+            let counted: i64 = ADD
+                .key(self.key(&format!("seen:{}", alert.id)))
+                .key(&open)
+                .key(self.due_key())
+                .key(&g)
+                .key(format!("{g}:errors"))
+                .key(format!("{g}:examples"))
+                .key(format!("{g}:runs"))
+                .arg(alert.id)
+                .arg(self.dedup_ttl.as_millis().max(1) as u64)
+                .arg(now_ms())
+                .arg(delay.as_millis() as u64)
+                .arg(&gid)
+                .arg(&expected)
+                .arg(alert.saas)
+                .arg(alert.kind)
+                .arg(alert.run_id)
+                .arg(alert.error)
+                .arg(&alert.example)
+                .arg(self.max_examples)
+                .arg(if fixed { "1" } else { "0" })
+                .arg(MAX_ERRORS)
+                .arg(MAX_RUNS)
+                .arg(OTHER_ERRORS)
+                .invoke_async(&mut conn)
+                .await?;
+            if counted >= 0 {
+                return Ok(counted == 1);
+            }
+        }
     }
 
     /// Claims up to `limit` due groups for `lease`; returns their ids.
-    pub async fn claim(
-        &self,
-        token: &str,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    pub async fn claim(&self, lease: Duration, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         Ok(CLAIM
             .key(self.due_key())
-            .arg(&self.prefix)
             .arg(now_ms())
             .arg(lease.as_millis() as u64)
-            .arg(token)
             .arg(limit)
             .invoke_async(&mut conn)
             .await?)
+    }
+
+    /// Takes a claimed group for `token` and closes it to new alerts;
+    /// false when the group is gone.
+    pub async fn take(&self, id: &str, token: &str) -> Result<bool, StoreError> {
+        let g = self.group_key(id);
+        let mut conn = self.conn.clone();
+        let (saas, kind): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(&g)
+            .arg("saas")
+            .arg("kind")
+            .query_async(&mut conn)
+            .await?;
+        let (Some(saas), Some(kind)) = (saas, kind) else {
+            return Ok(false);
+        };
+        let taken: i64 = TAKE
+            .key(&g)
+            .key(self.key(&format!("open:{saas}:{kind}")))
+            .arg(id)
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(taken == 1)
     }
 
     /// A group's content (`None` when it is gone).
@@ -403,9 +444,13 @@ impl Store {
     /// leaves a tombstone for `notifier.dedup_ttl`).
     pub async fn complete(&self, group: &Group) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
+        let g = self.group_key(&group.id);
         let () = COMPLETE
             .key(self.due_key())
-            .key(self.group_key(&group.id))
+            .key(&g)
+            .key(format!("{g}:errors"))
+            .key(format!("{g}:examples"))
+            .key(format!("{g}:runs"))
             .arg(&group.id)
             .arg(if group.fixed { "1" } else { "0" })
             .arg(self.dedup_ttl.as_millis().max(1) as u64)
