@@ -99,7 +99,11 @@ impl SmtpServer {
     /// message into a Maildir; with `tls`, a (certificate, key) pair for
     /// STARTTLS, which the server then requires.
     async fn start(tls: Option<(&Path, &Path)>) -> SmtpServer {
-        let port = free_port();
+        Self::start_on(free_port(), tls).await
+    }
+
+    /// Like [`SmtpServer::start`], on a given port.
+    async fn start_on(port: u16, tls: Option<(&Path, &Path)>) -> SmtpServer {
         let maildir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(python());
         cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
@@ -618,4 +622,75 @@ fn check_config_names_a_broken_channel_and_never_prints_the_webhook_url() {
     for key in ["notifier.group_window", "notifier.routes.lever_prod"] {
         assert!(out.contains(key), "{key} missing from {out}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_is_down_gets_its_copy_later_and_the_others_hear_once() {
+    let env = TestEnv::new().await;
+    let hook = Webhook::start().await;
+    // The SMTP server's port, with nothing listening yet.
+    let port = free_port();
+    let extra = notifier_toml("1s", Some((port, "tls = \"none\"")), "");
+    let settings = config::from_toml(&env.config_text(&[], &extra)).unwrap();
+    let notifier = spawn_notifier(&settings, &hook).await;
+    let alerts: Vec<AlertV1> = (0..5)
+        .map(|i| job_failed("okta", i, "vendor returned 502"))
+        .collect();
+    publish_alerts(&env, &settings, &alerts).await;
+
+    wait_until("the webhook's copy", Duration::from_secs(30), || {
+        !hook.texts().is_empty()
+    })
+    .await;
+    // Several rounds fail on e-mail; the webhook is not sent again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(hook.texts().len(), 1);
+    assert_eq!(pending_groups(&env).await, 1, "the group waits for e-mail");
+
+    let smtp = SmtpServer::start_on(port, None).await;
+    wait_until("the e-mail", Duration::from_secs(30), || {
+        !smtp.messages().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(hook.texts().len(), 1, "the webhook heard once");
+    let m = notifier.stop().await.metrics();
+    assert!(m.failed_attempts >= 2, "{m:?}");
+    assert_eq!(m.delivered, 2);
+    assert_eq!(pending_groups(&env).await, 0);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_deliver_each_group_once() {
+    let env = TestEnv::new().await;
+    let hook = Webhook::start().await;
+    let settings =
+        config::from_toml(&env.config_text(&[], &notifier_toml("1s", None, ""))).unwrap();
+    let a = spawn_notifier(&settings, &hook).await;
+    let b = spawn_notifier(&settings, &hook).await;
+    let mut alerts = Vec::new();
+    for app in ["app_a", "app_b", "app_c", "app_d"] {
+        alerts.extend((0..25).map(|i| job_failed(app, i, "401 Unauthorized")));
+    }
+    publish_alerts(&env, &settings, &alerts).await;
+    wait_until("four messages", Duration::from_secs(30), || {
+        hook.texts().len() >= 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut texts = hook.texts();
+    texts.sort();
+    assert_eq!(texts.len(), 4, "{texts:#?}");
+    for (text, app) in texts.iter().zip(["app_a", "app_b", "app_c", "app_d"]) {
+        assert!(
+            text.starts_with(&format!("25 users of {app} failed: 401 Unauthorized")),
+            "{text}"
+        );
+    }
+    let (ma, mb) = (a.stop().await.metrics(), b.stop().await.metrics());
+    assert_eq!(ma.counted + mb.counted, 100, "{ma:?} {mb:?}");
+    assert_eq!(ma.delivered + mb.delivered, 4, "{ma:?} {mb:?}");
+    env.cleanup(&settings).await;
 }
