@@ -614,6 +614,23 @@ fn check_config_names_a_broken_channel_and_never_prints_the_webhook_url() {
     assert!(out.contains("not an http(s) URL"), "{out}");
     assert!(!out.contains("hunter2"), "{out}");
 
+    // The documented example's channels build.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/config/rolecall.example.toml"
+    ))
+    .unwrap();
+    let (code, out) = run(
+        &example,
+        &[
+            ("ROLECALL_SECRET_SLACK_IT", secret),
+            ("ROLECALL_SECRET_SMTP_ROLECALL", "hunter2-password"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("channels: it_mail, it_slack"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+
     // Validation problems name their keys, all at once.
     let bad = good.replace("group_window = \"60s\"", "group_window = \"soon\"")
         + "lever_prod = [\"pager\"]\n";
