@@ -34,6 +34,18 @@ const CLAIM_BATCH: usize = 16;
 /// The first retry's wait; it doubles per failed round up to `max_backoff`.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
+/// Redis failed while a group was being delivered: its claim lapses and
+/// it is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    /// Reading or writing the pending group.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading the run's ledger for its digest.
+    #[error("reading the run for its digest: {0}")]
+    Ledger(#[from] rolecall_common::ledger::LedgerError),
+}
+
 /// Delivers due groups.
 pub struct Flusher {
     pub(crate) store: Store,
@@ -82,7 +94,7 @@ impl Flusher {
         Ok(n)
     }
 
-    async fn deliver(&self, id: &str) -> Result<(), StoreError> {
+    async fn deliver(&self, id: &str) -> Result<(), FlushError> {
         let taken = self.store.take(id, &self.token).await?;
         let loaded = if taken {
             self.store.load(id).await?
@@ -91,13 +103,13 @@ impl Flusher {
         };
         let Some(mut group) = loaded else {
             // Due but gone (delivered by a replica whose lease had lapsed).
-            return self
+            return Ok(self
                 .store
                 .complete(&Group {
                     id: id.to_string(),
                     ..Group::default()
                 })
-                .await;
+                .await?);
         };
         let digest = match group.kind.as_str() {
             "run_finished" => Some(self.digest(&mut group).await?),
@@ -143,7 +155,7 @@ impl Flusher {
             }
         }
         if failure.is_none() {
-            return self.store.complete(&group).await;
+            return Ok(self.store.complete(&group).await?);
         }
         let wait = backoff(group.attempts + 1, self.settings.max_backoff);
         self.store.retry_later(id, &self.token, wait).await?;
@@ -169,7 +181,7 @@ impl Flusher {
     }
 
     /// The run's digest: the frozen one, or built now and frozen.
-    async fn digest(&self, group: &mut Group) -> Result<Digest, StoreError> {
+    async fn digest(&self, group: &mut Group) -> Result<Digest, FlushError> {
         if let Some(d) = group
             .digest
             .as_deref()
@@ -185,17 +197,7 @@ impl Flusher {
             self.settings.examples,
         )
         .await;
-        let mut d = match built {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(run_id = group.run_id, error = %e, "Could not read the run from Redis for its digest; trying again.");
-                return Err(StoreError::from(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "reading the run ledger",
-                    e.to_string(),
-                ))));
-            }
-        };
+        let mut d = built?;
         let key = d.apps_key();
         let previous: Option<Digest> = self
             .store

@@ -40,7 +40,7 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use rolecall_common::credentials::Vault;
 use rolecall_common::ledger::{self, Ledger};
-use rolecall_common::{Names, Settings, amqp};
+use rolecall_common::{Names, Settings, amqp, probe};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -87,6 +87,20 @@ impl Notifier {
     /// The configured channels.
     pub fn channels(&self) -> Vec<String> {
         self.channels.keys().cloned().collect()
+    }
+
+    /// `check-config --connect`: RabbitMQ and Redis, and each e-mail
+    /// channel's server up to its login (connect, TLS, AUTH; nothing is
+    /// sent). Webhooks are not called: any call would post a message.
+    pub async fn check_connections(&self) -> Vec<probe::Check> {
+        let mut checks = probe::backends(&self.settings, "rolecall-notifier check-config").await;
+        for (name, channel) in self.channels.iter() {
+            if let Channel::Email(email) = channel {
+                checks
+                    .push(probe::Check::run(format!("e-mail channel {name}"), email.check()).await);
+            }
+        }
+        checks
     }
 
     /// What the notifier has done so far.

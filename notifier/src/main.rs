@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
-use rolecall_common::{config, telemetry};
+use rolecall_common::{config, probe, telemetry};
 use rolecall_notifier::Notifier;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -30,7 +30,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate configuration and the channels' credentials, then exit.
-    CheckConfig,
+    CheckConfig {
+        /// Also connect to RabbitMQ, Redis and each e-mail channel's SMTP
+        /// server (up to its login; nothing is sent, no webhook is called).
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,7 +48,11 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.telemetry);
-    let check = cli.check_config || matches!(cli.command, Some(Command::CheckConfig));
+    let check = match cli.command {
+        Some(Command::CheckConfig { connect }) => Some(connect),
+        None if cli.check_config => Some(false),
+        None => None,
+    };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let vault = Vault::new(settings.credentials.clone());
     let notifier = match runtime.block_on(Notifier::build(settings, &vault)) {
@@ -53,11 +62,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if check {
+    if let Some(connect) = check {
         println!(
             "configuration is valid (channels: {})",
             notifier.channels().join(", ")
         );
+        if connect {
+            let checks = runtime.block_on(notifier.check_connections());
+            print!("{}", probe::render(&checks));
+            let failed = probe::failures(&checks);
+            if failed > 0 {
+                eprintln!("rolecall-notifier: {failed} connection check(s) failed");
+                return ExitCode::FAILURE;
+            }
+        }
         return ExitCode::SUCCESS;
     }
     let result = runtime.block_on(async {

@@ -503,9 +503,22 @@ async fn email_goes_over_required_starttls_to_a_server_signed_by_the_configured_
         file("ca.pem").display()
     );
     let extra = notifier_toml("1s", Some((smtp.port, &tls)), "");
-    let settings = config::from_toml(&env.config_text(&[], &extra)).unwrap();
-    let notifier = spawn_notifier(&settings, &hook).await;
+    let text = env.config_text(&[], &extra);
+    let settings = config::from_toml(&text).unwrap();
 
+    // `check-config --connect` goes as far as the login: STARTTLS verified
+    // against the configured CA passes…
+    let (code, out) = check_config_connect(&text, &hook.url);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok      e-mail channel mail"), "{out}");
+    // …and without it the self-signed chain is refused: the certificate is
+    // really checked, not accepted blindly.
+    let without_ca = text.replace(&format!("ca_file = \"{}\"", file("ca.pem").display()), "");
+    let (code, out) = check_config_connect(&without_ca, &hook.url);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAILED  e-mail channel mail"), "{out}");
+
+    let notifier = spawn_notifier(&settings, &hook).await;
     publish_alerts(
         &env,
         &settings,
@@ -566,6 +579,28 @@ async fn on_a_redis_cluster_failures_group_into_one_message_and_redeliveries_cou
     let m = notifier.stop().await.metrics();
     assert_eq!((m.counted, m.duplicates), (50, 10), "{m:?}");
     env.cleanup(&settings).await;
+}
+
+/// Runs `rolecall-notifier check-config --connect`: exit code and output.
+fn check_config_connect(config_text: &str, hook_url: &str) -> (i32, String) {
+    let (_dir, path) = rolecall_tests::temp_file("rolecall.toml", config_text);
+    let out = Command::new(
+        rolecall_tests::workspace_binary("rolecall-notifier").expect("the binary is built"),
+    )
+    .arg("--config")
+    .arg(&path)
+    .args(["check-config", "--connect"])
+    .env("ROLECALL_SECRET_HOOK", hook_url)
+    .output()
+    .expect("the notifier runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]

@@ -90,6 +90,19 @@ impl Email {
         })
     }
 
+    /// Connects, says EHLO, upgrades to TLS and logs in as configured,
+    /// then quits: everything but sending (`check-config --connect`).
+    pub async fn check(&self) -> Result<(), DeliveryError> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(DeliveryError::Transient(
+                "SMTP server did not accept the connection".into(),
+            )),
+            Err(e) if e.is_permanent() => Err(DeliveryError::Configuration(format!("SMTP: {e}"))),
+            Err(e) => Err(DeliveryError::Transient(format!("SMTP: {e}"))),
+        }
+    }
+
     /// Sends the notification as a plain-text e-mail to every recipient.
     pub async fn send(&self, n: &Notification) -> Result<(), DeliveryError> {
         let mut message = Message::builder()
