@@ -31,6 +31,8 @@ use crate::store::{Group, Store, StoreError, now_ms};
 const TICK: Duration = Duration::from_millis(250);
 /// Groups claimed per look.
 const CLAIM_BATCH: usize = 16;
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The first retry's wait; it doubles per failed round up to `max_backoff`.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -116,7 +118,9 @@ impl Flusher {
             _ => None,
         };
         let routes = self.routes(&group, digest.as_ref()).await?;
-        let mut failure = None;
+        let mut failed = false;
+        // The longest wait a failed channel asked for.
+        let mut asked = Duration::ZERO;
         for (channel_name, apps) in &routes {
             if group.sent.contains(channel_name) {
                 continue;
@@ -150,14 +154,17 @@ impl Flusher {
                 Err(e) => {
                     self.metrics.failed_attempt();
                     self.log_failure(&group, channel_name, &notification, &e);
-                    failure = Some(e);
+                    failed = true;
+                    asked = asked.max(e.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER));
                 }
             }
         }
-        if failure.is_none() {
+        if !failed {
             return Ok(self.store.complete(&group).await?);
         }
-        let wait = backoff(group.attempts + 1, self.settings.max_backoff);
+        // A receiver's Retry-After is a floor (bounded: a broken header
+        // must not park a group for a day).
+        let wait = backoff(group.attempts + 1, self.settings.max_backoff).max(asked);
         self.store.retry_later(id, &self.token, wait).await?;
         Ok(())
     }

@@ -31,9 +31,12 @@ pub struct Notification {
 /// password): errors are logged.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    /// Worth retrying as is: the receiver is down, slow, or asked us to wait.
+    /// Worth retrying as is: the receiver is down or slow.
     #[error("{0}")]
     Transient(String),
+    /// The receiver asked us to wait this long (429 with `Retry-After`).
+    #[error("{0} (retry after {secs} s)", secs = .1.as_secs())]
+    RetryAfter(String, Duration),
     /// The receiver refused the request in a way that points at our
     /// configuration (wrong URL, revoked webhook, bad login, bad
     /// recipient). Retried all the same, so fixing the configuration (or
@@ -46,6 +49,14 @@ impl DeliveryError {
     /// Whether the failure points at the channel's configuration.
     pub fn is_configuration(&self) -> bool {
         matches!(self, DeliveryError::Configuration(_))
+    }
+
+    /// The wait the receiver asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::RetryAfter(_, wait) => Some(*wait),
+            _ => None,
+        }
     }
 }
 

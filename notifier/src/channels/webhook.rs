@@ -66,14 +66,28 @@ impl Webhook {
             .send()
             .await
             .map_err(|e| DeliveryError::Transient(e.without_url().to_string()))?;
-        classify(response.status())
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        classify(response.status(), retry_after)
     }
 }
 
-/// What an answer means for the delivery.
-fn classify(status: StatusCode) -> Result<(), DeliveryError> {
+/// What an answer means for the delivery (`retry_after`: the answer's
+/// `Retry-After` in seconds, when it had one).
+fn classify(status: StatusCode, retry_after: Option<Duration>) -> Result<(), DeliveryError> {
     if status.is_success() {
         Ok(())
+    } else if let (StatusCode::TOO_MANY_REQUESTS, Some(wait)) = (status, retry_after) {
+        // Slack rate-limits a webhook to about one message a second and
+        // says how long to wait.
+        Err(DeliveryError::RetryAfter(
+            format!("webhook answered {status}"),
+            wait,
+        ))
     } else if status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || status.is_server_error()
@@ -96,21 +110,24 @@ mod tests {
 
     #[test]
     fn answers_are_classified_by_whose_problem_they_are() {
-        assert!(classify(StatusCode::OK).is_ok());
-        assert!(classify(StatusCode::NO_CONTENT).is_ok());
+        assert!(classify(StatusCode::OK, None).is_ok());
+        assert!(classify(StatusCode::NO_CONTENT, None).is_ok());
+        let wait = Some(Duration::from_secs(30));
+        let throttled = classify(StatusCode::TOO_MANY_REQUESTS, wait).unwrap_err();
+        assert_eq!(throttled.retry_after(), wait);
         for s in [
             StatusCode::TOO_MANY_REQUESTS,
             StatusCode::INTERNAL_SERVER_ERROR,
             StatusCode::BAD_GATEWAY,
         ] {
-            assert!(!classify(s).unwrap_err().is_configuration(), "{s}");
+            assert!(!classify(s, None).unwrap_err().is_configuration(), "{s}");
         }
         for s in [
             StatusCode::NOT_FOUND,
             StatusCode::FORBIDDEN,
             StatusCode::BAD_REQUEST,
         ] {
-            assert!(classify(s).unwrap_err().is_configuration(), "{s}");
+            assert!(classify(s, None).unwrap_err().is_configuration(), "{s}");
         }
     }
 
