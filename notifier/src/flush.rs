@@ -118,6 +118,16 @@ impl Flusher {
             _ => None,
         };
         let routes = self.routes(&group, digest.as_ref()).await?;
+        if routes.is_empty() {
+            // Only a route written as `[]` gets here: a muted app.
+            info!(
+                group = id,
+                kind = group.kind,
+                saas = group.saas,
+                alerts = group.count,
+                "No channel hears about this app (its route is empty); the group is dropped as configured."
+            );
+        }
         let mut failed = false;
         // The longest wait a failed channel asked for.
         let mut asked = Duration::ZERO;
