@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
-use crate::render::UNREADABLE;
+use crate::render::{APP, UNREADABLE, USERS};
 use crate::store::{NewAlert, Placement, Store};
 
 /// What a delivery carried.
@@ -85,6 +85,7 @@ pub async fn record(
                 id: &a.id,
                 saas: &a.saas,
                 kind: a.kind.as_str(),
+                scope: if a.user.is_some() { USERS } else { APP },
                 run_id: &a.run_id,
                 error: &a.error,
                 example,
@@ -96,6 +97,7 @@ pub async fn record(
                 id,
                 saas: "",
                 kind: UNREADABLE,
+                scope: APP,
                 run_id: "",
                 error: text,
                 example: String::new(),

@@ -10,6 +10,11 @@ use crate::store::Group;
 /// Kind of the alerts that could not be decoded (they are delivered too).
 pub const UNREADABLE: &str = "unreadable";
 
+/// Scope of a group of alerts about jobs (one user each).
+pub const USERS: &str = "users";
+/// Scope of a group of alerts about an app or a run (incidents).
+pub const APP: &str = "app";
+
 /// Errors listed beyond the headline.
 const MORE_ERRORS: usize = 3;
 
@@ -52,6 +57,9 @@ pub fn group_text(g: &Group) -> String {
     let mut out = String::new();
     let more = g.count.saturating_sub(1);
     match g.kind.as_str() {
+        // Alerts about jobs, whatever their kind (a permanent error, a
+        // refused credential, a vendor that stayed down): users failed.
+        _ if g.scope == USERS => job_failures(&mut out, g),
         "job_failed" => job_failures(&mut out, g),
         "run_abandoned" => {
             let _ = write!(out, "Run {} was abandoned: {}", g.run_id, g.first_error);
@@ -126,6 +134,7 @@ mod tests {
             id: "01J".into(),
             saas: "lever_prod".into(),
             kind: "job_failed".into(),
+            scope: USERS.into(),
             run_id: "r1".into(),
             count: errors.iter().map(|e| e.1).sum(),
             errors: errors.iter().map(|(e, n)| (e.to_string(), *n)).collect(),
@@ -167,11 +176,26 @@ mod tests {
     }
 
     #[test]
+    fn users_refused_by_the_vendor_read_as_failed_users_not_as_an_incident() {
+        let mut g = failures(&[(
+            "auth: vendor refused the credential (401 Unauthorized)",
+            312,
+        )]);
+        g.kind = "auth_failed".into();
+        let text = group_text(&g);
+        assert!(
+            text.starts_with("312 users of lever_prod failed: auth: vendor refused the credential (401 Unauthorized)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn an_incident_is_one_short_line() {
         let g = Group {
             id: "g".into(),
             saas: "lever_prod".into(),
             kind: "auth_failed".into(),
+            scope: APP.into(),
             first_error: "lever_prod: the vendor refused the credential".into(),
             count: 1,
             ..Group::default()

@@ -345,6 +345,8 @@ async fn a_webhook_answering_500_loses_nothing_and_gets_each_group_once_when_it_
         .map(|i| job_failed("lever_a", i, "vendor returned 503"))
         .collect();
     alerts.extend((0..10).map(|i| job_failed("lever_b", i, "401 Unauthorized")));
+    // A refused credential: the incident, and the users whose jobs failed
+    // on it; they group apart (an incident is not a user).
     alerts.push(AlertV1::about_app(
         AlertKind::AuthFailed,
         "lever_a",
@@ -352,6 +354,11 @@ async fn a_webhook_answering_500_loses_nothing_and_gets_each_group_once_when_it_
         "incident-1",
         "lever_a: the vendor refused the credential (401)".into(),
     ));
+    alerts.extend((0..5).map(|i| AlertV1 {
+        id: format!("auth_failed:lever_a-j{i}"),
+        kind: AlertKind::AuthFailed,
+        ..job_failed("lever_a", i, "auth: vendor refused the credential (401)")
+    }));
     publish_alerts(&env, &settings, &alerts).await;
 
     // Several refused rounds, then the notifier restarts mid-outage: the
@@ -363,19 +370,19 @@ async fn a_webhook_answering_500_loses_nothing_and_gets_each_group_once_when_it_
     let m = first.stop().await.metrics();
     assert_eq!(m.delivered, 0);
     assert!(m.failed_attempts >= 6, "{m:?}");
-    assert_eq!(pending_groups(&env).await, 3, "three groups wait");
+    assert_eq!(pending_groups(&env).await, 4, "four groups wait");
     let second = spawn_notifier(&settings, &hook).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     hook.state.failing.store(false, Ordering::SeqCst);
 
-    wait_until("three messages", Duration::from_secs(30), || {
-        hook.texts().len() >= 3
+    wait_until("four messages", Duration::from_secs(30), || {
+        hook.texts().len() >= 4
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut texts = hook.texts();
     texts.sort();
-    assert_eq!(texts.len(), 3, "each group once: {texts:#?}");
+    assert_eq!(texts.len(), 4, "each group once: {texts:#?}");
     assert!(
         texts[0].starts_with("10 users of lever_b failed: 401 Unauthorized"),
         "{texts:#?}"
@@ -385,7 +392,12 @@ async fn a_webhook_answering_500_loses_nothing_and_gets_each_group_once_when_it_
         "{texts:#?}"
     );
     assert!(
-        texts[2].starts_with("[auth_failed] lever_a: the vendor refused the credential"),
+        texts[2]
+            .starts_with("5 users of lever_a failed: auth: vendor refused the credential (401)"),
+        "{texts:#?}"
+    );
+    assert!(
+        texts[3].starts_with("[auth_failed] lever_a: the vendor refused the credential"),
         "{texts:#?}"
     );
     second.stop().await;

@@ -9,7 +9,8 @@
 //! Keys (all under the ledger's hash tag, so every script's keys share one
 //! Redis Cluster slot; every key a script touches is passed in KEYS):
 //! - `…notify:seen:<alert id>` — the alert was counted (TTL `notifier.dedup_ttl`);
-//! - `…notify:open:<saas>:<kind>` — the group alerts of that app and kind join;
+//! - `…notify:open:<saas>:<kind>:<scope>` — the group alerts of that app,
+//!   kind and scope join (`users`: alerts about jobs, `app`: incidents);
 //! - `…notify:due` — sorted set of group ids by when they are due (delivery,
 //!   or the end of a claim's lease);
 //! - `…notify:g:<id>` — the group: app, kind, first run and error, count,
@@ -49,7 +50,7 @@ pub struct StoreError(#[from] redis::RedisError);
 /// ARGV: alert id, dedup ttl ms, now ms, delay ms, group id, expected open
 /// group ("" for none; unused when fixed), saas, kind, run id, error,
 /// example ("" for none), max examples, fixed ("1": the group id is final,
-/// as for a run's digest), max errors, max runs, other-errors bucket.
+/// as for a run's digest), max errors, max runs, other-errors bucket, scope.
 /// Returns 1 when the alert was counted, 0 for a duplicate, -1 when the open
 /// group changed since the caller read it (the caller reads it again).
 static ADD: LazyLock<Script> = LazyLock::new(|| {
@@ -71,7 +72,7 @@ else
   create = ARGV[6] == '' or redis.call('EXISTS', KEYS[4]) == 0
 end
 if create then
-  redis.call('HSET', KEYS[4], 'saas', ARGV[7], 'kind', ARGV[8], 'run_id', ARGV[9],
+  redis.call('HSET', KEYS[4], 'saas', ARGV[7], 'kind', ARGV[8], 'scope', ARGV[17], 'run_id', ARGV[9],
     'error', ARGV[10], 'created_ms', ARGV[3], 'count', 0, 'attempts', 0)
   redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[5])
   if not fixed then redis.call('SET', KEYS[2], ARGV[5]) end
@@ -172,6 +173,9 @@ pub struct NewAlert<'a> {
     pub saas: &'a str,
     /// Alert kind (wire name).
     pub kind: &'a str,
+    /// `users` for alerts about jobs (one user each), `app` for incidents:
+    /// they group apart, so an incident never counts as a user.
+    pub scope: &'a str,
     /// Run id.
     pub run_id: &'a str,
     /// Error or summary text.
@@ -203,6 +207,8 @@ pub struct Group {
     pub saas: String,
     /// Alert kind (wire name).
     pub kind: String,
+    /// `users` (alerts about jobs) or `app` (incidents).
+    pub scope: String,
     /// The first alert's run.
     pub run_id: String,
     /// The first alert's error.
@@ -273,7 +279,10 @@ impl Store {
         alert: &NewAlert<'_>,
         placement: &Placement,
     ) -> Result<bool, StoreError> {
-        let open = self.key(&format!("open:{}:{}", alert.saas, alert.kind));
+        let open = self.key(&format!(
+            "open:{}:{}:{}",
+            alert.saas, alert.kind, alert.scope
+        ));
         let mut conn = self.conn.clone();
         loop {
             // Every key a script touches is passed in KEYS (Redis Cluster):
@@ -316,6 +325,7 @@ impl Store {
                 .arg(MAX_ERRORS)
                 .arg(MAX_RUNS)
                 .arg(OTHER_ERRORS)
+                .arg(alert.scope)
                 .invoke_async(&mut conn)
                 .await?;
             if counted >= 0 {
@@ -341,18 +351,20 @@ impl Store {
     pub async fn take(&self, id: &str, token: &str) -> Result<bool, StoreError> {
         let g = self.group_key(id);
         let mut conn = self.conn.clone();
-        let (saas, kind): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(&g)
-            .arg("saas")
-            .arg("kind")
-            .query_async(&mut conn)
-            .await?;
+        let (saas, kind, scope): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(&g)
+                .arg("saas")
+                .arg("kind")
+                .arg("scope")
+                .query_async(&mut conn)
+                .await?;
         let (Some(saas), Some(kind)) = (saas, kind) else {
             return Ok(false);
         };
         let taken: i64 = TAKE
             .key(&g)
-            .key(self.key(&format!("open:{saas}:{kind}")))
+            .key(self.key(&format!("open:{saas}:{kind}:{}", scope.unwrap_or_default())))
             .arg(id)
             .arg(token)
             .invoke_async(&mut conn)
@@ -388,6 +400,7 @@ impl Store {
             id: id.to_string(),
             saas: text("saas"),
             kind: text("kind"),
+            scope: text("scope"),
             run_id: text("run_id"),
             first_error: text("error"),
             count: text("count").parse().unwrap_or(0),
