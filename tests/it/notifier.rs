@@ -758,3 +758,74 @@ async fn two_replicas_deliver_each_group_once() {
     assert_eq!(ma.delivered + mb.delivered, 4, "{ma:?} {mb:?}");
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_delivers_even_an_unreadable_alert_and_stops_on_sigterm() {
+    let env = TestEnv::new().await;
+    let hook = Webhook::start().await;
+    let text = env.config_text(&[], &notifier_toml("1s", None, ""));
+    let settings = config::from_toml(&text).unwrap();
+    let (_dir, path) = rolecall_tests::temp_file("rolecall.toml", &text);
+    let mut child = Command::new(
+        rolecall_tests::workspace_binary("rolecall-notifier").expect("the binary is built"),
+    )
+    .arg("--config")
+    .arg(&path)
+    .env("ROLECALL_SECRET_HOOK", &hook.url)
+    // Everything it logs is read below: the webhook URL must not be in it.
+    .env("RUST_LOG", "info,rolecall_notifier=debug")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("the notifier starts");
+
+    publish_alerts(&env, &settings, &[job_failed("lever_prod", 1, "boom")]).await;
+    // A body that is not an alert: delivered as such, not dropped.
+    let channel = amqp::confirmed_channel(&env.amqp).await.unwrap();
+    amqp::publish_confirmed(
+        &channel,
+        "",
+        &env.names.alerts_queue(),
+        b"{not an alert",
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    wait_until("two messages", Duration::from_secs(30), || {
+        hook.texts().len() >= 2
+    })
+    .await;
+    let mut texts = hook.texts();
+    texts.sort();
+    assert!(
+        texts[0].starts_with("1 alert(s) on the alert queue could not be read"),
+        "{texts:#?}"
+    );
+    assert!(texts[0].contains("{not an alert"), "{texts:#?}");
+    assert!(
+        texts[1].starts_with("1 user of lever_prod failed: boom"),
+        "{texts:#?}"
+    );
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the notifier did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("Notification delivered"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t-hook"), "{stderr}");
+    env.cleanup(&settings).await;
+}
