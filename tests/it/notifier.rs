@@ -268,7 +268,7 @@ async fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
 async fn pending_groups(env: &TestEnv) -> u64 {
     let mut conn = env.redis.clone();
     redis::cmd("ZCARD")
-        .arg(format!("{}notify:due", env.names.ledger_prefix()))
+        .arg(format!("{}due", env.names.notify_prefix()))
         .query_async(&mut conn)
         .await
         .unwrap()

@@ -249,7 +249,7 @@ impl Store {
     pub fn new(conn: RedisConnection, names: &Names, dedup_ttl: Duration, examples: usize) -> Self {
         Self {
             conn,
-            prefix: format!("{}notify:", names.ledger_prefix()),
+            prefix: names.notify_prefix(),
             dedup_ttl,
             max_examples: examples,
         }
