@@ -1,154 +1,24 @@
-//! The notifier against real receivers: a Slack-compatible webhook (an axum
-//! server in the test) and a real SMTP server (the Python package
-//! `aiosmtpd`, installed by scripts/test.sh into a throwaway virtualenv,
-//! storing what it receives in a Maildir the test reads), with alerts on
-//! the real alert queue and groups in the real Redis.
+//! The notifier against real receivers (`rolecall_tests::receivers`): a
+//! Slack-compatible webhook (an axum server on port 0) and a real SMTP
+//! server (the Python package `aiosmtpd`, installed by scripts/test.sh into
+//! a throwaway virtualenv), with alerts on the real alert queue and groups
+//! in the real Redis.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
 use rolecall_common::config::{self, Settings};
 use rolecall_common::credentials::Vault;
 use rolecall_common::messages::{AlertKind, AlertV1, UserRef};
 use rolecall_common::{amqp, messages};
 use rolecall_notifier::Notifier;
 use rolecall_sim::SimConfig;
+use rolecall_tests::receivers::{SmtpServer, Webhook};
 use rolecall_tests::{AppSpec, TestEnv, active_rows, free_port, publish};
 use tokio_util::sync::CancellationToken;
-
-// --- a Slack-compatible webhook ---------------------------------------------
-
-#[derive(Default)]
-struct HookState {
-    /// Texts of the requests answered 200.
-    texts: Mutex<Vec<String>>,
-    /// Requests answered 500.
-    refused: AtomicUsize,
-    /// While set, every request is answered 500.
-    failing: AtomicBool,
-}
-
-struct Webhook {
-    url: String,
-    state: Arc<HookState>,
-}
-
-impl Webhook {
-    async fn start() -> Webhook {
-        let state = Arc::new(HookState::default());
-        async fn receive(
-            State(s): State<Arc<HookState>>,
-            Json(body): Json<serde_json::Value>,
-        ) -> StatusCode {
-            if s.failing.load(Ordering::SeqCst) {
-                s.refused.fetch_add(1, Ordering::SeqCst);
-                return StatusCode::INTERNAL_SERVER_ERROR;
-            }
-            let text = body["text"].as_str().unwrap_or_default().to_string();
-            s.texts.lock().unwrap().push(text);
-            StatusCode::OK
-        }
-        let app = axum::Router::new()
-            // The path plays the secret part of a Slack webhook URL.
-            .route("/services/T0/B0/s3cr3t-hook", post(receive))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/services/T0/B0/s3cr3t-hook",
-            listener.local_addr().unwrap()
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Webhook { url, state }
-    }
-
-    fn texts(&self) -> Vec<String> {
-        self.state.texts.lock().unwrap().clone()
-    }
-}
-
-// --- a real SMTP server -----------------------------------------------------
-
-struct SmtpServer {
-    child: Child,
-    port: u16,
-    maildir: tempfile::TempDir,
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn python() -> String {
-    std::env::var("ROLECALL_TEST_PYTHON")
-        .unwrap_or_else(|_| "/tmp/rolecall-test-venv/bin/python".into())
-}
-
-impl SmtpServer {
-    /// `aiosmtpd` on a free loopback port, its Mailbox handler writing each
-    /// message into a Maildir; with `tls`, a (certificate, key) pair for
-    /// STARTTLS, which the server then requires.
-    async fn start(tls: Option<(&Path, &Path)>) -> SmtpServer {
-        Self::start_on(free_port(), tls).await
-    }
-
-    /// Like [`SmtpServer::start`], on a given port.
-    async fn start_on(port: u16, tls: Option<(&Path, &Path)>) -> SmtpServer {
-        let maildir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(python());
-        cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
-        if let Some((cert, key)) = tls {
-            cmd.arg("--tlscert").arg(cert).arg("--tlskey").arg(key);
-        }
-        cmd.args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path().join("mail"));
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{} does not run ({e}): scripts/test.sh installs aiosmtpd",
-                    python()
-                )
-            });
-        let server = SmtpServer {
-            child,
-            port,
-            maildir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "aiosmtpd did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        server
-    }
-
-    /// Every message received so far (raw RFC 5322 text).
-    fn messages(&self) -> Vec<String> {
-        let dir = self.maildir.path().join("mail").join("new");
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .collect()
-    }
-}
 
 // --- the notifier -----------------------------------------------------------
 
