@@ -61,6 +61,17 @@ pub fn decode(body: &[u8], message_id: Option<&str>) -> Incoming {
     }
 }
 
+/// Longest error text kept per alert: a vendor's error page must not
+/// bloat a group in Redis or a message past a chat's size limit.
+const MAX_ERROR_CHARS: usize = 500;
+
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 /// Counts one incoming alert into its group; false for a duplicate.
 pub async fn record(
     store: &Store,
@@ -81,25 +92,27 @@ pub async fn record(
             } else {
                 grouped
             };
+            let error = clip(&a.error);
             let new = NewAlert {
                 id: &a.id,
                 saas: &a.saas,
                 kind: a.kind.as_str(),
                 scope: if a.user.is_some() { USERS } else { APP },
                 run_id: &a.run_id,
-                error: &a.error,
+                error: &error,
                 example,
             };
             store.add(&new, &placement).await
         }
         Incoming::Unreadable { id, text } => {
+            let text = clip(text);
             let new = NewAlert {
                 id,
                 saas: "",
                 kind: UNREADABLE,
                 scope: APP,
                 run_id: "",
-                error: text,
+                error: &text,
                 example: String::new(),
             };
             store.add(&new, &grouped).await
@@ -171,6 +184,15 @@ mod tests {
         };
         assert!(a.id.starts_with("sha256:"));
         assert_eq!(a.id, b.id, "a redelivery gets the same id");
+    }
+
+    #[test]
+    fn long_errors_are_clipped_on_a_character_boundary() {
+        let long = "é".repeat(MAX_ERROR_CHARS + 10);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip("short"), "short");
     }
 
     #[test]
