@@ -21,6 +21,12 @@ if ! "$venv/bin/pip" show scim2-server 2>/dev/null | grep -q '^Version: 0.8.3$';
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'scim2-server==0.8.3'
 fi
 export ROLECALL_SCIM2_SERVER="$venv/bin/scim2-server"
+# A real SMTP server for the notifier's tests (tests/it/notifier.rs): each
+# test starts `python -m aiosmtpd` on a free loopback port, in the same venv.
+if ! "$venv/bin/pip" show aiosmtpd 2>/dev/null | grep -q '^Version: 1.4.6$'; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6'
+fi
+export ROLECALL_TEST_PYTHON="$venv/bin/python"
 
 # The end-to-end tests run the binaries (bad-config checks): build them first.
 cargo build --workspace --bins --locked

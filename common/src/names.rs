@@ -178,6 +178,14 @@ impl Names {
         format!("{}limits", self.app_prefix(saas))
     }
 
+    /// Prefix of the notifier's keys (pending alert groups, seen alert
+    /// ids, the last digest per app set: `notifier/src/store`). Under the
+    /// ledger's tag: a digest reads the ledger, and a group's scripts touch
+    /// its seen marker, open pointer, due set and parts together.
+    pub fn notify_prefix(&self) -> String {
+        format!("{}notify:", self.ledger_prefix())
+    }
+
     /// Prefix of every Redis key in this namespace (for cleanup and scans):
     /// `{<ns>:rolecall` — the open hash tag, which every key family extends.
     pub fn key_prefix(&self) -> String {
@@ -261,6 +269,7 @@ mod tests {
             n.run_lease_key("r"),
             n.publishing_runs(),
             n.workflow_key("w"),
+            n.notify_prefix(),
         ];
         assert!(ledger.iter().all(|k| hash_tag(k) == "t42:rolecall"));
         let app = [

@@ -11,6 +11,7 @@ mod four_apps;
 mod happy_path;
 mod limits;
 mod no_secrets;
+mod notifier;
 mod operator_cli;
 mod rabbit_cluster;
 mod redis_cluster;

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod rabbit_cluster;
+pub mod receivers;
 pub mod scheduler_process;
 pub mod tls;
 

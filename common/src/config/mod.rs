@@ -24,12 +24,14 @@ use url::Url;
 
 mod brokers;
 pub mod criteria;
+pub mod notifier;
 mod rate;
 mod redis_url;
 mod tls;
 pub mod workflow;
 pub use brokers::{DEFAULT_AMQP_URL, DelayQueues};
 pub use criteria::{Criteria, Fields, RawCriteria, Rule};
+pub use notifier::{ChannelSettings, EmailSettings, NotifierSettings, RawNotifier, SmtpTls};
 pub use rate::{
     BucketSettings, DEFAULT_MAX_PAUSE, Limit, Margin, RateSettings, RawBucket, RawRate,
     parse_duration, path_matches,
@@ -163,6 +165,8 @@ pub struct RawSettings {
     pub saas: BTreeMap<String, RawSaas>,
     /// Scheduled workflows, by name.
     pub workflow: BTreeMap<String, RawWorkflow>,
+    /// Where alerts go.
+    pub notifier: RawNotifier,
 }
 
 #[allow(missing_docs)]
@@ -397,6 +401,8 @@ pub struct Settings {
     pub saas: BTreeMap<String, SaasSettings>,
     /// Scheduled workflows, by name.
     pub workflows: BTreeMap<String, WorkflowSettings>,
+    /// Where alerts go (the notifier).
+    pub notifier: NotifierSettings,
 }
 
 /// RabbitMQ connection settings.
@@ -819,6 +825,8 @@ impl RawSettings {
             );
         }
         let workflows = workflow::validate_workflows(self.workflow, &self.saas, &mut bad);
+        let app_names: Vec<&String> = self.saas.keys().collect();
+        let notifier = notifier::validate(self.notifier, &app_names, &mut bad);
 
         let mut saas = BTreeMap::new();
         for (name, raw) in self.saas {
@@ -895,6 +903,7 @@ impl RawSettings {
             },
             saas,
             workflows,
+            notifier,
         })
     }
 }

@@ -1,0 +1,110 @@
+//! `rolecall-notifier`: delivers alerts to webhooks and e-mail until
+//! SIGTERM or ctrl-c.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rolecall_common::credentials::Vault;
+use rolecall_common::{config, probe, telemetry};
+use rolecall_notifier::Notifier;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Groups Rolecall's alerts and delivers them to Slack-compatible webhooks and e-mail"
+)]
+struct Cli {
+    /// TOML configuration file; every key can be overridden with ROLECALL__<KEY>.
+    #[arg(long, short, env = "ROLECALL_CONFIG")]
+    config: Option<PathBuf>,
+    /// The same as the `check-config` subcommand.
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate configuration and the channels' credentials, then exit.
+    CheckConfig {
+        /// Also connect to RabbitMQ, Redis and each e-mail channel's SMTP
+        /// server (up to its login; nothing is sent, no webhook is called).
+        #[arg(long)]
+        connect: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match config::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rolecall-notifier: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.telemetry);
+    let check = match cli.command {
+        Some(Command::CheckConfig { connect }) => Some(connect),
+        None if cli.check_config => Some(false),
+        None => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let vault = Vault::new(settings.credentials.clone());
+    let notifier = match runtime.block_on(Notifier::build(settings, &vault)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("rolecall-notifier: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(connect) = check {
+        println!(
+            "configuration is valid (channels: {})",
+            notifier.channels().join(", ")
+        );
+        if connect {
+            let checks = runtime.block_on(notifier.check_connections());
+            print!("{}", probe::render(&checks));
+            let failed = probe::failures(&checks);
+            if failed > 0 {
+                eprintln!("rolecall-notifier: {failed} connection check(s) failed");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        notifier.run_until_stopped(shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rolecall-notifier: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("Stopping: finishing deliveries in progress.");
+    shutdown.cancel();
+}
