@@ -149,9 +149,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.telemetry);
+    // The runtime first: the gRPC exporter needs one, and the guard
+    // (declared after it, so dropped first) flushes through it at exit.
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    match runtime.block_on(run(command, settings)) {
+    let guard = match runtime
+        .block_on(async { telemetry::init("rolecall-scheduler", &settings.telemetry) })
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("rolecall-scheduler: telemetry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(command, settings, guard.registry().clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rolecall-scheduler: {e:#}");
@@ -160,7 +170,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+async fn run(
+    command: Command,
+    settings: Settings,
+    metrics: telemetry::MetricsRegistry,
+) -> anyhow::Result<()> {
     match command {
         Command::CheckConfig { connect } => {
             println!("configuration is valid ({} SaaS apps)", settings.saas.len());
@@ -300,7 +314,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve => rolecall_scheduler::serve::serve(settings, shutdown_signal()).await,
+        Command::Serve => {
+            rolecall_scheduler::serve::serve(settings, shutdown_signal(), Some(metrics)).await
+        }
         Command::Summary {
             run_id,
             latest: _,

@@ -28,6 +28,8 @@ use rolecall_common::amqp::{self, check_confirm};
 use rolecall_common::config::{Criteria, Settings};
 use rolecall_common::ledger::{FinishError, PublishCounts};
 use rolecall_common::messages::{Action, AlertV1, JOB_VERSION, JobV1, UserRef};
+use rolecall_common::telemetry::metrics::PublishMetrics;
+use rolecall_common::telemetry::{SPAN_TARGET, propagation};
 use rolecall_common::{Names, RedisConnection};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -334,7 +336,7 @@ async fn publish_rows(
     let exchange = names.jobs_exchange();
     let now = Utc::now();
     let apps: Vec<&str> = selection.keys().map(String::as_str).collect();
-    let mut published_by_app = vec![0u64; apps.len()];
+    let mut published_by_app = Published::new(apps.len());
     let mut in_flight = FuturesOrdered::new();
     let mut progress = Progress {
         lease,
@@ -378,9 +380,10 @@ async fn publish_rows(
         }
         let job = job_for(&plan.run_id, &row, saas.deactivate_missing);
         let body = job.encode();
-        let props = amqp::job_properties(&job, 0);
-        let channel = &conns.channel;
         let routing_key = apps[app];
+        let span = publish_span(exchange_name, routing_key);
+        let props = traced_properties(&job, exchange_name, &span);
+        let channel = &conns.channel;
         // lapin's `basic_publish` resolves once the IO loop has written the
         // frames; awaiting it here cost a round trip to that thread per job.
         // Inside the in-flight future it overlaps with the next jobs, and
@@ -401,7 +404,14 @@ async fn publish_rows(
                 .await
         };
         let mark = (index + 1, report.rejected_count, report.skipped);
-        in_flight.push_back(async move { (publish.await, app, mark) });
+        in_flight.push_back(async move {
+            let confirm = publish.await;
+            // The span ends with the broker's confirm (dropped here).
+            if !matches!(confirm, Ok(lapin::Confirmation::Ack(None))) {
+                span.record("otel.status_code", "ERROR");
+            }
+            (confirm, app, mark)
+        });
         let full = backpressure.check(&row.saas).await?;
         // Keep the window full; before a pause settle everything in flight,
         // so the checkpoint is current however long the pause lasts.
@@ -430,7 +440,8 @@ async fn publish_rows(
         &mut progress,
     )
     .await?;
-    for (app, n) in apps.iter().zip(published_by_app) {
+    published_by_app.export(&apps);
+    for (app, n) in apps.iter().zip(published_by_app.by_app) {
         if n > 0 {
             *report.published_by_saas.entry(app.to_string()).or_default() += n;
         }
@@ -554,13 +565,81 @@ impl Progress<'_> {
 
 type Mark = (u64, u64, u64);
 
+/// Confirmed jobs per SaaS app, and how many of them the
+/// `rolecall.jobs.published` counter has been told about: it is told in
+/// batches, keeping metric work out of the per-job path.
+struct Published {
+    by_app: Vec<u64>,
+    exported: Vec<u64>,
+    metrics: PublishMetrics,
+}
+
+impl Published {
+    fn new(apps: usize) -> Self {
+        Self {
+            by_app: vec![0; apps],
+            exported: vec![0; apps],
+            metrics: PublishMetrics::default(),
+        }
+    }
+
+    fn export(&mut self, apps: &[&str]) {
+        for ((app, n), done) in apps.iter().zip(&self.by_app).zip(&mut self.exported) {
+            self.metrics.published(app, n - *done);
+            *done = *n;
+        }
+    }
+}
+
+/// The producer span of one job, per OpenTelemetry's messaging semantic
+/// conventions; a root span (one trace per job, not per run). Disabled,
+/// at the cost of one atomic load, unless OTLP export is on.
+fn publish_span(exchange: &str, routing_key: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        parent: None,
+        "publish",
+        otel.name = tracing::field::Empty,
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        "messaging.system" = "rabbitmq",
+        "messaging.destination.name" = exchange,
+        "messaging.operation.type" = "send",
+        "messaging.operation.name" = "publish",
+        "messaging.message.id" = tracing::field::Empty,
+        "messaging.rabbitmq.destination.routing_key" = routing_key,
+        "rolecall.saas" = routing_key,
+        "rolecall.job_id" = tracing::field::Empty,
+        "rolecall.run_id" = tracing::field::Empty,
+        "rolecall.user_id" = tracing::field::Empty,
+    )
+}
+
+/// The job's message properties; with a live span, its ids recorded on the
+/// span and its context in the headers (`traceparent`, `tracestate`).
+/// Ids only: the user's e-mail is never an attribute.
+fn traced_properties(job: &JobV1, exchange: &str, span: &tracing::Span) -> lapin::BasicProperties {
+    let props = amqp::job_properties(job, 0);
+    if span.is_disabled() {
+        return props;
+    }
+    span.record("otel.name", format!("publish {exchange}"));
+    span.record("messaging.message.id", job.job_id.as_str());
+    span.record("rolecall.job_id", job.job_id.as_str());
+    span.record("rolecall.run_id", job.run_id.as_str());
+    span.record("rolecall.user_id", job.user.id.as_str());
+    let mut headers = props.headers().clone().unwrap_or_default();
+    propagation::inject(span, &mut headers);
+    props.with_headers(headers)
+}
+
 /// Takes the oldest outstanding confirms until at most `keep` are left.
 async fn settle<F>(
     in_flight: &mut FuturesOrdered<F>,
     keep: usize,
     exchange: &str,
     apps: &[&str],
-    published_by_app: &mut [u64],
+    published_by_app: &mut Published,
     report: &mut RunReport,
     progress: &mut Progress<'_>,
 ) -> anyhow::Result<()>
@@ -576,7 +655,10 @@ where
         };
         check_confirm(confirm?, exchange, apps[app])?;
         report.published += 1;
-        published_by_app[app] += 1;
+        published_by_app.by_app[app] += 1;
+        if report.published.is_multiple_of(CHECKPOINT_EVERY) {
+            published_by_app.export(apps);
+        }
         // Confirms are taken in publishing order: every row before this
         // one is decided and every job among them confirmed.
         progress.save_at(PublishCounts {

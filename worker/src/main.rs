@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
+use rolecall_common::telemetry::OpsServer;
 use rolecall_common::{config, probe, telemetry};
 use rolecall_worker::Worker;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +106,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.telemetry);
+    // One runtime for everything, built before telemetry: the gRPC
+    // exporter needs it, and the guard (declared after it, so dropped
+    // first) flushes through it at exit.
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let guard =
+        match runtime.block_on(async { telemetry::init("rolecall-worker", &settings.telemetry) }) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("rolecall-worker: telemetry: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let check = match (&cli.command, cli.check_config) {
         (Some(Command::CheckConfig { connect }), _) => Some(*connect),
         (None, true) => Some(false),
@@ -116,7 +128,6 @@ fn main() -> ExitCode {
         (_, false) => None,
     };
     if let Some(command) = cli.command.filter(|_| check.is_none()) {
-        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
         let result = runtime.block_on(async move {
             match command {
                 Command::Limits { action } => {
@@ -135,8 +146,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let vault = Vault::new(settings.credentials.clone());
+    let http_listen = settings.telemetry.http_listen;
     let worker = match runtime.block_on(Worker::build(settings, &vault)) {
         Ok(w) => w,
         Err(e) => {
@@ -161,6 +172,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = runtime.block_on(async {
+        // /healthz, /readyz and /metrics for as long as the worker runs.
+        let _ops = match http_listen {
+            Some(addr) => Some(
+                OpsServer::start(addr, worker.readiness(), Some(guard.registry().clone()))
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("telemetry.http_listen: cannot listen on {addr}: {e}")
+                    })?,
+            ),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         worker.run_until_stopped(shutdown).await

@@ -26,6 +26,7 @@ mod brokers;
 pub mod criteria;
 mod rate;
 mod redis_url;
+mod telemetry;
 mod tls;
 pub mod workflow;
 pub use brokers::{DEFAULT_AMQP_URL, DelayQueues};
@@ -35,6 +36,7 @@ pub use rate::{
     parse_duration, path_matches,
 };
 pub use redis_url::seed_urls;
+pub use telemetry::{LogFormat, OtlpProtocol, RawTelemetry, TelemetrySettings};
 pub use tls::{RawTls, TlsSettings};
 pub use workflow::{Overlap, RawWorkflow, Schedule, WorkflowSettings};
 
@@ -154,7 +156,7 @@ pub struct RawSettings {
     pub scheduler: RawScheduler,
     /// Where credentials come from.
     pub credentials: RawCredentials,
-    /// Logging.
+    /// Logging, OpenTelemetry export, the ops HTTP server.
     pub telemetry: RawTelemetry,
     /// The SaaS apps, by name.
     pub saas: BTreeMap<String, RawSaas>,
@@ -315,23 +317,6 @@ fn default_token_env() -> String {
 }
 
 #[allow(missing_docs)]
-#[derive(Debug, Deserialize)]
-#[serde(default)]
-pub struct RawTelemetry {
-    pub log_format: String,
-    pub log_level: String,
-}
-
-impl Default for RawTelemetry {
-    fn default() -> Self {
-        Self {
-            log_format: "pretty".into(),
-            log_level: "info".into(),
-        }
-    }
-}
-
-#[allow(missing_docs)]
 #[derive(Debug, Deserialize, Default)]
 pub struct RawSaas {
     #[serde(default)]
@@ -383,7 +368,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     /// Where credentials come from.
     pub credentials: CredentialSettings,
-    /// Logging.
+    /// Logging, OpenTelemetry export, the ops HTTP server.
     pub telemetry: TelemetrySettings,
     /// The SaaS apps, by name.
     pub saas: BTreeMap<String, SaasSettings>,
@@ -495,24 +480,6 @@ pub struct VaultSettings {
     pub token_env: String,
     /// File holding the Vault token (read when the variable is unset).
     pub token_file: Option<PathBuf>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Pretty,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
-/// Logging settings.
-#[derive(Debug, Clone)]
-pub struct TelemetrySettings {
-    /// Output format.
-    pub log_format: LogFormat,
-    /// Default filter directive; `RUST_LOG` overrides it.
-    pub log_level: String,
 }
 
 /// One SaaS app: which connector, where, with which credential and limits.
@@ -730,17 +697,7 @@ impl RawSettings {
                 "must be at least 1".into(),
             );
         }
-        let log_format = match self.telemetry.log_format.as_str() {
-            "pretty" => LogFormat::Pretty,
-            "json" => LogFormat::Json,
-            other => {
-                bad(
-                    "telemetry.log_format".into(),
-                    format!("`{other}` is not one of: pretty, json"),
-                );
-                LogFormat::Pretty
-            }
-        };
+        let telemetry = telemetry::validate(self.telemetry, &mut bad);
         if self.credentials.env_prefix.is_empty() {
             bad("credentials.env_prefix".into(), "must not be empty".into());
         }
@@ -870,10 +827,7 @@ impl RawSettings {
                 dir: self.credentials.dir,
                 vault,
             },
-            telemetry: TelemetrySettings {
-                log_format,
-                log_level: self.telemetry.log_level,
-            },
+            telemetry,
             saas,
             workflows,
         })
