@@ -22,6 +22,11 @@ if ! "$venv/bin/pip" show scim2-server 2>/dev/null | grep -q '^Version: 0.8.3$';
 fi
 export ROLECALL_SCIM2_SERVER="$venv/bin/scim2-server"
 
+# A real Prometheus server for the test that lets it scrape a worker
+# (tests/it/telemetry.rs); the test starts its own on loopback.
+ROLECALL_PROMETHEUS="$(bash scripts/prometheus.sh)"
+export ROLECALL_PROMETHEUS
+
 # The end-to-end tests run the binaries (bad-config checks): build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
