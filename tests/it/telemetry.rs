@@ -8,6 +8,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -213,6 +219,10 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_per_out
         "rolecall_seats{",
         "rolecall_seat_cost{",
         "rolecall_queue_depth{",
+        "rolecall_jobs_in_flight{",
+        "rolecall_limiter_adaptive_factor{",
+        "rolecall_jobs_processed_total{",
+        "service_name=\"rolecall-worker\"",
     ] {
         assert!(body.contains(series), "/metrics lacks {series}:\n{body}");
     }
@@ -220,6 +230,54 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_per_out
         !body.contains("@example.com"),
         "a user in /metrics:\n{body}"
     );
+
+    // Every query of the shipped Grafana dashboard is valid PromQL on
+    // these metrics, and the job-rate panel has data.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/rolecall.json"
+        ))
+        .expect("deploy/grafana/rolecall.json"),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for target in panels.iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+        let expr = target["expr"]
+            .as_str()
+            .unwrap()
+            .replace("$__rate_interval", "1m")
+            .replace("$saas", ".*");
+        let url = format!("http://127.0.0.1:{}/api/v1/query", prometheus.port);
+        let reply: serde_json::Value = reqwest::Client::new()
+            .get(url)
+            .query(&[("query", expr.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(reply["status"], "success", "{expr}: {reply}");
+    }
+    // A rate needs two samples of a series: give the scrapes a few seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rate = prometheus
+            .query(
+                r#"sum by (outcome) (rate(rolecall_jobs_processed_total{saas=~".*"}[1m]))"#,
+                "outcome",
+            )
+            .await;
+        if !rate.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no job rate in Prometheus"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     drop(prometheus);
     worker.stop();
     env.cleanup(&settings).await;
@@ -267,10 +325,22 @@ async fn readyz_goes_unready_while_redis_is_down_and_ready_again_after() {
     env.cleanup(&settings).await;
 }
 
-/// Spans as an OTLP receiver got them, from either protocol.
+/// Spans and metrics as an OTLP receiver got them, from either protocol.
 #[derive(Clone, Default)]
 struct Received {
     requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.metrics.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
 }
 
 #[tonic::async_trait]
@@ -314,6 +384,25 @@ fn attributes(kvs: &[KeyValue]) -> HashMap<String, String> {
 }
 
 impl Received {
+    /// `(service.name, metric name)` of every metric data point batch received.
+    fn metric_names(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for request in self.metrics.lock().unwrap().iter() {
+            for rm in &request.resource_metrics {
+                let resource = rm
+                    .resource
+                    .as_ref()
+                    .map(|r| attributes(&r.attributes))
+                    .unwrap_or_default();
+                let service = resource.get("service.name").cloned().unwrap_or_default();
+                for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                    out.push((service.clone(), m.name.clone()));
+                }
+            }
+        }
+        out
+    }
+
     fn spans(&self) -> Vec<SpanSeen> {
         let mut out = Vec::new();
         for request in self.requests.lock().unwrap().iter() {
@@ -370,27 +459,43 @@ impl Received {
 async fn otlp_receiver(received: Received) -> (SocketAddr, SocketAddr) {
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let service = TraceServiceServer::new(received.clone());
+    let metrics = MetricsServiceServer::new(received.clone());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(metrics)
             .serve(grpc)
             .await
             .expect("the OTLP/gRPC receiver serves");
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = listener.local_addr().unwrap();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let received = received.clone();
-            async move {
-                let request =
-                    ExportTraceServiceRequest::decode(body).expect("an OTLP/HTTP protobuf body");
-                received.requests.lock().unwrap().push(request);
-                ExportTraceServiceResponse::default().encode_to_vec()
-            }
-        }),
-    );
+    let traces = received.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let received = traces.clone();
+                async move {
+                    let request = ExportTraceServiceRequest::decode(body)
+                        .expect("an OTLP/HTTP protobuf body");
+                    received.requests.lock().unwrap().push(request);
+                    ExportTraceServiceResponse::default().encode_to_vec()
+                }
+            }),
+        )
+        .route(
+            "/v1/metrics",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    let request = ExportMetricsServiceRequest::decode(body)
+                        .expect("an OTLP/HTTP protobuf body");
+                    received.metrics.lock().unwrap().push(request);
+                    ExportMetricsServiceResponse::default().encode_to_vec()
+                }
+            }),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (grpc, http)
 }
@@ -517,6 +622,20 @@ async fn one_jobs_publish_span_is_the_parent_of_its_process_span_across_processe
     assert_eq!(call.attributes["http.response.status_code"], "200");
     assert_eq!(call.attributes["rolecall.attempt"], "1");
     assert_eq!(call.attributes["server.address"], "127.0.0.1");
+
+    // Metrics went out over OTLP too: the scheduler's at its exit, the
+    // worker's when it stopped (both flush on the way out).
+    let metric_names = received.metric_names();
+    for (service, name) in [
+        ("rolecall-scheduler", "rolecall.jobs.published"),
+        ("rolecall-worker", "rolecall.jobs.processed"),
+        ("rolecall-worker", "rolecall.vendor.request.duration"),
+    ] {
+        assert!(
+            metric_names.contains(&(service.to_string(), name.to_string())),
+            "{service} did not export {name}: {metric_names:?}"
+        );
+    }
 
     // No e-mail (the user's, or any) and no secret anywhere in what left.
     for value in received.every_value() {

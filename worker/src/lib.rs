@@ -244,9 +244,11 @@ impl Worker {
             metrics: self.jobs.clone(),
         });
         // Ends with the session (dropped when this function returns).
+        let status_channel = conn.create_channel().await?;
+        let depth_channel = conn.create_channel().await?;
         let monitor = AbortOnDrop(tokio::spawn(monitor(
-            conn.create_channel().await?,
-            conn.create_channel().await?,
+            status_channel.clone(),
+            depth_channel.clone(),
             context.ledger.clone(),
             self.readiness.clone(),
             self.depths.clone(),
@@ -257,7 +259,7 @@ impl Worker {
         let tracker = TaskTracker::new();
         let consumers = CancellationToken::new();
         let mut loops = tokio::task::JoinSet::new();
-        let mut channels = Vec::new();
+        let mut channels = vec![status_channel, depth_channel];
         for parts in &self.apps {
             parts.client.attach(fleet_limiters(
                 &parts.settings,
@@ -359,11 +361,11 @@ impl Worker {
             jobs.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
         }
+        drop(monitor);
         // In-flight jobs ack on their consumer's channel: close channels only now.
         for channel in channels {
             let _ = channel.close(200, "worker stopping".into()).await;
         }
-        drop(monitor);
         let _ = conn.close(200, "worker stopping".into()).await;
         result
     }
