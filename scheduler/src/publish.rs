@@ -29,7 +29,7 @@ use rolecall_common::config::{Criteria, Settings};
 use rolecall_common::ledger::{FinishError, PublishCounts};
 use rolecall_common::messages::{Action, AlertV1, JOB_VERSION, JobV1, UserRef};
 use rolecall_common::telemetry::metrics::PublishMetrics;
-use rolecall_common::telemetry::{SPAN_TARGET, propagation};
+use rolecall_common::telemetry::propagation;
 use rolecall_common::{Names, RedisConnection};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -381,8 +381,10 @@ async fn publish_rows(
         let job = job_for(&plan.run_id, &row, saas.deactivate_missing);
         let body = job.encode();
         let routing_key = apps[app];
-        let span = publish_span(exchange_name, routing_key);
-        let props = traced_properties(&job, exchange_name, &span);
+        // With traces exported, the job's producer span and its context in
+        // the headers; otherwise nothing (one atomic load).
+        let (props, mut span) =
+            propagation::start_publish(exchange_name, &job, amqp::job_properties(&job, 0));
         let channel = &conns.channel;
         // lapin's `basic_publish` resolves once the IO loop has written the
         // frames; awaiting it here cost a round trip to that thread per job.
@@ -407,8 +409,10 @@ async fn publish_rows(
         in_flight.push_back(async move {
             let confirm = publish.await;
             // The span ends with the broker's confirm (dropped here).
-            if !matches!(confirm, Ok(lapin::Confirmation::Ack(None))) {
-                span.record("otel.status_code", "ERROR");
+            if let Some(span) = span.as_mut()
+                && !matches!(confirm, Ok(lapin::Confirmation::Ack(None)))
+            {
+                span.failed();
             }
             (confirm, app, mark)
         });
@@ -589,48 +593,6 @@ impl Published {
             *done = *n;
         }
     }
-}
-
-/// The producer span of one job, per OpenTelemetry's messaging semantic
-/// conventions; a root span (one trace per job, not per run). Disabled,
-/// at the cost of one atomic load, unless OTLP export is on.
-fn publish_span(exchange: &str, routing_key: &str) -> tracing::Span {
-    tracing::info_span!(
-        target: SPAN_TARGET,
-        parent: None,
-        "publish",
-        otel.name = tracing::field::Empty,
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        "messaging.system" = "rabbitmq",
-        "messaging.destination.name" = exchange,
-        "messaging.operation.type" = "send",
-        "messaging.operation.name" = "publish",
-        "messaging.message.id" = tracing::field::Empty,
-        "messaging.rabbitmq.destination.routing_key" = routing_key,
-        "rolecall.saas" = routing_key,
-        "rolecall.job_id" = tracing::field::Empty,
-        "rolecall.run_id" = tracing::field::Empty,
-        "rolecall.user_id" = tracing::field::Empty,
-    )
-}
-
-/// The job's message properties; with a live span, its ids recorded on the
-/// span and its context in the headers (`traceparent`, `tracestate`).
-/// Ids only: the user's e-mail is never an attribute.
-fn traced_properties(job: &JobV1, exchange: &str, span: &tracing::Span) -> lapin::BasicProperties {
-    let props = amqp::job_properties(job, 0);
-    if span.is_disabled() {
-        return props;
-    }
-    span.record("otel.name", format!("publish {exchange}"));
-    span.record("messaging.message.id", job.job_id.as_str());
-    span.record("rolecall.job_id", job.job_id.as_str());
-    span.record("rolecall.run_id", job.run_id.as_str());
-    span.record("rolecall.user_id", job.user.id.as_str());
-    let mut headers = props.headers().clone().unwrap_or_default();
-    propagation::inject(span, &mut headers);
-    props.with_headers(headers)
 }
 
 /// Takes the oldest outstanding confirms until at most `keep` are left.

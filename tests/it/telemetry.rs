@@ -650,3 +650,68 @@ async fn one_jobs_publish_span_is_the_parent_of_its_process_span_across_processe
     }
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_serve_is_ready_once_connected_and_reports_queue_depths_on_metrics() {
+    let env = TestEnv::new().await;
+    let extra = r#"
+[saas.lever]
+connector = "lever"
+base_url = "http://127.0.0.1:9"
+credential = "lever"
+rate = { per_second = 10 }
+"#;
+    let text = env.config_text(&[], extra);
+    let settings = rolecall_common::config::from_toml(&text).expect("valid");
+    let ops = format!("127.0.0.1:{}", free_port());
+    let server = SchedulerProcess::spawn_with_env(
+        &text,
+        &["serve"],
+        &[("ROLECALL__TELEMETRY__HTTP_LISTEN", ops.as_str())],
+    );
+    wait_for_status(
+        &format!("http://{ops}/healthz"),
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        wait_for_status(
+            &format!("http://{ops}/readyz"),
+            200,
+            Duration::from_secs(30)
+        )
+        .await,
+        "ready\n",
+        "{}",
+        server.log()
+    );
+    // Depths are read every few seconds, for every configured SaaS app.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = http_get(&format!("http://{ops}/metrics"))
+            .await
+            .map(|r| r.1)
+            .unwrap_or_default();
+        let depth = body.lines().any(|l| {
+            l.starts_with("rolecall_queue_depth{")
+                && l.contains(r#"queue="jobs""#)
+                && l.contains(r#"saas="lever""#)
+        });
+        if depth {
+            assert!(
+                body.contains(r#"service_name="rolecall-scheduler""#),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no queue depth on /metrics:\n{body}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(server);
+    env.cleanup(&settings).await;
+}

@@ -4,8 +4,10 @@
 //!   configured level. Nothing here ever formats a secret: credentials are
 //!   `SecretString`s whose `Debug` is redacted, and URLs are logged through
 //!   [`crate::config::redact_url`].
-//! - Traces: only spans of target [`SPAN_TARGET`] become OpenTelemetry
-//!   spans, and only when OTLP export is configured. Those spans are written
+//! - Traces: the publisher's per-job producer spans are made with the
+//!   OpenTelemetry API ([`propagation::start_publish`]); elsewhere, only
+//!   spans of target [`SPAN_TARGET`] become OpenTelemetry spans. Both only
+//!   when OTLP export is configured. Those spans are written
 //!   for export (curated attributes: ids, never an e-mail or a secret); the
 //!   rest of the logging never reaches a span exporter. Without OTLP no
 //!   OpenTelemetry layer is installed and the spans' callsites are disabled,
@@ -115,10 +117,11 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
     };
     let (meter, registry) = metrics::provider(resource, otlp.as_ref())?;
     opentelemetry::global::set_meter_provider(meter.clone());
-    if tracer.is_some() {
+    if let Some(provider) = &tracer {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
+        propagation::set_producer_tracer(provider.tracer("rolecall"));
     }
 
     let filter = EnvFilter::try_from_default_env()

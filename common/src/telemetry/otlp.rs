@@ -163,6 +163,24 @@ mod tests {
     }
 
     #[test]
+    fn without_an_endpoint_nothing_is_exported_and_a_configured_one_defaults_to_grpc() {
+        // The standard variables would turn export on; say nothing then.
+        if ENDPOINT_VARS.iter().any(|v| env(v).is_some()) {
+            return;
+        }
+        assert!(OtlpTarget::resolve(&TelemetrySettings::default()).is_none());
+        if env("OTEL_EXPORTER_OTLP_PROTOCOL").is_some() || env("OTEL_SDK_DISABLED").is_some() {
+            return;
+        }
+        let settings = TelemetrySettings {
+            otlp_endpoint: Some(Url::parse("http://collector:4317").unwrap()),
+            ..TelemetrySettings::default()
+        };
+        let target = OtlpTarget::resolve(&settings).expect("export is on");
+        assert_eq!(target.protocol_name(), "grpc");
+    }
+
+    #[test]
     fn logged_endpoints_hide_passwords() {
         let t = target("https://user:hunter2@collector:4317", OtlpProtocol::Grpc);
         assert!(!t.endpoint_for_logs().contains("hunter2"));
