@@ -120,7 +120,7 @@ impl JobOutcome {
 /// The process span of one delivery: a child of the publish span whose
 /// context the message carries, with the messaging semantic conventions'
 /// attributes. Ids only, never the user's e-mail.
-fn process_span(queue: &str, saas: &str, delivery: &Delivery) -> tracing::Span {
+fn process_span(names: &Names, saas: &str, delivery: &Delivery) -> tracing::Span {
     let span = info_span!(
         target: SPAN_TARGET,
         parent: None,
@@ -129,7 +129,7 @@ fn process_span(queue: &str, saas: &str, delivery: &Delivery) -> tracing::Span {
         otel.kind = "consumer",
         otel.status_code = tracing::field::Empty,
         "messaging.system" = "rabbitmq",
-        "messaging.destination.name" = queue,
+        "messaging.destination.name" = %names.jobs_queue(saas),
         "messaging.operation.type" = "process",
         "messaging.operation.name" = "process",
         "messaging.message.id" = tracing::field::Empty,
@@ -144,7 +144,7 @@ fn process_span(queue: &str, saas: &str, delivery: &Delivery) -> tracing::Span {
     if span.is_disabled() {
         return span;
     }
-    span.record("otel.name", format!("process {queue}"));
+    span.record("otel.name", format!("process {}", names.jobs_queue(saas)));
     if let Some(id) = delivery.properties.message_id() {
         span.record("messaging.message.id", id.as_str());
     }
@@ -159,7 +159,7 @@ impl JobContext {
     /// Handles one delivery and settles it with the broker.
     pub async fn handle(&self, app: &App, delivery: Delivery) -> JobOutcome {
         let saas = &app.settings.name;
-        let span = process_span(&self.names.jobs_queue(saas), saas, &delivery);
+        let span = process_span(&self.names, saas, &delivery);
         let _in_flight = self.metrics.start(saas);
         let started = std::time::Instant::now();
         let outcome = self

@@ -342,6 +342,10 @@ impl Worker {
                 Err(e) => Err(anyhow::anyhow!("a consumer task failed: {e}")),
             },
         };
+        // Not ready from here on (stopping, or the connection broke): the
+        // monitor must not mark it ready again.
+        drop(monitor);
+        self.readiness.set_all(false);
         // Stop taking deliveries, then let in-flight jobs finish.
         consumers.cancel();
         while loops.join_next().await.is_some() {}
@@ -361,7 +365,6 @@ impl Worker {
             jobs.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
         }
-        drop(monitor);
         // In-flight jobs ack on their consumer's channel: close channels only now.
         for channel in channels {
             let _ = channel.close(200, "worker stopping".into()).await;
