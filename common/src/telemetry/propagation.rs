@@ -69,10 +69,15 @@ pub fn start_publish(
     let Some(tracer) = PRODUCER.get() else {
         return (props, None);
     };
-    let span = tracer
-        .span_builder(format!("publish {exchange}"))
+    // Name and attributes only for a span the sampler keeps: an unsampled
+    // job then costs its ids and its header, no allocation for attributes.
+    let mut span = tracer
+        .span_builder("publish")
         .with_kind(SpanKind::Producer)
-        .with_attributes([
+        .start(tracer);
+    if span.is_recording() {
+        span.update_name(format!("publish {exchange}"));
+        span.set_attributes([
             KeyValue::new(MESSAGING_SYSTEM, "rabbitmq"),
             KeyValue::new(MESSAGING_DESTINATION, exchange.to_string()),
             KeyValue::new(MESSAGING_OPERATION_TYPE, "send"),
@@ -83,8 +88,8 @@ pub fn start_publish(
             KeyValue::new("rolecall.job_id", job.job_id.clone()),
             KeyValue::new("rolecall.run_id", job.run_id.clone()),
             KeyValue::new("rolecall.user_id", job.user.id.clone()),
-        ])
-        .start(tracer);
+        ]);
+    }
     let cx = Context::new().with_remote_span_context(span.span_context().clone());
     let mut headers = props.headers().clone().unwrap_or_default();
     opentelemetry::global::get_text_map_propagator(|p| {
