@@ -196,6 +196,44 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_per_out
         tokio::time::sleep(Duration::from_millis(500)).await;
         seen = prometheus.query(query, "outcome").await;
     }
+    // Seats and seat cost by role agree with the run's tally in the ledger.
+    let tallies = env
+        .ledger(&settings)
+        .role_tallies(&report.run_id)
+        .await
+        .expect("Redis answers");
+    let mut want_seats = BTreeMap::new();
+    let mut want_cost = BTreeMap::new();
+    for t in tallies.iter().filter(|t| t.saas == "lever") {
+        want_seats.insert(t.role.clone(), t.users as f64);
+        want_cost.insert(t.role.clone(), t.cost);
+    }
+    assert!(!want_seats.is_empty(), "{tallies:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seats = prometheus
+            .query(r#"sum by (role) (rolecall_seats{saas="lever"})"#, "role")
+            .await;
+        let cost = prometheus
+            .query(
+                r#"sum by (role) (rolecall_seat_cost{saas="lever"})"#,
+                "role",
+            )
+            .await;
+        let cost_matches = cost.len() == want_cost.len()
+            && want_cost
+                .iter()
+                .all(|(role, c)| cost.get(role).is_some_and(|got| (got - c).abs() < 1e-6));
+        if seats == want_seats && cost_matches {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "seats {seats:?} / cost {cost:?}, the ledger says {want_seats:?} / {want_cost:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // The scrape target is up, and other series of the run are there.
     let up = prometheus
         .query(r#"up{job="rolecall-worker"}"#, "job")
