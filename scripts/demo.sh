@@ -52,6 +52,9 @@ cat >"$demo/rolecall.toml" <<TOML
 namespace = "demo"
 [telemetry]
 log_level = "info"
+# Several workers on one machine: each serves /healthz, /readyz and
+# /metrics on a free port of its own (its log names it).
+http_listen = "127.0.0.1:0"
 [saas.lever_demo]
 connector = "lever"
 base_url = "http://127.0.0.1:$port"

@@ -28,6 +28,11 @@ if ! "$venv/bin/pip" show aiosmtpd 2>/dev/null | grep -q '^Version: 1.4.6$'; the
 fi
 export ROLECALL_TEST_PYTHON="$venv/bin/python"
 
+# A real Prometheus server for the test that lets it scrape a worker
+# (tests/it/telemetry.rs); the test starts its own on loopback.
+ROLECALL_PROMETHEUS="$(bash scripts/prometheus.sh)"
+export ROLECALL_PROMETHEUS
+
 # The end-to-end tests run the binaries (bad-config checks): build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked

@@ -155,6 +155,8 @@ pub async fn run_rolecall(
 queue_expires_ms = 600000
 [telemetry]
 log_level = "warn,rolecall_worker::limiter=info,rolecall_worker::vendor=debug"
+# Many processes on one machine: each takes a free port for /healthz.
+http_listen = "127.0.0.1:0"
 {saas}"#,
         saas = scenario.saas_toml(&sim.base_url()),
     );

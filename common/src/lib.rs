@@ -16,6 +16,7 @@ pub mod messages;
 pub mod names;
 pub mod probe;
 pub mod redis_conn;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use config::Settings;

@@ -69,6 +69,20 @@ pub fn render(checks: &[Check]) -> String {
     out
 }
 
+/// Some `check-config --connect` checks failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} connection check(s) failed")]
+pub struct ChecksFailed(pub usize);
+
+/// Prints one line per check; fails when any did.
+pub fn report(checks: &[Check]) -> Result<(), ChecksFailed> {
+    print!("{}", render(checks));
+    match failures(checks) {
+        0 => Ok(()),
+        n => Err(ChecksFailed(n)),
+    }
+}
+
 /// How many checks failed.
 pub fn failures(checks: &[Check]) -> usize {
     checks.iter().filter(|c| c.result.is_err()).count()

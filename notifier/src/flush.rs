@@ -151,7 +151,7 @@ impl Flusher {
             {
                 Ok(()) => {
                     self.store.mark_sent(id, channel_name).await?;
-                    self.metrics.delivered();
+                    self.metrics.delivered(channel_name);
                     info!(
                         group = id,
                         kind = group.kind,
@@ -162,7 +162,7 @@ impl Flusher {
                     );
                 }
                 Err(e) => {
-                    self.metrics.failed_attempt();
+                    self.metrics.failed_attempt(channel_name);
                     self.log_failure(&group, channel_name, &notification, &e);
                     failed = true;
                     asked = asked.max(e.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER));

@@ -40,6 +40,8 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use rolecall_common::credentials::Vault;
 use rolecall_common::ledger::{self, Ledger};
+use rolecall_common::telemetry::Readiness;
+use rolecall_common::telemetry::health::checks;
 use rolecall_common::{Names, Settings, amqp, probe};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -59,6 +61,7 @@ pub struct Notifier {
     settings: Settings,
     channels: Arc<BTreeMap<String, Channel>>,
     metrics: Arc<Metrics>,
+    readiness: Readiness,
 }
 
 impl Notifier {
@@ -81,7 +84,14 @@ impl Notifier {
             settings,
             channels: Arc::new(channels),
             metrics: Arc::new(Metrics::default()),
+            readiness: Readiness::new(&[checks::AMQP, checks::REDIS, checks::TOPOLOGY]),
         })
+    }
+
+    /// The readiness `/readyz` serves: ready while a consumer session is
+    /// connected to both servers with its queue declared.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// The configured channels.
@@ -166,7 +176,10 @@ impl Notifier {
         let mut broker = 0;
         loop {
             let started = tokio::time::Instant::now();
-            match self.session(&names, &mut broker, &shutdown).await {
+            let session = self.session(&names, &mut broker, &shutdown).await;
+            // Not ready from the moment a session ends, however it ended.
+            self.readiness.set_all(false);
+            match session {
                 Ok(()) => return,
                 Err(_) if shutdown.is_cancelled() => return,
                 Err(e) => {
@@ -198,15 +211,18 @@ impl Notifier {
             .await
             .context("connecting to RabbitMQ")?;
         *broker = index + 1;
+        self.readiness.set(checks::AMQP, true);
         let channel = conn.create_channel().await?;
         // Exchanges and the alert queue (no SaaS app's queues: the
         // notifier consumes none of them).
         amqp::declare_topology(&channel, names, &settings.amqp, &[], &[])
             .await
             .context("declaring the RabbitMQ topology")?;
+        self.readiness.set(checks::TOPOLOGY, true);
         let redis = ledger::connect(&settings.redis)
             .await
             .context("connecting to Redis")?;
+        self.readiness.set(checks::REDIS, true);
         let n = &settings.notifier;
         let store = Store::new(redis, names, n.dedup_ttl, n.examples);
         channel

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
-use rolecall_common::{config, probe, telemetry};
+use rolecall_common::telemetry::OpsServer;
+use rolecall_common::{config, probe, shutdown, telemetry};
 use rolecall_notifier::Notifier;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -47,14 +48,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.telemetry);
+    // One runtime for everything, built before telemetry: the gRPC
+    // exporter needs it, and the guard (declared after it, so dropped
+    // first) flushes through it at exit.
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let guard = match runtime
+        .block_on(async { telemetry::init("rolecall-notifier", &settings.telemetry) })
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("rolecall-notifier: telemetry: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let check = match cli.command {
         Some(Command::CheckConfig { connect }) => Some(connect),
         None if cli.check_config => Some(false),
         None => None,
     };
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let vault = Vault::new(settings.credentials.clone());
+    let http_listen = settings.telemetry.http_listen;
     let notifier = match runtime.block_on(Notifier::build(settings, &vault)) {
         Ok(n) => n,
         Err(e) => {
@@ -67,18 +80,20 @@ fn main() -> ExitCode {
             "configuration is valid (channels: {})",
             notifier.channels().join(", ")
         );
-        if connect {
-            let checks = runtime.block_on(notifier.check_connections());
-            print!("{}", probe::render(&checks));
-            let failed = probe::failures(&checks);
-            if failed > 0 {
-                eprintln!("rolecall-notifier: {failed} connection check(s) failed");
-                return ExitCode::FAILURE;
-            }
+        if connect && let Err(e) = probe::report(&runtime.block_on(notifier.check_connections())) {
+            eprintln!("rolecall-notifier: {e}");
+            return ExitCode::FAILURE;
         }
         return ExitCode::SUCCESS;
     }
     let result = runtime.block_on(async {
+        // /healthz, /readyz and /metrics for as long as the notifier runs.
+        let _ops = OpsServer::start_configured(
+            http_listen,
+            notifier.readiness(),
+            Some(guard.registry().clone()),
+        )
+        .await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         notifier.run_until_stopped(shutdown).await
@@ -93,18 +108,7 @@ fn main() -> ExitCode {
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    shutdown::signalled().await;
     info!("Stopping: finishing deliveries in progress.");
     shutdown.cancel();
 }

@@ -1,15 +1,42 @@
-//! Counters of what the notifier did, logged at shutdown and readable by
-//! tests (the process's metrics endpoint is wired elsewhere).
+//! Counters of what the notifier did: exported (`/metrics`, OTLP) through
+//! the process's meter, and kept as atomics too, for the line logged at
+//! shutdown and for tests that run the notifier in-process.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
+use rolecall_common::telemetry::metrics::{NOTIFIER_ALERTS, NOTIFIER_DELIVERIES, meter};
+
 /// Counters shared by the consumer and the flusher.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     counted: AtomicU64,
     duplicates: AtomicU64,
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
+    alerts: Counter<u64>,
+    deliveries: Counter<u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let meter = meter();
+        Self {
+            counted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            alerts: meter
+                .u64_counter(NOTIFIER_ALERTS)
+                .with_description("Alerts taken off the alert queue, by result")
+                .build(),
+            deliveries: meter
+                .u64_counter(NOTIFIER_DELIVERIES)
+                .with_description("Notification delivery attempts, by channel and result")
+                .build(),
+        }
+    }
 }
 
 /// A copy of the counters.
@@ -28,15 +55,19 @@ pub struct MetricsSnapshot {
 impl Metrics {
     pub(crate) fn counted(&self) {
         self.counted.fetch_add(1, Ordering::Relaxed);
+        self.alerts.add(1, &[KeyValue::new("result", "counted")]);
     }
     pub(crate) fn duplicate(&self) {
         self.duplicates.fetch_add(1, Ordering::Relaxed);
+        self.alerts.add(1, &[KeyValue::new("result", "duplicate")]);
     }
-    pub(crate) fn delivered(&self) {
+    pub(crate) fn delivered(&self, channel: &str) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
+        self.deliveries.add(1, &delivery(channel, "delivered"));
     }
-    pub(crate) fn failed_attempt(&self) {
+    pub(crate) fn failed_attempt(&self, channel: &str) {
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        self.deliveries.add(1, &delivery(channel, "failed"));
     }
 
     /// The counters now.
@@ -48,4 +79,12 @@ impl Metrics {
             failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Channel names are configuration (bounded), never an address.
+fn delivery(channel: &str, result: &'static str) -> [KeyValue; 2] {
+    [
+        KeyValue::new("channel", channel.to_string()),
+        KeyValue::new("result", result),
+    ]
 }

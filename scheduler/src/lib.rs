@@ -23,6 +23,7 @@ use chrono::Utc;
 use rolecall_common::amqp;
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::messages::{Action, JOB_VERSION, JobV1, UserRef};
+use rolecall_common::telemetry::propagation;
 use rolecall_common::{Names, Settings};
 use tracing::info;
 
@@ -246,14 +247,10 @@ pub async fn enqueue_action(settings: &Settings, request: ActionRequest) -> anyh
         attributes: request.attributes,
         enqueued_at: started_at,
     };
-    amqp::publish_confirmed(
-        &channel,
-        &names.jobs_exchange(),
-        &job.saas,
-        &job.encode(),
-        amqp::job_properties(&job, 0),
-    )
-    .await?;
+    // Traced like a run's jobs: the span ends after the confirm.
+    let exchange = names.jobs_exchange();
+    let (props, _span) = propagation::start_publish(&exchange, &job, amqp::job_properties(&job, 0));
+    amqp::publish_confirmed(&channel, &exchange, &job.saas, &job.encode(), props).await?;
     ledger.finish_publishing(&run_id, 1, 0, 0).await?;
     let _ = conn.close(200, "action published".into()).await;
     Ok(run_id)

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::messages::{Action, UserRef};
-use rolecall_common::{Names, Settings, amqp, config, probe, telemetry};
+use rolecall_common::{Names, Settings, amqp, config, probe, shutdown, telemetry};
 use rolecall_scheduler::inventory::Format;
 use rolecall_scheduler::{ActionRequest, RunOnceOptions, enqueue_action, ops, run_once, summary};
 
@@ -149,9 +149,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.telemetry);
+    // The runtime first: the gRPC exporter needs one, and the guard
+    // (declared after it, so dropped first) flushes through it at exit.
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    match runtime.block_on(run(command, settings)) {
+    let guard = match runtime
+        .block_on(async { telemetry::init("rolecall-scheduler", &settings.telemetry) })
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("rolecall-scheduler: telemetry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(command, settings, guard.registry().clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rolecall-scheduler: {e:#}");
@@ -160,17 +170,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+async fn run(
+    command: Command,
+    settings: Settings,
+    metrics: telemetry::MetricsRegistry,
+) -> anyhow::Result<()> {
     match command {
         Command::CheckConfig { connect } => {
             println!("configuration is valid ({} SaaS apps)", settings.saas.len());
             if connect {
                 let checks = probe::backends(&settings, "rolecall-scheduler check-config").await;
-                print!("{}", probe::render(&checks));
-                let failed = probe::failures(&checks);
-                if failed > 0 {
-                    anyhow::bail!("{failed} connection check(s) failed");
-                }
+                probe::report(&checks)?;
             }
             Ok(())
         }
@@ -300,7 +310,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve => rolecall_scheduler::serve::serve(settings, shutdown_signal()).await,
+        Command::Serve => {
+            rolecall_scheduler::serve::serve(settings, shutdown::signalled(), Some(metrics)).await
+        }
         Command::Summary {
             run_id,
             latest: _,
@@ -316,22 +328,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             };
             print_summary(&ledger, &run_id).await
         }
-    }
-}
-
-/// SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
 

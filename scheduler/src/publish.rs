@@ -28,6 +28,8 @@ use rolecall_common::amqp::{self, check_confirm};
 use rolecall_common::config::{Criteria, Settings};
 use rolecall_common::ledger::{FinishError, PublishCounts};
 use rolecall_common::messages::{Action, AlertV1, JOB_VERSION, JobV1, UserRef};
+use rolecall_common::telemetry::metrics::PublishMetrics;
+use rolecall_common::telemetry::propagation;
 use rolecall_common::{Names, RedisConnection};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -343,7 +345,7 @@ async fn publish_rows(
     let exchange = names.jobs_exchange();
     let now = Utc::now();
     let apps: Vec<&str> = selection.keys().map(String::as_str).collect();
-    let mut published_by_app = vec![0u64; apps.len()];
+    let mut published_by_app = Published::new(apps.len());
     let mut in_flight = FuturesOrdered::new();
     let mut progress = Progress {
         lease,
@@ -387,10 +389,13 @@ async fn publish_rows(
         }
         let job = job_for(&plan.run_id, &row, saas.deactivate_missing);
         let body = job.encode();
-        let props = amqp::job_properties(&job, 0);
+        let routing_key = apps[app];
+        // With traces exported, the job's producer span and its context in
+        // the headers; otherwise nothing (one atomic load).
+        let (props, mut span) =
+            propagation::start_publish(exchange_name, &job, amqp::job_properties(&job, 0));
         let channel = &channels[next_channel];
         next_channel = (next_channel + 1) % channels.len();
-        let routing_key = apps[app];
         // lapin's `basic_publish` resolves once the IO loop has written the
         // frames; awaiting it here cost a round trip to that thread per job.
         // Inside the in-flight future it overlaps with the next jobs, and
@@ -411,7 +416,16 @@ async fn publish_rows(
                 .await
         };
         let mark = (index + 1, report.rejected_count, report.skipped);
-        in_flight.push_back(async move { (publish.await, app, mark) });
+        in_flight.push_back(async move {
+            let confirm = publish.await;
+            // The span ends with the broker's confirm (dropped here).
+            if let Some(span) = span.as_mut()
+                && !matches!(confirm, Ok(lapin::Confirmation::Ack(None)))
+            {
+                span.failed();
+            }
+            (confirm, app, mark)
+        });
         let full = backpressure.check(&row.saas).await?;
         // Keep the window full; before a pause settle everything in flight,
         // so the checkpoint is current however long the pause lasts.
@@ -446,7 +460,8 @@ async fn publish_rows(
         let _ = channel.close(200, "run published".into()).await;
     }
     backpressure.close().await;
-    for (app, n) in apps.iter().zip(published_by_app) {
+    published_by_app.export(&apps);
+    for (app, n) in apps.iter().zip(published_by_app.by_app) {
         if n > 0 {
             *report.published_by_saas.entry(app.to_string()).or_default() += n;
         }
@@ -570,13 +585,39 @@ impl Progress<'_> {
 
 type Mark = (u64, u64, u64);
 
+/// Confirmed jobs per SaaS app, and how many of them the
+/// `rolecall.jobs.published` counter has been told about: it is told in
+/// batches, keeping metric work out of the per-job path.
+struct Published {
+    by_app: Vec<u64>,
+    exported: Vec<u64>,
+    metrics: PublishMetrics,
+}
+
+impl Published {
+    fn new(apps: usize) -> Self {
+        Self {
+            by_app: vec![0; apps],
+            exported: vec![0; apps],
+            metrics: PublishMetrics::default(),
+        }
+    }
+
+    fn export(&mut self, apps: &[&str]) {
+        for ((app, n), done) in apps.iter().zip(&self.by_app).zip(&mut self.exported) {
+            self.metrics.published(app, n - *done);
+            *done = *n;
+        }
+    }
+}
+
 /// Takes the oldest outstanding confirms until at most `keep` are left.
 async fn settle<F>(
     in_flight: &mut FuturesOrdered<F>,
     keep: usize,
     exchange: &str,
     apps: &[&str],
-    published_by_app: &mut [u64],
+    published_by_app: &mut Published,
     report: &mut RunReport,
     progress: &mut Progress<'_>,
 ) -> anyhow::Result<()>
@@ -592,7 +633,10 @@ where
         };
         check_confirm(confirm?, exchange, apps[app])?;
         report.published += 1;
-        published_by_app[app] += 1;
+        published_by_app.by_app[app] += 1;
+        if report.published.is_multiple_of(CHECKPOINT_EVERY) {
+            published_by_app.export(apps);
+        }
         // Confirms are taken in publishing order: every row before this
         // one is decided and every job among them confirmed.
         progress.save_at(PublishCounts {

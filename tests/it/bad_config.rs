@@ -138,3 +138,61 @@ fn the_documented_example_configuration_is_valid_for_every_connector() {
     );
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn bad_telemetry_settings_stop_the_scheduler_naming_each_key() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/config/rolecall.example.toml"
+    ))
+    .unwrap();
+    let (code, stderr) = run_binary(
+        "rolecall-scheduler",
+        &text,
+        &[
+            ("ROLECALL__TELEMETRY__OTLP_PROTOCOL", "thrift"),
+            ("ROLECALL__TELEMETRY__OTLP_ENDPOINT", "collector:4317"),
+            ("ROLECALL__TELEMETRY__HTTP_LISTEN", "9464"),
+        ],
+        &["check-config"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    for key in [
+        "telemetry.otlp_protocol",
+        "telemetry.otlp_endpoint",
+        "telemetry.http_listen",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_worker_whose_ops_port_is_taken_stops_at_start_naming_the_key() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig::default())
+        .await
+        .expect("the sim starts");
+    let apps = [AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 10.0,
+        burst: 1,
+    }];
+    let text = env.config_text(&apps, "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run_binary(
+        "rolecall-worker",
+        &text,
+        &[
+            ("ROLECALL__TELEMETRY__HTTP_LISTEN", listen.as_str()),
+            ("ROLECALL_SECRET_LEVER", rolecall_tests::SIM_KEY),
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("telemetry.http_listen: cannot listen on {listen}")),
+        "{stderr}"
+    );
+}

@@ -17,6 +17,7 @@ mod rabbit_cluster;
 mod redis_cluster;
 mod scheduler_service;
 mod scim_server;
+mod telemetry;
 mod tls;
 mod topology;
 mod vault;

@@ -630,17 +630,20 @@ async fn two_replicas_deliver_each_group_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_delivers_even_an_unreadable_alert_and_stops_on_sigterm() {
+async fn the_binary_delivers_even_an_unreadable_alert_serves_health_and_metrics_and_stops_on_sigterm()
+ {
     let env = TestEnv::new().await;
     let hook = Webhook::start().await;
     let text = env.config_text(&[], &notifier_toml("1s", None, ""));
     let settings = config::from_toml(&text).unwrap();
     let (_dir, path) = rolecall_tests::temp_file("rolecall.toml", &text);
+    let ops = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(
         rolecall_tests::workspace_binary("rolecall-notifier").expect("the binary is built"),
     )
     .arg("--config")
     .arg(&path)
+    .env("ROLECALL__TELEMETRY__HTTP_LISTEN", &ops)
     .env("ROLECALL_SECRET_HOOK", &hook.url)
     // Everything it logs is read below: the webhook URL must not be in it.
     .env("RUST_LOG", "info,rolecall_notifier=debug")
@@ -675,6 +678,27 @@ async fn the_binary_delivers_even_an_unreadable_alert_and_stops_on_sigterm() {
     assert!(
         texts[1].starts_with("1 user of lever_prod failed: boom"),
         "{texts:#?}"
+    );
+    // Consuming, so ready; and what it did is on /metrics.
+    let get = |path: &str| {
+        let url = format!("http://{ops}{path}");
+        async move {
+            let r = reqwest::get(&url).await.expect("the ops server answers");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"rolecall_notifier_alerts_total{result="counted"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"rolecall_notifier_deliveries_total{channel="hook",result="delivered"} 2"#),
+        "{metrics}"
     );
 
     let _ = Command::new("kill")

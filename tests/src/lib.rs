@@ -191,6 +191,8 @@ retry_delays_s = [1, 2]
 shutdown_grace_s = 5
 [telemetry]
 log_level = "warn"
+# Many processes on one machine: each takes a free port for /healthz.
+http_listen = "127.0.0.1:0"
 "#,
             ns = self.namespace,
         );
@@ -486,6 +488,16 @@ impl WorkerProcess {
     /// Starts the worker binary with `config_text` and the sim key for every
     /// credential it names.
     pub fn spawn(config_text: &str, settings: &Settings) -> WorkerProcess {
+        Self::spawn_with_env(config_text, settings, &[])
+    }
+
+    /// As [`WorkerProcess::spawn`], with more environment variables
+    /// (`ROLECALL__…` overrides, `OTEL_…`).
+    pub fn spawn_with_env(
+        config_text: &str,
+        settings: &Settings,
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let (dir, path) = temp_file("rolecall.toml", config_text);
         let vault = Vault::with_env(settings.credentials.clone(), HashMap::new());
         let mut cmd = std::process::Command::new(
@@ -495,6 +507,7 @@ impl WorkerProcess {
         for saas in settings.saas.values() {
             cmd.env(vault.env_var(&saas.credential), SIM_KEY);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .stdout(std::process::Stdio::null())
             .spawn()

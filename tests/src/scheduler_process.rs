@@ -16,6 +16,15 @@ pub struct SchedulerProcess {
 impl SchedulerProcess {
     /// Starts the scheduler binary with `config_text` and `args` (e.g. `["serve"]`).
     pub fn spawn(config_text: &str, args: &[&str]) -> SchedulerProcess {
+        Self::spawn_with_env(config_text, args, &[])
+    }
+
+    /// As [`SchedulerProcess::spawn`], with more environment variables.
+    pub fn spawn_with_env(
+        config_text: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> SchedulerProcess {
         let (dir, config) = temp_file("rolecall.toml", config_text);
         let log = dir.path().join("scheduler.log");
         let log_file = std::fs::File::create(&log).expect("a log file");
@@ -26,6 +35,7 @@ impl SchedulerProcess {
         .arg(&config)
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log_file)
         .spawn()
@@ -59,6 +69,22 @@ impl SchedulerProcess {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits for it to exit by itself (`run-once`), or panics after `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the scheduler did not exit in {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Asks it to stop (SIGTERM) and waits.

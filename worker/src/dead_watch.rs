@@ -55,6 +55,7 @@ async fn settle(context: &JobContext, delivery: &Delivery) -> anyhow::Result<()>
         debug!(job_id = %job.job_id, "Already counted.");
         return Ok(());
     }
+    context.metrics.dead_lettered(&job.saas, "delivery_limit");
     let alert = AlertV1::about_job(AlertKind::JobFailed, &job, error.into(), 0);
     amqp::publish_alert(&context.publisher, &context.names, &alert).await?;
     if recorded.run_finished {

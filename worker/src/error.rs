@@ -113,6 +113,26 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// A short, fixed name of the failure (`error.type` on spans): never
+    /// the message, which may quote a vendor's answer.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectorError::Throttled { .. } => "throttled",
+            ConnectorError::Unauthorized { .. } => "unauthorized",
+            ConnectorError::Upstream { .. } => "upstream",
+            ConnectorError::Rejected { .. } => "rejected",
+            ConnectorError::Transport(_) => "transport",
+            ConnectorError::Timeout(_) => "timeout",
+            ConnectorError::Decode(_) => "decode",
+            ConnectorError::QuotaWait { .. } => "quota_wait",
+            ConnectorError::LimiterUnavailable(_) => "limiter_unavailable",
+            ConnectorError::Inconclusive(_) => "inconclusive",
+            ConnectorError::Unsupported(_) => "unsupported",
+            ConnectorError::NotEnabled(_) => "not_enabled",
+            ConnectorError::VendorStatus(_) => "vendor_status",
+        }
+    }
+
     /// How this failure is to be treated.
     pub fn class(&self) -> ErrorClass {
         match self {

@@ -74,6 +74,9 @@ impl JobContext {
             let delay = self.retry_delay(attempt, class);
             if throttled {
                 app.metrics.record_deferred();
+                self.metrics.deferred(saas, "quota");
+            } else {
+                self.metrics.retried(saas);
             }
             let next = if throttled { attempt } else { attempt + 1 };
             let mut headers = vec![(ATTEMPT_HEADER, AMQPValue::LongUInt(next))];
@@ -189,6 +192,7 @@ impl JobContext {
         )
         .await?;
         app.metrics.record_deferred();
+        self.metrics.deferred(saas, "auth");
         debug!(saas = %saas, job_id = %job.job_id, delay_ms = delay.as_millis() as u64, "Job parked while the credential is refused.");
         Ok(Fate::Later(JobOutcome::Parked))
     }
@@ -320,6 +324,7 @@ impl JobContext {
             reason, "Undecodable message sent to the dead-letter queue."
         );
         self.publish_dead_letter(saas, delivery, reason).await?;
+        self.metrics.dead_lettered(saas, "undecodable");
         Ok(JobOutcome::DeadLettered(reason.to_string()))
     }
 
@@ -339,6 +344,7 @@ impl JobContext {
         }
         self.publish_dead_letter(saas, delivery, &format!("{class}: {error}"))
             .await?;
+        self.metrics.dead_lettered(saas, class);
         Ok(Finding::Failed {
             class: class.into(),
             error: error.to_string(),

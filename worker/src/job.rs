@@ -15,8 +15,10 @@ use rolecall_common::config::SaasSettings;
 use rolecall_common::ledger::{Finding, Ledger, Recorded};
 use rolecall_common::messages::{ATTEMPT_HEADER, Action, JobV1};
 use rolecall_common::names::Names;
+use rolecall_common::telemetry::metrics::JobMetrics;
+use rolecall_common::telemetry::{SPAN_TARGET, propagation};
 use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::breaker::{Breaker, Gate};
 use crate::connectors::{ConnectorError, Lookup, Reloadable, VendorRequest, VendorResponse};
@@ -54,8 +56,9 @@ pub enum Settle {
 /// What happened to a delivery, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
-    /// Outcome recorded in the ledger.
-    Recorded(Recorded),
+    /// Outcome recorded in the ledger, with what it was (`found`,
+    /// `inactive`, `not_found`, `acted`, `failed`: the metrics' outcome).
+    Recorded(Recorded, &'static str),
     /// Already recorded by an earlier delivery.
     Duplicate,
     /// Sent to a delay queue for a later attempt.
@@ -95,11 +98,87 @@ pub struct JobContext {
     /// Cancels in-flight jobs (their session ended): every wait ends, and
     /// the delivery is left to the broker.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Job counts, durations and seats, for `/metrics` and OTLP.
+    pub metrics: JobMetrics,
+}
+
+impl JobOutcome {
+    /// The outcome label of `rolecall.jobs.processed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            JobOutcome::Recorded(r, _) if r.duplicate => "duplicate",
+            JobOutcome::Recorded(_, what) => what,
+            JobOutcome::Duplicate => "duplicate",
+            JobOutcome::Retrying { .. } => "retrying",
+            JobOutcome::DeadLettered(_) => "dead_lettered",
+            JobOutcome::Parked => "parked",
+            JobOutcome::Requeued(_) => "requeued",
+        }
+    }
+}
+
+/// The process span of one delivery: a child of the publish span whose
+/// context the message carries, with the messaging semantic conventions'
+/// attributes. Ids only, never the user's e-mail.
+fn process_span(names: &Names, saas: &str, delivery: &Delivery) -> tracing::Span {
+    let span = info_span!(
+        target: SPAN_TARGET,
+        parent: None,
+        "process",
+        otel.name = tracing::field::Empty,
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        "messaging.system" = "rabbitmq",
+        "messaging.destination.name" = %names.jobs_queue(saas),
+        "messaging.operation.type" = "process",
+        "messaging.operation.name" = "process",
+        "messaging.message.id" = tracing::field::Empty,
+        "messaging.rabbitmq.destination.routing_key" = %delivery.routing_key,
+        "rolecall.saas" = saas,
+        "rolecall.job_id" = tracing::field::Empty,
+        "rolecall.run_id" = tracing::field::Empty,
+        "rolecall.user_id" = tracing::field::Empty,
+        "rolecall.delivery_attempt" = tracing::field::Empty,
+        "rolecall.outcome" = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    span.record("otel.name", format!("process {}", names.jobs_queue(saas)));
+    if let Some(id) = delivery.properties.message_id() {
+        span.record("messaging.message.id", id.as_str());
+    }
+    if let Some(attempt) = amqp::header_u32(&delivery.properties, ATTEMPT_HEADER) {
+        span.record("rolecall.delivery_attempt", attempt);
+    }
+    propagation::set_parent(&span, &delivery.properties);
+    span
 }
 
 impl JobContext {
     /// Handles one delivery and settles it with the broker.
     pub async fn handle(&self, app: &App, delivery: Delivery) -> JobOutcome {
+        let saas = &app.settings.name;
+        let span = process_span(&self.names, saas, &delivery);
+        let _in_flight = self.metrics.start(saas);
+        let started = std::time::Instant::now();
+        let outcome = self
+            .handle_settled(app, delivery)
+            .instrument(span.clone())
+            .await;
+        let label = outcome.label();
+        self.metrics.processed(saas, label, started.elapsed());
+        span.record("rolecall.outcome", label);
+        if matches!(
+            outcome,
+            JobOutcome::Recorded(_, "failed") | JobOutcome::DeadLettered(_)
+        ) {
+            span.record("otel.status_code", "ERROR");
+        }
+        outcome
+    }
+
+    async fn handle_settled(&self, app: &App, delivery: Delivery) -> JobOutcome {
         let processed = tokio::select! {
             processed = self.process(app, &delivery) => processed,
             _ = self.stop.cancelled() => {
@@ -153,6 +232,10 @@ impl JobContext {
             }
             Err(e) => return self.dead_letter(saas, delivery, &e.to_string()).await,
         };
+        let span = tracing::Span::current();
+        span.record("rolecall.job_id", job.job_id.as_str());
+        span.record("rolecall.run_id", job.run_id.as_str());
+        span.record("rolecall.user_id", job.user.id.as_str());
         let done = loop {
             match self.ledger.is_done(&job.job_id).await {
                 Ok(done) => break done,
@@ -261,10 +344,29 @@ impl JobContext {
                 Err(e) => self.hold_for_redis(app, &e.to_string()).await,
             }
         };
+        let what = match &finding {
+            Finding::Found {
+                role,
+                seat_price,
+                active: true,
+                ..
+            } => {
+                // Counted as the ledger tallies a run's seats: active users
+                // by normalized role, each job once.
+                if !recorded.duplicate {
+                    self.metrics.seat(&job.saas, &job.run_id, role, *seat_price);
+                }
+                "found"
+            }
+            Finding::Found { .. } => "inactive",
+            Finding::NotFound => "not_found",
+            Finding::Acted { .. } => "acted",
+            Finding::Failed { .. } => "failed",
+        };
         if recorded.run_finished {
             self.announce_run_finished(&job.run_id).await?;
         }
-        Ok(JobOutcome::Recorded(recorded))
+        Ok(JobOutcome::Recorded(recorded, what))
     }
 
     /// The breaker's word for this job (holding it while Redis is away).

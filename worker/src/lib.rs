@@ -38,6 +38,9 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use rolecall_common::credentials::Vault;
 use rolecall_common::ledger::{self, Ledger};
+use rolecall_common::telemetry::Readiness;
+use rolecall_common::telemetry::health::checks;
+use rolecall_common::telemetry::metrics::{JobMetrics, QueueDepths};
 use rolecall_common::{Names, Settings, amqp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,7 +61,18 @@ pub struct Worker {
     /// The broker (index into `amqp.urls`) the next session tries first:
     /// the one after the last session's, so a lost node is skipped.
     next_broker: AtomicUsize,
+    /// What `/readyz` reports: connected to RabbitMQ and Redis, topology declared.
+    readiness: Readiness,
+    /// Job counts, durations, seats.
+    jobs: JobMetrics,
+    /// Depths of this worker's queues, polled while connected.
+    depths: QueueDepths,
 }
+
+/// How often a session checks its connections for `/readyz`.
+const READINESS_EVERY: Duration = Duration::from_secs(1);
+/// How often it reads its queues' depths (in readiness checks).
+const DEPTH_EVERY_CHECKS: u32 = 5;
 
 /// What a SaaS app keeps across reconnections; its pipeline (and limiter,
 /// which holds a Redis connection) is rebuilt per session.
@@ -99,7 +113,7 @@ impl Worker {
                 .saas
                 .get(name)
                 .with_context(|| format!("worker.saas: `{name}` is not configured"))?;
-            let metrics = Arc::new(VendorMetrics::default());
+            let metrics = Arc::new(VendorMetrics::new(name));
             let client = VendorClient::new(saas, http.clone(), metrics.clone(), timings);
             match connectors::Reloadable::build(saas, &client, vault).await {
                 Ok(connector) => apps.push(AppParts {
@@ -114,12 +128,22 @@ impl Worker {
         if !problems.is_empty() {
             anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
         }
+        let depths = QueueDepths::default();
+        depths.register();
         Ok(Worker {
             settings,
             apps,
             pipeline,
             next_broker: AtomicUsize::new(0),
+            readiness: Readiness::new(&[checks::AMQP, checks::REDIS, checks::TOPOLOGY]),
+            jobs: JobMetrics::default(),
+            depths,
         })
+    }
+
+    /// The readiness `/readyz` serves; flipped by the worker's sessions.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// The SaaS apps this worker consumes.
@@ -141,7 +165,10 @@ impl Worker {
         let mut reconnect = reconnect::Reconnect::default();
         loop {
             let started = tokio::time::Instant::now();
-            match self.session(&shutdown).await {
+            let ended = self.session(&shutdown).await;
+            // Not ready between sessions, and while draining at shutdown.
+            self.readiness.set_all(false);
+            match ended {
                 Ok(()) => break,
                 Err(e) if shutdown.is_cancelled() => {
                     warn!(error = %format!("{e:#}"), "Worker stopped with an error.");
@@ -185,6 +212,7 @@ impl Worker {
             .await
             .context("connecting to RabbitMQ")?;
         self.next_broker.store(broker + 1, Ordering::Relaxed);
+        self.readiness.set(checks::AMQP, true);
         let publisher = amqp::confirmed_channel(&conn).await?;
         amqp::declare_topology(
             &publisher,
@@ -195,9 +223,11 @@ impl Worker {
         )
         .await
         .context("declaring the RabbitMQ topology")?;
+        self.readiness.set(checks::TOPOLOGY, true);
         let redis = ledger::connect(&settings.redis)
             .await
             .context("connecting to Redis")?;
+        self.readiness.set(checks::REDIS, true);
         // Cancels this session's in-flight jobs (a lost connection, or the
         // grace period over); a job is then redelivered, never lost.
         let jobs = shutdown.child_token();
@@ -211,12 +241,25 @@ impl Worker {
             max_throttle_age: settings.worker.max_throttle_age,
             max_auth_park: settings.worker.max_auth_park,
             stop: jobs.clone(),
+            metrics: self.jobs.clone(),
         });
+        // Ends with the session (dropped when this function returns).
+        let status_channel = conn.create_channel().await?;
+        let depth_channel = conn.create_channel().await?;
+        let monitor = AbortOnDrop(tokio::spawn(monitor(
+            status_channel.clone(),
+            depth_channel.clone(),
+            context.ledger.clone(),
+            self.readiness.clone(),
+            self.depths.clone(),
+            names.clone(),
+            self.saas(),
+        )));
 
         let tracker = TaskTracker::new();
         let consumers = CancellationToken::new();
         let mut loops = tokio::task::JoinSet::new();
-        let mut channels = Vec::new();
+        let mut channels = vec![status_channel, depth_channel];
         for parts in &self.apps {
             parts.client.attach(fleet_limiters(
                 &parts.settings,
@@ -299,6 +342,10 @@ impl Worker {
                 Err(e) => Err(anyhow::anyhow!("a consumer task failed: {e}")),
             },
         };
+        // Not ready from here on (stopping, or the connection broke): the
+        // monitor must not mark it ready again.
+        drop(monitor);
+        self.readiness.set_all(false);
         // Stop taking deliveries, then let in-flight jobs finish.
         consumers.cancel();
         while loops.join_next().await.is_some() {}
@@ -324,6 +371,53 @@ impl Worker {
         }
         let _ = conn.close(200, "worker stopping".into()).await;
         result
+    }
+}
+
+/// Aborts a task when dropped (on every way out of a session).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps `/readyz` current while a session runs: RabbitMQ connected (a
+/// lost connection also ends the session), Redis answering (a lost Redis
+/// does not: its connection reconnects by itself); and reads the queues'
+/// depths for the `rolecall.queue.depth` gauge.
+async fn monitor(
+    channel: lapin::Channel,
+    depth_channel: lapin::Channel,
+    ledger: Ledger,
+    readiness: rolecall_common::telemetry::Readiness,
+    depths: QueueDepths,
+    names: Names,
+    saas: Vec<String>,
+) {
+    let mut tick = tokio::time::interval(READINESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checks_done: u32 = 0;
+    loop {
+        tick.tick().await;
+        let amqp_up = channel.status().connected();
+        readiness.set(checks::AMQP, amqp_up);
+        let redis_up = matches!(
+            tokio::time::timeout(READINESS_EVERY, ledger.ping()).await,
+            Ok(Ok(()))
+        );
+        readiness.set(checks::REDIS, redis_up);
+        // A channel of its own: a failed passive declare closes it, and
+        // must not read as a lost connection.
+        if amqp_up
+            && depth_channel.status().connected()
+            && checks_done.is_multiple_of(DEPTH_EVERY_CHECKS)
+            && let Err(e) = depths.poll(&depth_channel, &names, &saas).await
+        {
+            tracing::debug!(error = %e, "Could not read queue depths.");
+        }
+        checks_done = checks_done.wrapping_add(1);
     }
 }
 

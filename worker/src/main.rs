@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
-use rolecall_common::{config, probe, telemetry};
+use rolecall_common::telemetry::OpsServer;
+use rolecall_common::{config, probe, shutdown, telemetry};
 use rolecall_worker::Worker;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -105,7 +106,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.telemetry);
+    // One runtime for everything, built before telemetry: the gRPC
+    // exporter needs it, and the guard (declared after it, so dropped
+    // first) flushes through it at exit.
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let guard =
+        match runtime.block_on(async { telemetry::init("rolecall-worker", &settings.telemetry) }) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("rolecall-worker: telemetry: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let check = match (&cli.command, cli.check_config) {
         (Some(Command::CheckConfig { connect }), _) => Some(*connect),
         (None, true) => Some(false),
@@ -116,7 +128,6 @@ fn main() -> ExitCode {
         (_, false) => None,
     };
     if let Some(command) = cli.command.filter(|_| check.is_none()) {
-        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
         let result = runtime.block_on(async move {
             match command {
                 Command::Limits { action } => {
@@ -135,8 +146,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let vault = Vault::new(settings.credentials.clone());
+    let http_listen = settings.telemetry.http_listen;
     let worker = match runtime.block_on(Worker::build(settings, &vault)) {
         Ok(w) => w,
         Err(e) => {
@@ -151,16 +162,21 @@ fn main() -> ExitCode {
         );
         if connect {
             let checks = runtime.block_on(worker.check_connections());
-            print!("{}", probe::render(&checks));
-            let failed = probe::failures(&checks);
-            if failed > 0 {
-                eprintln!("rolecall-worker: {failed} connection check(s) failed");
+            if let Err(e) = probe::report(&checks) {
+                eprintln!("rolecall-worker: {e}");
                 return ExitCode::FAILURE;
             }
         }
         return ExitCode::SUCCESS;
     }
     let result = runtime.block_on(async {
+        // /healthz, /readyz and /metrics for as long as the worker runs.
+        let _ops = OpsServer::start_configured(
+            http_listen,
+            worker.readiness(),
+            Some(guard.registry().clone()),
+        )
+        .await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         worker.run_until_stopped(shutdown).await
@@ -221,18 +237,7 @@ async fn dlq(settings: rolecall_common::Settings, action: DlqAction) -> anyhow::
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    shutdown::signalled().await;
     info!("Stopping: finishing in-flight jobs.");
     shutdown.cancel();
 }

@@ -1,17 +1,20 @@
 //! Per-SaaS-app counters of vendor calls.
 //!
-//! Plain atomics: cheap on the hot path, read by the periodic log line and
-//! by tests.
+//! Plain atomics, cheap on the hot path, read by the log line at shutdown
+//! and by tests; each count also goes to the OpenTelemetry instruments
+//! (`rolecall_common::telemetry::metrics`) that `/metrics` and OTLP export.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use rolecall_common::telemetry::metrics::VendorInstruments;
 
 use crate::connectors::{ConnectorError, Lookup, VendorResponse};
 use crate::error::ErrorClass;
 
 /// Counters for one SaaS app.
-#[derive(Debug, Default)]
 pub struct VendorMetrics {
+    otel: VendorInstruments,
     attempts: AtomicU64,
     found: AtomicU64,
     not_found: AtomicU64,
@@ -67,7 +70,44 @@ pub struct MetricsSnapshot {
     pub request_latency_us: u64,
 }
 
+impl Default for VendorMetrics {
+    fn default() -> Self {
+        Self::new("")
+    }
+}
+
+impl std::fmt::Debug for VendorMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VendorMetrics")
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
 impl VendorMetrics {
+    /// Counters of `saas`, exported with that label.
+    pub fn new(saas: &str) -> Self {
+        Self {
+            otel: VendorInstruments::new(saas),
+            attempts: AtomicU64::default(),
+            found: AtomicU64::default(),
+            not_found: AtomicU64::default(),
+            transient: AtomicU64::default(),
+            throttled: AtomicU64::default(),
+            auth: AtomicU64::default(),
+            permanent: AtomicU64::default(),
+            latency_us: AtomicU64::default(),
+            limiter_wait_us: AtomicU64::default(),
+            deferred: AtomicU64::default(),
+            held_for_redis: AtomicU64::default(),
+            actions: AtomicU64::default(),
+            requests: AtomicU64::default(),
+            throttled_requests: AtomicU64::default(),
+            failed_requests: AtomicU64::default(),
+            request_latency_us: AtomicU64::default(),
+        }
+    }
+
     /// Counts one attempt.
     pub fn record_attempt(&self, result: &Result<VendorResponse, ConnectorError>, took: Duration) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
@@ -87,10 +127,22 @@ impl VendorMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Adds time spent waiting for a token.
-    pub fn record_wait(&self, waited: Duration) {
+    /// Adds time spent waiting for a token: `total` since the request was
+    /// first asked for (the counter), `this` for this slot (the histogram).
+    pub fn record_wait(&self, bucket: &str, total: Duration, this: Duration) {
         self.limiter_wait_us
-            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(total.as_micros() as u64, Ordering::Relaxed);
+        self.otel.waited(bucket, this);
+    }
+
+    /// A throttle paused the fleet.
+    pub fn record_pause(&self, bucket: &str) {
+        self.otel.paused(bucket);
+    }
+
+    /// The limiter's adaptive factor now.
+    pub fn record_factor(&self, bucket: &str, factor: f64) {
+        self.otel.factor(bucket, factor);
     }
 
     /// Counts a job parked in a defer queue.
@@ -107,10 +159,13 @@ impl VendorMetrics {
     /// when no answer came.
     pub fn record_request(
         &self,
+        bucket: &str,
         status: Option<reqwest::StatusCode>,
         throttled: bool,
         took: Duration,
     ) {
+        self.otel
+            .request(bucket, status.map(|s| s.as_u16()), throttled, took);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.request_latency_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);

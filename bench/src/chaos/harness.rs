@@ -133,6 +133,8 @@ retry_delays_s = [1, 2, 5]
 shutdown_grace_s = 5
 [telemetry]
 log_level = "warn"
+# Many processes on one machine: each takes a free port for /healthz.
+http_listen = "127.0.0.1:0"
 [saas.lever]
 connector = "lever"
 base_url = "{base}"

@@ -27,6 +27,7 @@ pub mod criteria;
 pub mod notifier;
 mod rate;
 mod redis_url;
+mod telemetry;
 mod tls;
 pub mod workflow;
 pub use brokers::{DEFAULT_AMQP_URL, DelayQueues};
@@ -37,6 +38,7 @@ pub use rate::{
     parse_duration, path_matches,
 };
 pub use redis_url::seed_urls;
+pub use telemetry::{LogFormat, OtlpProtocol, RawTelemetry, TelemetrySettings};
 pub use tls::{RawTls, TlsSettings};
 pub use workflow::{Overlap, RawWorkflow, Schedule, WorkflowSettings};
 
@@ -159,7 +161,7 @@ pub struct RawSettings {
     pub scheduler: RawScheduler,
     /// Where credentials come from.
     pub credentials: RawCredentials,
-    /// Logging.
+    /// Logging, OpenTelemetry export, the ops HTTP server.
     pub telemetry: RawTelemetry,
     /// The SaaS apps, by name.
     pub saas: BTreeMap<String, RawSaas>,
@@ -327,23 +329,6 @@ fn default_token_env() -> String {
 }
 
 #[allow(missing_docs)]
-#[derive(Debug, Deserialize)]
-#[serde(default)]
-pub struct RawTelemetry {
-    pub log_format: String,
-    pub log_level: String,
-}
-
-impl Default for RawTelemetry {
-    fn default() -> Self {
-        Self {
-            log_format: "pretty".into(),
-            log_level: "info".into(),
-        }
-    }
-}
-
-#[allow(missing_docs)]
 #[derive(Debug, Deserialize, Default)]
 pub struct RawSaas {
     #[serde(default)]
@@ -395,7 +380,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     /// Where credentials come from.
     pub credentials: CredentialSettings,
-    /// Logging.
+    /// Logging, OpenTelemetry export, the ops HTTP server.
     pub telemetry: TelemetrySettings,
     /// The SaaS apps, by name.
     pub saas: BTreeMap<String, SaasSettings>,
@@ -511,24 +496,6 @@ pub struct VaultSettings {
     pub token_env: String,
     /// File holding the Vault token (read when the variable is unset).
     pub token_file: Option<PathBuf>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Pretty,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
-/// Logging settings.
-#[derive(Debug, Clone)]
-pub struct TelemetrySettings {
-    /// Output format.
-    pub log_format: LogFormat,
-    /// Default filter directive; `RUST_LOG` overrides it.
-    pub log_level: String,
 }
 
 /// One SaaS app: which connector, where, with which credential and limits.
@@ -754,17 +721,7 @@ impl RawSettings {
                 format!("must be between 1 and {MAX_PUBLISH_CHANNELS}"),
             );
         }
-        let log_format = match self.telemetry.log_format.as_str() {
-            "pretty" => LogFormat::Pretty,
-            "json" => LogFormat::Json,
-            other => {
-                bad(
-                    "telemetry.log_format".into(),
-                    format!("`{other}` is not one of: pretty, json"),
-                );
-                LogFormat::Pretty
-            }
-        };
+        let telemetry = telemetry::validate(self.telemetry, &mut bad);
         if self.credentials.env_prefix.is_empty() {
             bad("credentials.env_prefix".into(), "must not be empty".into());
         }
@@ -897,10 +854,7 @@ impl RawSettings {
                 dir: self.credentials.dir,
                 vault,
             },
-            telemetry: TelemetrySettings {
-                log_format,
-                log_level: self.telemetry.log_level,
-            },
+            telemetry,
             saas,
             workflows,
             notifier,

@@ -9,6 +9,7 @@
 //! A run is published by whoever holds its lease, leader or not, so a
 //! leader change never interrupts a healthy publisher.
 
+pub mod health;
 pub mod slots;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use rolecall_common::config::WorkflowSettings;
 use rolecall_common::ledger::{self, Ledger, PublishCounts};
 use rolecall_common::messages::AlertV1;
+use rolecall_common::telemetry::{MetricsRegistry, OpsServer};
 use rolecall_common::{Names, RedisConnection, Settings, amqp};
 use tracing::{error, info, warn};
 
@@ -29,8 +31,19 @@ use crate::{Connections, publish::check_fields};
 use slots::Decision;
 
 /// Runs the workflows until `shutdown` completes, then gives up its leases.
-pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// With `telemetry.http_listen`, serves `/healthz`, `/readyz` and (with a
+/// `metrics` registry) `/metrics` meanwhile.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+    metrics: Option<MetricsRegistry>,
+) -> anyhow::Result<()> {
     let names = Names::new(&settings.namespace);
+    let readiness = health::readiness();
+    // Bound first: a port in use fails the start, not a probe later.
+    let _ops =
+        OpsServer::start_configured(settings.telemetry.http_listen, readiness.clone(), metrics)
+            .await?;
     // Criteria naming a field the inventory lacks fail here, at start,
     // rather than at 02:00.
     for w in settings.workflows.values() {
@@ -49,6 +62,11 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
         .await
         .context("connecting to Redis")?;
     let ledger = Ledger::new(redis.clone(), names.clone(), &settings.redis);
+    let watch = {
+        let settings = settings.clone();
+        let ledger = ledger.clone();
+        tokio::spawn(async move { health::watch(&settings, ledger, readiness).await })
+    };
     let mut server = Server {
         settings: Arc::new(settings),
         names,
@@ -76,6 +94,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
             );
         }
     }
+    watch.abort();
     server.stop().await;
     Ok(())
 }

@@ -332,4 +332,11 @@ impl Limiter for FleetLimiter {
     fn limit(&self) -> Limit {
         self.config.limit
     }
+
+    fn factor(&self) -> Option<f64> {
+        // The last factor Redis reported (every acquire and throttle reads it).
+        self.config
+            .adaptive
+            .then(|| self.last_factor.load(Ordering::Relaxed) as f64 / 1000.0)
+    }
 }

@@ -165,6 +165,11 @@ pub trait Limiter: Send + Sync + 'static {
     async fn quota(&self, hint: QuotaHint);
     /// The limit this limiter paces to (for jitter margins and logs).
     fn limit(&self) -> Limit;
+    /// The share of the limit the fleet paces to now (1.0 = all of it),
+    /// when the limiter adapts to throttles.
+    fn factor(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// The limiters of one SaaS app: its default limit and its named buckets.

@@ -29,10 +29,11 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use rolecall_common::config::{Limit, RateSettings, SaasSettings};
+use rolecall_common::telemetry::SPAN_TARGET;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{Instrument, debug, info_span};
 use url::Url;
 
 use crate::error::ConnectorError;
@@ -285,30 +286,73 @@ impl VendorClient {
         let limiter = limiter.clone();
         let limit = limiter.limit();
         let started = Instant::now();
+        let method = request.method().as_str().to_owned();
+        let host = request.url().host_str().unwrap_or_default().to_owned();
         let mut resends = 0;
         loop {
-            let (lease, booked_at, sent_mark) = self.admit(&limiter, limit, started).await?;
-            self.shared.metrics.record_wait(started.elapsed());
+            let wait_started = Instant::now();
+            // Child spans of the job's process span: the wait for a fleet
+            // slot, then the HTTP call. Attributes are the vendor's host,
+            // never the URL (a lookup URL may hold the user's e-mail).
+            let wait_span = info_span!(
+                target: SPAN_TARGET,
+                "limiter wait",
+                "rolecall.saas" = %self.shared.saas,
+                "rolecall.bucket" = bucket,
+            );
+            let (lease, booked_at, sent_mark) = self
+                .admit(&limiter, limit, started)
+                .instrument(wait_span)
+                .await?;
+            self.shared
+                .metrics
+                .record_wait(bucket, started.elapsed(), wait_started.elapsed());
+            if let Some(factor) = limiter.factor() {
+                self.shared.metrics.record_factor(bucket, factor);
+            }
             let attempt = request
                 .try_clone()
                 .ok_or_else(|| ConnectorError::Decode("a streaming body cannot be sent".into()))?;
-            let sent = self.execute(attempt).await;
+            let http_span = info_span!(
+                target: SPAN_TARGET,
+                "vendor request",
+                otel.name = %method,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                "http.request.method" = %method,
+                "server.address" = %host,
+                "http.response.status_code" = tracing::field::Empty,
+                "error.type" = tracing::field::Empty,
+                "rolecall.saas" = %self.shared.saas,
+                "rolecall.bucket" = bucket,
+                "rolecall.attempt" = resends + 1,
+            );
+            let sent = self.execute(attempt).instrument(http_span.clone()).await;
             if let Some(lease) = lease {
                 limiter.release(lease).await;
             }
             let reply = match sent {
                 Ok(reply) => reply,
                 Err(e) => {
+                    http_span.record("otel.status_code", "ERROR");
+                    http_span.record("error.type", e.kind());
                     self.shared
                         .metrics
-                        .record_request(None, false, booked_at.elapsed());
+                        .record_request(bucket, None, false, booked_at.elapsed());
                     return Err(e);
                 }
             };
+            http_span.record("http.response.status_code", reply.status.as_u16());
+            if reply.status.is_server_error() || reply.status.as_u16() == 429 {
+                http_span.record("otel.status_code", "ERROR");
+                http_span.record("error.type", reply.status.as_str());
+            }
+            drop(http_span);
             let round_trip = booked_at.elapsed();
             self.shared.margin.observe(round_trip);
             let quota = Quota::read(&reply.headers);
             self.shared.metrics.record_request(
+                bucket,
                 Some(reply.status),
                 quota.is_throttle(reply.status),
                 round_trip,
@@ -325,6 +369,12 @@ impl VendorClient {
                         sent: sent_mark,
                     })
                     .await;
+                if outcome.paused_for.is_some() {
+                    self.shared.metrics.record_pause(bucket);
+                }
+                if let Some(factor) = limiter.factor() {
+                    self.shared.metrics.record_factor(bucket, factor);
+                }
                 if outcome.capped {
                     self.notice(Notice::PauseCapped {
                         asked: wait.unwrap_or_default(),
