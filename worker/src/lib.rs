@@ -328,7 +328,7 @@ impl Worker {
 }
 
 /// The fleet's limiters of one SaaS app: its default limit and one per bucket.
-fn fleet_limiters(
+pub fn fleet_limiters(
     saas: &rolecall_common::config::SaasSettings,
     redis: &rolecall_common::RedisConnection,
     names: &Names,
