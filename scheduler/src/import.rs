@@ -120,6 +120,7 @@ pub enum ImportError {
 pub async fn fleet_connector(
     settings: &Settings,
     saas: &SaasSettings,
+    vault: &Vault,
 ) -> anyhow::Result<std::sync::Arc<dyn Connector>> {
     let redis = rolecall_common::ledger::connect(&settings.redis)
         .await
@@ -132,17 +133,21 @@ pub async fn fleet_connector(
         &names,
         settings.worker.attempt_timeout,
     ));
-    let vault = Vault::new(settings.credentials.clone());
-    Ok(connectors::build(saas, &client, &vault).await?)
+    Ok(connectors::build(saas, &client, vault).await?)
 }
 
-/// Imports every user of `options.saas` from its vendor.
-pub async fn import(settings: &Settings, options: &ImportOptions) -> anyhow::Result<ImportReport> {
+/// Imports every user of `options.saas` from its vendor, the credential
+/// coming from `vault`.
+pub async fn import(
+    settings: &Settings,
+    vault: &Vault,
+    options: &ImportOptions,
+) -> anyhow::Result<ImportReport> {
     let saas = settings
         .saas
         .get(&options.saas)
         .with_context(|| format!("SaaS app `{}` is not configured", options.saas))?;
-    let connector = fleet_connector(settings, saas).await?;
+    let connector = fleet_connector(settings, saas, vault).await?;
     let redis = rolecall_common::ledger::connect(&settings.redis)
         .await
         .context("connecting to Redis")?;

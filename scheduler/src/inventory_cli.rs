@@ -163,7 +163,8 @@ pub async fn run(command: InventoryCommand, settings: Settings) -> anyhow::Resul
                 sync_key: Some(sync_key(key, &settings)?),
                 preference,
             };
-            let report = import::import(&settings, &options).await?;
+            let vault = rolecall_common::credentials::Vault::new(settings.credentials.clone());
+            let report = import::import(&settings, &vault, &options).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

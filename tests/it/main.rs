@@ -9,6 +9,7 @@ mod example_limits;
 mod failures;
 mod four_apps;
 mod happy_path;
+mod inventory;
 mod limits;
 mod no_secrets;
 mod notifier;
