@@ -180,9 +180,12 @@ pub async fn import_with(
         preference = preference.as_str(),
         "Import started."
     );
-    let mut cursor: Option<String> = None;
+    // The next page is asked for while this one is written: the vendor's
+    // round trip and the Redis script overlap, and at most two pages are
+    // held.
+    let touch = [("vendor_run", run_id.as_str())];
+    let mut page = list_with_retries(connector, saas, None, 1).await?;
     loop {
-        let page = list_with_retries(connector, saas, cursor.as_deref(), report.pages + 1).await?;
         report.pages += 1;
         report.listed += page.users.len() as u64;
         let mut batch = Vec::with_capacity(page.users.len());
@@ -192,23 +195,25 @@ pub async fn import_with(
                 None => report.skipped += 1,
             }
         }
-        let outcome = store
-            .upsert(
-                saas,
-                &batch,
-                preference,
-                &source,
-                &[("vendor_run", &run_id)],
-            )
-            .await?;
+        let write = store.upsert(saas, &batch, preference, &source, &touch);
+        let next = async {
+            match page.next.as_deref() {
+                Some(cursor) => list_with_retries(connector, saas, Some(cursor), report.pages + 1)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (outcome, next) = tokio::join!(write, next);
+        let outcome = outcome?;
         report.counts.add(&outcome.counts);
         for key in outcome.refused {
             if report.refused.len() < MAX_REFUSED_SHOWN {
                 report.refused.push(key);
             }
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
+        match next? {
+            Some(next) => page = next,
             None => break,
         }
     }
