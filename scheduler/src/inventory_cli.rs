@@ -11,7 +11,7 @@ use rolecall_common::inventory::InventoryStore;
 use rolecall_common::{Names, Settings};
 use rolecall_scheduler::inventory::Format;
 use rolecall_scheduler::seats::{self, OutputFormat};
-use rolecall_scheduler::{RunOnceOptions, import, results, run_once, sor};
+use rolecall_scheduler::{RunOnceOptions, http_source, import, results, run_once, sor};
 
 #[derive(Subcommand)]
 pub enum InventoryCommand {
@@ -74,6 +74,13 @@ pub enum InventoryAction {
         /// email or external_id; `inventory.sync_key` by default.
         #[arg(long)]
         sync_key: Option<String>,
+    },
+    /// Page through an HTTP system of record (`[inventory.sources.<name>]`)
+    /// into the Redis inventory.
+    Sync {
+        /// The source's name.
+        #[arg(long)]
+        source: String,
     },
     /// Write the Redis inventory as JSON Lines (stdout by default).
     Export {
@@ -226,6 +233,24 @@ async fn inventory(action: InventoryAction, settings: Settings) -> anyhow::Resul
                 c.updated,
                 c.unchanged,
                 report.skipped
+            );
+            Ok(())
+        }
+        InventoryAction::Sync { source } => {
+            let vault = rolecall_common::credentials::Vault::new(settings.credentials.clone());
+            let http =
+                http_source::HttpSource::open(&settings.inventory.sources, &source, &vault).await?;
+            let report = http
+                .sync(
+                    &store(&settings).await?,
+                    settings.inventory.sync_key,
+                    Preference::CreateAndUpdate,
+                )
+                .await?;
+            let c = report.counts;
+            println!(
+                "synced {source}: created {}, updated {}, unchanged {}, skipped {}",
+                c.created, c.updated, c.unchanged, report.skipped
             );
             Ok(())
         }

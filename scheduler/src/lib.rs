@@ -8,6 +8,7 @@
 //! publishers slow).
 
 pub mod backpressure;
+pub mod http_source;
 pub mod import;
 pub mod inventory;
 pub mod lease;

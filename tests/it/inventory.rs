@@ -13,9 +13,9 @@ use rolecall_scheduler::sor;
 use rolecall_sim::{SimConfig, SimHandle, Vendor};
 use rolecall_tests::{TestEnv, temp_file, workspace_binary};
 
-const KEY: &str = "inventory-key";
+pub(crate) const KEY: &str = "inventory-key";
 
-async fn sim(vendor: Vendor, users: usize) -> SimHandle {
+pub(crate) async fn sim(vendor: Vendor, users: usize) -> SimHandle {
     rolecall_sim::spawn(SimConfig {
         vendor,
         users,
@@ -29,7 +29,7 @@ async fn sim(vendor: Vendor, users: usize) -> SimHandle {
 }
 
 /// The `[saas.<name>]` table of a vendor's app.
-fn app_table(name: &str, vendor: Vendor, sim: &SimHandle) -> String {
+pub(crate) fn app_table(name: &str, vendor: Vendor, sim: &SimHandle) -> String {
     let (connector, base, options) = match vendor {
         Vendor::Lever => ("lever", sim.base_url(), ""),
         Vendor::MiroScim => (

@@ -505,6 +505,40 @@ impl WorkerProcess {
         }
     }
 
+    /// Like [`WorkerProcess::spawn`], with more environment variables
+    /// (credentials other than the sim key).
+    pub fn spawn_with_env(
+        config_text: &str,
+        settings: &Settings,
+        env: &[(String, String)],
+    ) -> WorkerProcess {
+        let (dir, path) = temp_file("rolecall.toml", config_text);
+        let vault = Vault::with_env(settings.credentials.clone(), HashMap::new());
+        let mut cmd = std::process::Command::new(
+            workspace_binary("rolecall-worker").expect("the worker binary is built"),
+        );
+        cmd.arg("--config").arg(&path).env("RUST_LOG", "error");
+        for saas in settings.saas.values() {
+            cmd.env(vault.env_var(&saas.credential), SIM_KEY);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the worker starts");
+        WorkerProcess {
+            child,
+            _config: dir,
+        }
+    }
+
+    /// Kills the worker (SIGKILL): no grace, in-flight deliveries are
+    /// left to the broker.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Asks the worker to stop (SIGTERM) and waits for it.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reconnect;
 pub mod vendor;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct Worker {
     settings: Settings,
     apps: Vec<AppParts>,
     pipeline: PipelineSettings,
+    /// Where deactivations are written back.
+    write_back: Arc<writeback::WriteBack>,
     /// The broker (index into `amqp.urls`) the next session tries first:
     /// the one after the last session's, so a lost node is skipped.
     next_broker: AtomicUsize,
@@ -114,10 +117,14 @@ impl Worker {
         if !problems.is_empty() {
             anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
         }
+        let write_back = writeback::WriteBack::build(&settings, vault)
+            .await
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {e}"))?;
         Ok(Worker {
             settings,
             apps,
             pipeline,
+            write_back: Arc::new(write_back),
             next_broker: AtomicUsize::new(0),
         })
     }
@@ -211,6 +218,7 @@ impl Worker {
             max_throttle_age: settings.worker.max_throttle_age,
             max_auth_park: settings.worker.max_auth_park,
             stop: jobs.clone(),
+            write_back: Some(self.write_back.clone()),
         });
 
         let tracker = TaskTracker::new();

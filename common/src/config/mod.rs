@@ -32,7 +32,9 @@ mod tls;
 pub mod workflow;
 pub use brokers::{DEFAULT_AMQP_URL, DelayQueues};
 pub use criteria::{Criteria, Fields, RawCriteria, Rule};
-pub use inventory::{InventorySettings, Preference, SyncKey};
+pub use inventory::{
+    HttpSourceSettings, InventorySettings, Paging, Preference, SyncKey, WriteBackSettings,
+};
 pub use notifier::{ChannelSettings, EmailSettings, NotifierSettings, RawNotifier, SmtpTls};
 pub use rate::{
     BucketSettings, DEFAULT_MAX_PAUSE, Limit, Margin, RateSettings, RawBucket, RawRate,
@@ -833,7 +835,7 @@ impl RawSettings {
         let workflows = workflow::validate_workflows(self.workflow, &self.saas, &mut bad);
         let app_names: Vec<&String> = self.saas.keys().collect();
         let notifier = notifier::validate(self.notifier, &app_names, &mut bad);
-        let inventory = inventory::validate(self.inventory, &mut bad);
+        let inventory = inventory::validate(self.inventory, &app_names, &mut bad);
 
         let mut saas = BTreeMap::new();
         for (name, raw) in self.saas {
