@@ -10,6 +10,7 @@
 pub mod backpressure;
 pub mod http_source;
 pub mod import;
+pub mod import_schedule;
 pub mod inventory;
 pub mod lease;
 pub mod ops;

@@ -84,6 +84,28 @@ pub struct RawInventory {
     pub preference: Option<String>,
     pub stale_after_days: Option<u32>,
     pub sources: BTreeMap<String, RawHttpSource>,
+    pub imports: BTreeMap<String, RawImportSchedule>,
+}
+
+/// An `[inventory.imports.<name>]` table as written.
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct RawImportSchedule {
+    pub saas: String,
+    pub schedule: String,
+    pub timezone: Option<String>,
+}
+
+/// A scheduled import (run by `serve`), validated.
+#[derive(Debug, Clone)]
+pub struct ImportSchedule {
+    /// Its name.
+    pub name: String,
+    /// The SaaS app imported.
+    pub saas: String,
+    /// When.
+    pub schedule: super::workflow::Schedule,
 }
 
 /// An `[inventory.sources.<name>]` table as written.
@@ -177,7 +199,7 @@ pub struct HttpSourceSettings {
 }
 
 /// The inventory's settings, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct InventorySettings {
     /// How users are joined to records.
     pub sync_key: SyncKey,
@@ -187,6 +209,8 @@ pub struct InventorySettings {
     pub stale_after_days: u32,
     /// HTTP systems of record, by name.
     pub sources: BTreeMap<String, HttpSourceSettings>,
+    /// Scheduled imports, by name.
+    pub imports: BTreeMap<String, ImportSchedule>,
 }
 
 impl Default for InventorySettings {
@@ -196,6 +220,7 @@ impl Default for InventorySettings {
             preference: Preference::CreateAndUpdate,
             stale_after_days: 90,
             sources: BTreeMap::new(),
+            imports: BTreeMap::new(),
         }
     }
 }
@@ -232,6 +257,29 @@ pub(crate) fn validate(
             );
         } else {
             settings.stale_after_days = days;
+        }
+    }
+    for (name, import) in raw.imports {
+        if !apps.iter().any(|a| **a == import.saas) {
+            bad(
+                format!("inventory.imports.{name}.saas"),
+                format!("`{}` is not a configured SaaS app", import.saas),
+            );
+            continue;
+        }
+        let timezone = import.timezone.as_deref().unwrap_or("UTC");
+        match super::workflow::Schedule::parse(&import.schedule, timezone) {
+            Ok(schedule) => {
+                settings.imports.insert(
+                    name.clone(),
+                    ImportSchedule {
+                        name,
+                        saas: import.saas,
+                        schedule,
+                    },
+                );
+            }
+            Err(reason) => bad(format!("inventory.imports.{name}.schedule"), reason),
         }
     }
     for (name, source) in raw.sources {
@@ -435,8 +483,42 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_imports_name_a_known_app_and_a_valid_schedule() {
+        let mut problems = Vec::new();
+        let mut raw = RawInventory::default();
+        for (name, saas, schedule) in [
+            ("ok", "lever", "daily"),
+            ("bad_app", "nope", "daily"),
+            ("bad_cron", "lever", "every now and then"),
+        ] {
+            raw.imports.insert(
+                name.into(),
+                RawImportSchedule {
+                    saas: saas.into(),
+                    schedule: schedule.into(),
+                    timezone: None,
+                },
+            );
+        }
+        let lever = "lever".to_string();
+        let s = validate(raw, &[&lever], &mut |k, _| problems.push(k));
+        assert_eq!(s.imports.keys().collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(
+            problems,
+            [
+                "inventory.imports.bad_app.saas",
+                "inventory.imports.bad_cron.schedule"
+            ]
+        );
+    }
+
+    #[test]
     fn defaults_are_email_create_and_update_and_90_days() {
         let s = validate(RawInventory::default(), &[], &mut |k, r| panic!("{k}: {r}"));
-        assert_eq!(s, InventorySettings::default());
+        let d = InventorySettings::default();
+        assert_eq!(
+            (s.sync_key, s.preference, s.stale_after_days),
+            (d.sync_key, d.preference, d.stale_after_days)
+        );
     }
 }
