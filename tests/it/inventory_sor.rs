@@ -235,6 +235,7 @@ write_back = {{ method = "PATCH", url = "{base}/users/{{user_id}}", body = '{{"a
         .await
         .unwrap();
     assert_eq!(written, Some(expected.len() as u64));
+    assert_eq!(counters.written_back, expected.len() as u64);
     assert!(counters.finished_at.is_some());
     env.cleanup(&settings).await;
 }
