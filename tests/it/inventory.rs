@@ -452,3 +452,44 @@ async fn inventory_seats_report_names_exactly_the_shadow_gone_and_stale_accounts
     assert_eq!(printed.lines().count(), expected.len() + 1);
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_scheduled_imports_run_once_per_slot_across_two_serving_replicas() {
+    let env = TestEnv::new().await;
+    let sim = sim(Vendor::Lever, 50).await;
+    let extra = format!(
+        "{}\n[inventory.imports.every_second]\nsaas = \"lever\"\nschedule = \"* * * * * *\"\n",
+        app_table("lever", Vendor::Lever, &sim)
+    );
+    // The schedule task reads the credential from the store: a file here.
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("lever"), KEY).unwrap();
+    let text = env.config_text(&[], &extra).replace(
+        "[telemetry]",
+        &format!(
+            "[credentials]\ndir = \"{}\"\n[telemetry]",
+            secrets.path().display()
+        ),
+    );
+    let settings = std::sync::Arc::new(config::from_toml(&text).expect("valid configuration"));
+    let a = tokio::spawn(rolecall_scheduler::import_schedule::run(settings.clone()));
+    let b = tokio::spawn(rolecall_scheduler::import_schedule::run(settings.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    a.abort();
+    b.abort();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    let imports = env
+        .scan(&format!("{}*", store.import_key("lever", "")))
+        .await;
+    let claims = env
+        .scan(&format!("{}:slot:*", store.meta_key("lever")))
+        .await;
+    assert!(claims.len() >= 2, "a slot a second: {claims:?}");
+    assert!(
+        imports.len() <= claims.len() && imports.len() + 1 >= claims.len(),
+        "one import per claimed slot (the last may be cut off): {imports:?} {claims:?}"
+    );
+    assert_eq!(store.len("lever").await.unwrap(), 50);
+    env.cleanup(&settings).await;
+}
