@@ -208,6 +208,9 @@ pub struct RunCounters {
     pub failed: u64,
     /// Changes made at vendors (action jobs).
     pub acted: u64,
+    /// Deactivations written back to the user's system of record
+    /// (`worker/src/writeback.rs`), once per user.
+    pub written_back: u64,
     /// Whether the scheduler has published every job.
     pub publishing_done: bool,
     /// When the run started (RFC 3339).
@@ -237,6 +240,7 @@ impl RunCounters {
             deactivated: n("deactivated"),
             failed: n("failed"),
             acted: n("acted"),
+            written_back: n("written_back"),
             publishing_done: h.get("publishing_done").is_some_and(|v| v == "1"),
             started_at: h.get("started_at").cloned(),
             finished_at: h.get("finished_at").cloned(),

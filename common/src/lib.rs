@@ -11,6 +11,7 @@ pub mod amqp;
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod inventory;
 pub mod ledger;
 pub mod messages;
 pub mod names;

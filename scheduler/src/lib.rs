@@ -8,11 +8,17 @@
 //! publishers slow).
 
 pub mod backpressure;
+pub mod http_source;
+pub mod import;
+pub mod import_schedule;
 pub mod inventory;
 pub mod lease;
 pub mod ops;
 pub mod publish;
+pub mod results;
+pub mod seats;
 pub mod serve;
+pub mod sor;
 pub mod summary;
 
 use std::collections::BTreeMap;

@@ -10,6 +10,8 @@ use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::messages::{Action, UserRef};
 use rolecall_common::{Names, Settings, amqp, config, probe, shutdown, telemetry};
 use rolecall_scheduler::inventory::Format;
+mod inventory_cli;
+
 use rolecall_scheduler::{ActionRequest, RunOnceOptions, enqueue_action, ops, run_once, summary};
 
 #[derive(Parser)]
@@ -105,6 +107,8 @@ enum Command {
     /// Per SaaS app: queue depth, consumers and the next scheduled slot;
     /// and the current `serve` leader.
     Status,
+    #[command(flatten)]
+    Inventory(inventory_cli::InventoryCommand),
     /// Validate the configuration and exit (also `--check-config`).
     CheckConfig {
         /// Also connect to RabbitMQ and Redis, with one harmless call each.
@@ -313,6 +317,7 @@ async fn run(
         Command::Serve => {
             rolecall_scheduler::serve::serve(settings, shutdown::signalled(), Some(metrics)).await
         }
+        Command::Inventory(command) => inventory_cli::run(command, settings).await,
         Command::Summary {
             run_id,
             latest: _,

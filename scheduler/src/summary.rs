@@ -70,6 +70,7 @@ pub fn render(
         ("  failed", counters.failed.to_string()),
         ("  changes made (actions)", counters.acted.to_string()),
         ("deactivated", counters.deactivated.to_string()),
+        ("  written back (source)", counters.written_back.to_string()),
         ("malformed inventory rows", counters.rejected.to_string()),
         ("rows not selected", counters.skipped.to_string()),
     ];

@@ -9,6 +9,8 @@ mod example_limits;
 mod failures;
 mod four_apps;
 mod happy_path;
+mod inventory;
+mod inventory_sor;
 mod limits;
 mod no_secrets;
 mod notifier;

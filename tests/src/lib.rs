@@ -518,6 +518,13 @@ impl WorkerProcess {
         }
     }
 
+    /// Kills the worker (SIGKILL): no grace, in-flight deliveries are
+    /// left to the broker.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Asks the worker to stop (SIGTERM) and waits for it.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()

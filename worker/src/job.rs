@@ -100,6 +100,8 @@ pub struct JobContext {
     pub stop: tokio_util::sync::CancellationToken,
     /// Job counts, durations and seats, for `/metrics` and OTLP.
     pub metrics: JobMetrics,
+    /// Where deactivations are written back (`None`: nowhere, event only).
+    pub write_back: Option<Arc<crate::writeback::WriteBack>>,
 }
 
 impl JobOutcome {
@@ -327,6 +329,25 @@ impl JobContext {
                 Fate::Later(retrying) => return Ok(retrying),
             },
         };
+        // The write-back comes before the record: a failed one retries the
+        // job through the delay queues, which a recorded job would skip.
+        let deactivates = matches!(
+            finding,
+            Finding::NotFound | Finding::Found { active: false, .. }
+        );
+        if job.deactivate_missing
+            && deactivates
+            && let Some(write_back) = &self.write_back
+            && let Err(e) = write_back
+                .deactivated(&self.ledger.connection(), &job)
+                .await
+        {
+            warn!(saas = %saas, user_id = %job.user.id, error = %e, "Writing the deactivation back failed.");
+            return match self.on_failure(app, &job, delivery, attempt, &e).await? {
+                Fate::Failed(finding) => self.record(app, &job, finding).await,
+                Fate::Later(retrying) => Ok(retrying),
+            };
+        }
         self.record(app, &job, finding).await
     }
 

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reconnect;
 pub mod vendor;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct Worker {
     settings: Settings,
     apps: Vec<AppParts>,
     pipeline: PipelineSettings,
+    /// Where deactivations are written back.
+    write_back: Arc<writeback::WriteBack>,
     /// The broker (index into `amqp.urls`) the next session tries first:
     /// the one after the last session's, so a lost node is skipped.
     next_broker: AtomicUsize,
@@ -130,10 +133,14 @@ impl Worker {
         }
         let depths = QueueDepths::default();
         depths.register();
+        let write_back = writeback::WriteBack::build(&settings, vault)
+            .await
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {e}"))?;
         Ok(Worker {
             settings,
             apps,
             pipeline,
+            write_back: Arc::new(write_back),
             next_broker: AtomicUsize::new(0),
             readiness: Readiness::new(&[checks::AMQP, checks::REDIS, checks::TOPOLOGY]),
             jobs: JobMetrics::default(),
@@ -242,6 +249,7 @@ impl Worker {
             max_auth_park: settings.worker.max_auth_park,
             stop: jobs.clone(),
             metrics: self.jobs.clone(),
+            write_back: Some(self.write_back.clone()),
         });
         // Ends with the session (dropped when this function returns).
         let status_channel = conn.create_channel().await?;
@@ -422,7 +430,7 @@ async fn monitor(
 }
 
 /// The fleet's limiters of one SaaS app: its default limit and one per bucket.
-fn fleet_limiters(
+pub fn fleet_limiters(
     saas: &rolecall_common::config::SaasSettings,
     redis: &rolecall_common::RedisConnection,
     names: &Names,

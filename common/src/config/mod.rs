@@ -24,6 +24,7 @@ use url::Url;
 
 mod brokers;
 pub mod criteria;
+pub mod inventory;
 pub mod notifier;
 mod rate;
 mod redis_url;
@@ -32,6 +33,9 @@ mod tls;
 pub mod workflow;
 pub use brokers::{DEFAULT_AMQP_URL, DelayQueues};
 pub use criteria::{Criteria, Fields, RawCriteria, Rule};
+pub use inventory::{
+    HttpSourceSettings, InventorySettings, Paging, Preference, SyncKey, WriteBackSettings,
+};
 pub use notifier::{ChannelSettings, EmailSettings, NotifierSettings, RawNotifier, SmtpTls};
 pub use rate::{
     BucketSettings, DEFAULT_MAX_PAUSE, Limit, Margin, RateSettings, RawBucket, RawRate,
@@ -169,6 +173,8 @@ pub struct RawSettings {
     pub workflow: BTreeMap<String, RawWorkflow>,
     /// Where alerts go.
     pub notifier: RawNotifier,
+    /// The Redis inventory and its imports.
+    pub inventory: inventory::RawInventory,
 }
 
 #[allow(missing_docs)]
@@ -388,6 +394,8 @@ pub struct Settings {
     pub workflows: BTreeMap<String, WorkflowSettings>,
     /// Where alerts go (the notifier).
     pub notifier: NotifierSettings,
+    /// The Redis inventory and its imports.
+    pub inventory: InventorySettings,
 }
 
 /// RabbitMQ connection settings.
@@ -784,6 +792,7 @@ impl RawSettings {
         let workflows = workflow::validate_workflows(self.workflow, &self.saas, &mut bad);
         let app_names: Vec<&String> = self.saas.keys().collect();
         let notifier = notifier::validate(self.notifier, &app_names, &mut bad);
+        let inventory = inventory::validate(self.inventory, &app_names, &mut bad);
 
         let mut saas = BTreeMap::new();
         for (name, raw) in self.saas {
@@ -858,6 +867,7 @@ impl RawSettings {
             saas,
             workflows,
             notifier,
+            inventory,
         })
     }
 }

@@ -79,6 +79,8 @@ pub async fn serve(
         workflows = server.settings.workflows.len(),
         "Scheduler serving."
     );
+    // Scheduled inventory imports claim their slots in Redis themselves.
+    let imports = tokio::spawn(crate::import_schedule::run(server.settings.clone()));
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(server.settings.scheduler.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -95,6 +97,7 @@ pub async fn serve(
         }
     }
     watch.abort();
+    imports.abort();
     server.stop().await;
     Ok(())
 }

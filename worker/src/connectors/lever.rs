@@ -17,7 +17,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::{ActionDone, Connector, ConnectorError, Lookup, VendorClient, VendorUser};
+use super::listing::text;
+use super::{
+    ActionDone, Connector, ConnectorError, ListedUser, Lookup, UserPage, VendorClient, VendorUser,
+};
 
 /// The Lever connector.
 pub struct Lever {
@@ -128,6 +131,42 @@ impl Lever {
 
 #[async_trait]
 impl Connector for Lever {
+    /// `GET /v1/users?includeDeactivated=true&limit=100[&offset=<next>]`.
+    async fn list_page(&self, cursor: Option<&str>) -> Result<UserPage, ConnectorError> {
+        let mut request = self
+            .client
+            .get(self.users_url.clone())
+            .query(&[("includeDeactivated", "true"), ("limit", "100")])
+            .basic_auth(self.api_key.expose_secret(), Some(""));
+        if let Some(token) = cursor {
+            request = request.query(&[("offset", token)]);
+        }
+        let page: UsersPage = self.client.send(request).await?.parse()?;
+        let mut users = Vec::with_capacity(page.data.len());
+        for raw in page.data {
+            let user: LeverUser = serde_json::from_value(raw.clone())
+                .map_err(|e| ConnectorError::Decode(format!("user object: {e}")))?;
+            users.push(ListedUser {
+                vendor_id: user.id,
+                email: Some(user.email),
+                name: text(raw.get("name")),
+                raw_role: Some(user.access_role),
+                active: user.deactivated_at.is_none(),
+                last_login: None,
+            });
+        }
+        let next = match (page.has_next, page.next) {
+            (true, Some(next)) => Some(next),
+            (true, None) => {
+                return Err(ConnectorError::Inconclusive(
+                    "Lever said more pages follow but gave no `next` cursor".into(),
+                ));
+            }
+            (false, _) => None,
+        };
+        Ok(UserPage { users, next })
+    }
+
     async fn lookup(&self, user: &UserRef) -> Result<Lookup, ConnectorError> {
         // Lever stores e-mails lower-cased; clients that send them as typed miss users.
         let email = user.email.trim().to_lowercase();

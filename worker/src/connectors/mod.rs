@@ -17,6 +17,7 @@
 
 mod http_preset;
 mod lever;
+mod listing;
 mod mosyle;
 mod okta;
 mod reload;
@@ -34,6 +35,7 @@ use secrecy::SecretString;
 pub use crate::error::ConnectorError;
 pub use crate::vendor::{VendorClient, VendorReply};
 pub use lever::Lever;
+pub use listing::{ListedUser, UserPage};
 pub use reload::Reloadable;
 
 /// A user as the vendor reports them.
@@ -117,6 +119,16 @@ pub trait Connector: Send + Sync + 'static {
         _attributes: &BTreeMap<String, String>,
     ) -> Result<ActionDone, ConnectorError> {
         Err(ConnectorError::Unsupported(action.as_str()))
+    }
+
+    /// One page of every user the vendor has, from `cursor` (`None`: the
+    /// first page). The cursor is opaque to callers: pass back the page's
+    /// `next` until it is `None`. Connectors whose vendor documents a list
+    /// endpoint implement it; every page request goes through the
+    /// [`VendorClient`], so a listing spends the same fleet-wide quota as
+    /// lookups.
+    async fn list_page(&self, _cursor: Option<&str>) -> Result<UserPage, ConnectorError> {
+        Err(ConnectorError::Unsupported("list_users"))
     }
 }
 

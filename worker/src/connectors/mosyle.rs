@@ -73,8 +73,8 @@ use url::Url;
 use serde::Deserialize;
 
 use super::{
-    ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorClient,
-    VendorUser,
+    ActionDone, BuildContext, BuildError, Connector, ConnectorError, ListedUser, Lookup, UserPage,
+    VendorClient, VendorUser,
 };
 
 /// How long a session is reused: an hour of margin before Mosyle's 24 h
@@ -705,6 +705,54 @@ impl Inner {
 
 #[async_trait]
 impl Connector for Mosyle {
+    /// One page of `list_users` (Business) or `/listusers` (Manager), the
+    /// cursor being the 1-based page number. The end is the rule the
+    /// lookup's scan uses: an empty page, `page * page_size >= total`, or a
+    /// short page when no total is given. Paced as a background listing.
+    async fn list_page(&self, cursor: Option<&str>) -> Result<UserPage, ConnectorError> {
+        let inner = &self.inner;
+        let page: u64 = match cursor {
+            None => 1,
+            Some(c) => c
+                .parse()
+                .map_err(|_| ConnectorError::Decode(format!("bad Mosyle list cursor `{c}`")))?,
+        };
+        let Page {
+            users,
+            total,
+            page_size,
+        } = inner.list_page(&inner.background, page).await?;
+        let count = users.len() as u64;
+        let mut listed = Vec::with_capacity(users.len());
+        for raw in users {
+            let found = inner.found(raw)?;
+            listed.push(ListedUser {
+                email: email_of(&found.raw),
+                name: found.raw.get("name").and_then(scalar),
+                vendor_id: found.vendor_id,
+                raw_role: Some(found.raw_role),
+                active: found.active,
+                last_login: None,
+            });
+        }
+        let last = match (total, page_size) {
+            _ if count == 0 => true,
+            (Some(total), Some(size)) if size > 0 => page * size >= total,
+            (None, Some(size)) => count < size,
+            _ => false,
+        };
+        if !last && page >= MAX_PAGES {
+            return Err(ConnectorError::Inconclusive(format!(
+                "the user list has more than {MAX_PAGES} pages"
+            )));
+        }
+        let next = (!last).then(|| (page + 1).to_string());
+        Ok(UserPage {
+            users: listed,
+            next,
+        })
+    }
+
     async fn lookup(&self, user: &UserRef) -> Result<Lookup, ConnectorError> {
         let email = user.email.trim().to_lowercase();
         let inner = &self.inner;

@@ -66,4 +66,8 @@ impl Connector for Reloadable {
     ) -> Result<ActionDone, ConnectorError> {
         self.current().act(action, user, attributes).await
     }
+
+    async fn list_page(&self, cursor: Option<&str>) -> Result<super::UserPage, ConnectorError> {
+        self.current().list_page(cursor).await
+    }
 }

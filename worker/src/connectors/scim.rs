@@ -31,9 +31,10 @@ use url::Url;
 
 use serde::Deserialize;
 
+use super::listing::text;
 use super::{
-    ActionDone, BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorClient,
-    VendorUser,
+    ActionDone, BuildContext, BuildError, Connector, ConnectorError, ListedUser, Lookup, UserPage,
+    VendorClient, VendorUser,
 };
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -290,8 +291,70 @@ fn matches_email(user: &Value, email: &str) -> bool {
         .any(|v| v.eq_ignore_ascii_case(email))
 }
 
+/// Users asked for per listing page; servers cap it (Miro at 1000, RFC
+/// 7644 lets any server return fewer), so paging goes by what came back.
+const LIST_COUNT: usize = 1000;
+
 #[async_trait]
 impl Connector for Scim {
+    /// `GET <base>/Users?startIndex=<cursor>&count=1000`: SCIM index paging
+    /// (RFC 7644 §3.4.2.4); the cursor is the next 1-based start index.
+    async fn list_page(&self, cursor: Option<&str>) -> Result<UserPage, ConnectorError> {
+        let start: u64 = match cursor {
+            None => 1,
+            Some(c) => c
+                .parse()
+                .map_err(|_| ConnectorError::Decode(format!("bad SCIM list cursor `{c}`")))?,
+        };
+        let request = self
+            .request(reqwest::Method::GET, self.users_url.clone())
+            .query(&[
+                ("startIndex", start.to_string()),
+                ("count", LIST_COUNT.to_string()),
+            ]);
+        let body = self.client.send(request).await?.json()?;
+        let total = body
+            .get("totalResults")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| ConnectorError::Decode("ListResponse without totalResults".into()))?;
+        let resources = match body.get("Resources") {
+            Some(Value::Array(r)) => r.as_slice(),
+            None if total < start => &[],
+            _ => {
+                return Err(ConnectorError::Decode(
+                    "ListResponse without Resources".into(),
+                ));
+            }
+        };
+        let mut users = Vec::with_capacity(resources.len());
+        for user in resources {
+            let vendor_id = text(user.get("id"))
+                .ok_or_else(|| ConnectorError::Decode("user without id".into()))?;
+            let primary = user
+                .get("emails")
+                .and_then(Value::as_array)
+                .and_then(|emails| {
+                    emails
+                        .iter()
+                        .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
+                        .or_else(|| emails.first())
+                })
+                .and_then(|e| text(e.get("value")));
+            let (raw_role, _) = self.role_of(user);
+            users.push(ListedUser {
+                vendor_id,
+                email: primary.or_else(|| text(user.get("userName"))),
+                name: text(user.get("displayName")),
+                raw_role: Some(raw_role),
+                active: user.get("active").and_then(Value::as_bool).unwrap_or(true),
+                last_login: None,
+            });
+        }
+        let end = start - 1 + users.len() as u64;
+        let next = (!users.is_empty() && end < total).then(|| (end + 1).to_string());
+        Ok(UserPage { users, next })
+    }
+
     async fn lookup(&self, user: &UserRef) -> Result<Lookup, ConnectorError> {
         let Some(found) = self.find(user.email.trim()).await? else {
             return Ok(Lookup::NotFound);

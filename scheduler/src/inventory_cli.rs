@@ -1,0 +1,307 @@
+//! The inventory's subcommands: `import`, `report`, `results` and
+//! `inventory load|export|run`. Kept apart from `main.rs`, which only
+//! flattens them into its command list.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+use rolecall_common::config::{Preference, SyncKey};
+use rolecall_common::inventory::InventoryStore;
+use rolecall_common::{Names, Settings};
+use rolecall_scheduler::inventory::Format;
+use rolecall_scheduler::seats::{self, OutputFormat};
+use rolecall_scheduler::{RunOnceOptions, http_source, import, results, run_once, sor};
+
+#[derive(Subcommand)]
+pub enum InventoryCommand {
+    /// List every user the vendor has and upsert them into the Redis
+    /// inventory (within the fleet-wide rate limit).
+    Import {
+        /// SaaS app.
+        #[arg(long)]
+        saas: String,
+        /// email (case-insensitive) or external_id; `inventory.sync_key` by default.
+        #[arg(long)]
+        sync_key: Option<String>,
+        /// create_and_update, create_only or update_only; `inventory.preference` by default.
+        #[arg(long)]
+        preference: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seats nobody owns: shadow accounts, users the vendor no longer has,
+    /// stale logins, with seat prices and the reclaimable total.
+    Report {
+        /// SaaS app.
+        #[arg(long)]
+        saas: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: FormatOut,
+        /// Days without a login that make a seat stale; `inventory.stale_after_days` by default.
+        #[arg(long)]
+        stale_days: Option<u32>,
+    },
+    /// Export the per-user role results (user, role, normalized role, seat
+    /// price, checked at).
+    Results {
+        /// SaaS app.
+        #[arg(long)]
+        saas: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: FormatOut,
+    },
+    /// The Redis inventory's system-of-record side.
+    Inventory {
+        #[command(subcommand)]
+        action: InventoryAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum InventoryAction {
+    /// Load an inventory file (CSV or JSON Lines) as the system of record.
+    Load {
+        /// The file.
+        #[arg(long)]
+        file: PathBuf,
+        /// SaaS app (repeatable); every configured app by default.
+        #[arg(long = "saas")]
+        saas: Vec<String>,
+        /// email or external_id; `inventory.sync_key` by default.
+        #[arg(long)]
+        sync_key: Option<String>,
+    },
+    /// Page through an HTTP system of record (`[inventory.sources.<name>]`)
+    /// into the Redis inventory.
+    Sync {
+        /// The source's name.
+        #[arg(long)]
+        source: String,
+    },
+    /// Write the Redis inventory as JSON Lines (stdout by default).
+    Export {
+        /// SaaS app (repeatable); every configured app by default.
+        #[arg(long = "saas")]
+        saas: Vec<String>,
+        /// Output file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the role checks of the Redis inventory: snapshot it to a JSON
+    /// Lines file (in key order), then publish as `run-once` does.
+    Run {
+        /// SaaS app (repeatable); every configured app by default.
+        #[arg(long = "saas")]
+        saas: Vec<String>,
+        /// Where the snapshot goes; run again with the same path to resume
+        /// a run whose publisher stopped.
+        #[arg(long)]
+        snapshot: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatOut {
+    Table,
+    Csv,
+    Json,
+}
+
+impl From<FormatOut> for OutputFormat {
+    fn from(f: FormatOut) -> Self {
+        match f {
+            FormatOut::Table => OutputFormat::Table,
+            FormatOut::Csv => OutputFormat::Csv,
+            FormatOut::Json => OutputFormat::Json,
+        }
+    }
+}
+
+fn sync_key(text: Option<String>, settings: &Settings) -> anyhow::Result<SyncKey> {
+    match text {
+        None => Ok(settings.inventory.sync_key),
+        Some(t) => {
+            SyncKey::parse(&t).with_context(|| format!("`{t}` is not `email` or `external_id`"))
+        }
+    }
+}
+
+fn apps(asked: Vec<String>, settings: &Settings) -> anyhow::Result<Vec<String>> {
+    if asked.is_empty() {
+        return Ok(settings.saas.keys().cloned().collect());
+    }
+    for name in &asked {
+        anyhow::ensure!(
+            settings.saas.contains_key(name),
+            "SaaS app `{name}` is not configured"
+        );
+    }
+    Ok(asked)
+}
+
+async fn store(settings: &Settings) -> anyhow::Result<InventoryStore> {
+    let conn = rolecall_common::ledger::connect(&settings.redis)
+        .await
+        .context("connecting to Redis")?;
+    Ok(InventoryStore::new(conn, &Names::new(&settings.namespace)))
+}
+
+pub async fn run(command: InventoryCommand, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        InventoryCommand::Import {
+            saas,
+            sync_key: key,
+            preference,
+            json,
+        } => {
+            let preference = preference
+                .map(|p| {
+                    Preference::parse(&p).with_context(|| {
+                        format!("`{p}` is not create_and_update, create_only or update_only")
+                    })
+                })
+                .transpose()?;
+            let options = import::ImportOptions {
+                saas,
+                sync_key: Some(sync_key(key, &settings)?),
+                preference,
+            };
+            let vault = rolecall_common::credentials::Vault::new(settings.credentials.clone());
+            let report = import::import(&settings, &vault, &options).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(())
+        }
+        InventoryCommand::Report {
+            saas,
+            format,
+            stale_days,
+        } => {
+            let app = settings
+                .saas
+                .get(&saas)
+                .with_context(|| format!("SaaS app `{saas}` is not configured"))?;
+            let days = stale_days.unwrap_or(settings.inventory.stale_after_days);
+            let report =
+                seats::report(&store(&settings).await?, app, days, chrono::Utc::now()).await?;
+            print!("{}", seats::render(&report, format.into())?);
+            Ok(())
+        }
+        InventoryCommand::Results { saas, format } => {
+            let conn = rolecall_common::ledger::connect(&settings.redis)
+                .await
+                .context("connecting to Redis")?;
+            let names = Names::new(&settings.namespace);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            results::export(&conn, &names, &saas, format.into(), &mut out).await?;
+            Ok(())
+        }
+        InventoryCommand::Inventory { action } => inventory(action, settings).await,
+    }
+}
+
+async fn inventory(action: InventoryAction, settings: Settings) -> anyhow::Result<()> {
+    match action {
+        InventoryAction::Load {
+            file,
+            saas,
+            sync_key: key,
+        } => {
+            let apps = apps(saas, &settings)?;
+            let report = sor::load(
+                &store(&settings).await?,
+                &file,
+                Format::from_path(&file),
+                &apps,
+                sync_key(key, &settings)?,
+                Preference::CreateAndUpdate,
+            )
+            .await?;
+            let c = report.counts;
+            println!(
+                "loaded {}: created {}, updated {}, unchanged {}, skipped {}",
+                file.display(),
+                c.created,
+                c.updated,
+                c.unchanged,
+                report.skipped
+            );
+            Ok(())
+        }
+        InventoryAction::Sync { source } => {
+            let vault = rolecall_common::credentials::Vault::new(settings.credentials.clone());
+            let http =
+                http_source::HttpSource::open(&settings.inventory.sources, &source, &vault).await?;
+            let report = http
+                .sync(
+                    &store(&settings).await?,
+                    settings.inventory.sync_key,
+                    Preference::CreateAndUpdate,
+                )
+                .await?;
+            let c = report.counts;
+            println!(
+                "synced {source}: created {}, updated {}, unchanged {}, skipped {}",
+                c.created, c.updated, c.unchanged, report.skipped
+            );
+            Ok(())
+        }
+        InventoryAction::Export { saas, out } => {
+            let apps = apps(saas, &settings)?;
+            let store = store(&settings).await?;
+            let written = match out {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    sor::export(&store, &apps, &mut std::io::BufWriter::new(file)).await?
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    sor::export(&store, &apps, &mut std::io::BufWriter::new(stdout.lock())).await?
+                }
+            };
+            eprintln!("exported {written} users");
+            Ok(())
+        }
+        InventoryAction::Run { saas, snapshot } => {
+            let apps = apps(saas, &settings)?;
+            // An existing snapshot is the one a stopped run was publishing:
+            // keep it, so the run resumes at its offset.
+            if !snapshot.exists() {
+                let partial = snapshot.with_extension("partial");
+                let file = std::fs::File::create(&partial)
+                    .with_context(|| format!("creating {}", partial.display()))?;
+                sor::export(
+                    &store(&settings).await?,
+                    &apps,
+                    &mut std::io::BufWriter::new(file),
+                )
+                .await?;
+                std::fs::rename(&partial, &snapshot)?;
+            }
+            let report = run_once(
+                &settings,
+                RunOnceOptions {
+                    inventory: snapshot,
+                    format: Some(Format::JsonLines),
+                    saas: apps,
+                    run_id: None,
+                },
+            )
+            .await?;
+            println!(
+                "run {}: published {} jobs, rejected {} malformed rows, skipped {} rows",
+                report.run_id, report.published, report.rejected_count, report.skipped
+            );
+            Ok(())
+        }
+    }
+}

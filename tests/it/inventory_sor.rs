@@ -1,0 +1,243 @@
+//! An HTTP system of record: paged into the Redis inventory, and told once
+//! per deactivated user, even when a worker is killed mid-run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, patch};
+use rolecall_common::config::{self, Preference};
+use rolecall_common::credentials::Vault;
+use rolecall_common::inventory::InventoryStore;
+use rolecall_scheduler::http_source::HttpSource;
+use rolecall_scheduler::inventory::Format;
+use rolecall_scheduler::{RunOnceOptions, run_once, sor};
+use rolecall_sim::{SimConfig, Vendor};
+use rolecall_tests::{TestEnv, WorkerProcess};
+use serde_json::{Value, json};
+
+use crate::inventory::app_table;
+
+const TOKEN: &str = "hr-token";
+const PAGE: usize = 20;
+
+#[derive(Default)]
+struct Hr {
+    users: Vec<Value>,
+    /// Page requests, and which ones fail once (to prove retries).
+    requests: usize,
+    /// (user id, idempotency key) of every write-back received.
+    write_backs: Vec<(String, String)>,
+    unauthorized: usize,
+}
+
+type Shared = Arc<Mutex<Hr>>;
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {TOKEN}"))
+}
+
+async fn list(
+    State(hr): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, StatusCode> {
+    let mut hr = hr.lock().unwrap();
+    if !authorized(&headers) {
+        hr.unauthorized += 1;
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    hr.requests += 1;
+    // The second request fails once: the source retries it.
+    if hr.requests == 2 {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(PAGE);
+    let start: usize = query
+        .get("cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let data: Vec<Value> = hr.users.iter().skip(start).take(limit).cloned().collect();
+    let end = start + data.len();
+    let next = (end < hr.users.len()).then(|| end.to_string());
+    Ok(Json(json!({"data": data, "next_cursor": next})))
+}
+
+async fn write_back(
+    State(hr): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> StatusCode {
+    let mut hr = hr.lock().unwrap();
+    if !authorized(&headers) {
+        hr.unauthorized += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    assert_eq!(body, json!({"active": false, "id": id}));
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    hr.write_backs.push((id, key));
+    StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_http_source_pages_and_gets_one_write_back_per_deactivated_user_across_a_killed_worker()
+ {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        vendor: Vendor::Lever,
+        users: 120,
+        seed: 8,
+        deactivated_ratio: 0.1,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    // 60 users the vendor has (some deactivated there) and 15 it does not.
+    let population = &sim.population().users;
+    let mut users = Vec::new();
+    let mut expected = BTreeSet::new();
+    for (i, user) in population.iter().take(60).enumerate() {
+        users.push(json!({"id": format!("hr-{i}"), "work_email": user.email.to_uppercase(), "state": "active"}));
+        if user.deactivated_at.is_some() {
+            expected.insert(format!("hr-{i}"));
+        }
+    }
+    for i in 60..75 {
+        users.push(json!({"id": format!("hr-{i}"), "work_email": format!("ghost{i}@elsewhere.org"), "state": "active"}));
+        expected.insert(format!("hr-{i}"));
+    }
+    let hr: Shared = Arc::new(Mutex::new(Hr {
+        users,
+        ..Default::default()
+    }));
+    let router = axum::Router::new()
+        .route("/users", get(list))
+        .route("/users/{id}", patch(write_back))
+        .with_state(hr.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let source = format!(
+        r#"
+[inventory.sources.hr]
+url = "{base}/users"
+credential = "hr"
+saas = ["lever"]
+paging = "cursor"
+next = "/next_cursor"
+cursor_param = "cursor"
+page_size = {PAGE}
+page_size_param = "limit"
+items = "/data"
+fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
+write_back = {{ method = "PATCH", url = "{base}/users/{{user_id}}", body = '{{"active": false, "id": "{{user_id}}"}}' }}
+"#
+    );
+    // Slow enough that the first worker is killed with jobs in flight.
+    let app = app_table("lever", Vendor::Lever, &sim)
+        .replace("per_second = 100, burst = 20", "per_second = 15, burst = 2");
+    let text = env.config_text(&[], &format!("{app}{source}"));
+    let settings = config::from_toml(&text).expect("valid configuration");
+    let lookup = Vault::with_env(settings.credentials.clone(), Default::default());
+    let hr_env = (lookup.env_var("hr"), TOKEN.to_string());
+    let vault = Vault::with_env(
+        settings.credentials.clone(),
+        [hr_env.clone()].into_iter().collect(),
+    );
+
+    // Paging: 75 users in 4 pages, one page failing once.
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    let http = HttpSource::open(&settings.inventory.sources, "hr", &vault)
+        .await
+        .unwrap();
+    let loaded = http
+        .sync(
+            &store,
+            settings.inventory.sync_key,
+            Preference::CreateAndUpdate,
+        )
+        .await
+        .unwrap();
+    assert_eq!(loaded.counts.created, 75);
+    assert_eq!(hr.lock().unwrap().requests, 5, "4 pages, one of them twice");
+    assert_eq!(store.len("lever").await.unwrap(), 75);
+
+    // The inventory as a run source, with a worker killed mid-run.
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("inventory.jsonl");
+    let mut file = std::fs::File::create(&snapshot).unwrap();
+    assert_eq!(
+        sor::export(&store, &["lever".into()], &mut file)
+            .await
+            .unwrap(),
+        75
+    );
+    let first =
+        WorkerProcess::spawn_with_env(&text, &settings, &[(hr_env.0.as_str(), hr_env.1.as_str())]);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory: snapshot,
+            format: Some(Format::JsonLines),
+            saas: vec!["lever".into()],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.published, 75);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    first.kill();
+    let second =
+        WorkerProcess::spawn_with_env(&text, &settings, &[(hr_env.0.as_str(), hr_env.1.as_str())]);
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(60))
+        .await;
+    second.stop();
+
+    let (unauthorized, write_backs) = {
+        let hr = hr.lock().unwrap();
+        (hr.unauthorized, hr.write_backs.clone())
+    };
+    assert_eq!(unauthorized, 0);
+    let keys: BTreeSet<&String> = write_backs.iter().map(|(_, k)| k).collect();
+    let ids: BTreeSet<String> = write_backs.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        ids, expected,
+        "every deactivated user, and only they, is written back"
+    );
+    assert_eq!(
+        keys.len(),
+        expected.len(),
+        "one idempotency key per user and run"
+    );
+    // A worker killed between the request and its marker may send the same
+    // request again (same key); the marker stops any further one.
+    assert!(write_backs.len() <= expected.len() + 1, "{write_backs:?}");
+    let mut conn = env.redis.clone();
+    let written: Option<u64> = redis::cmd("HGET")
+        .arg(env.names.run_key(&report.run_id))
+        .arg("written_back")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(written, Some(expected.len() as u64));
+    assert_eq!(counters.written_back, expected.len() as u64);
+    assert!(counters.finished_at.is_some());
+    env.cleanup(&settings).await;
+}
