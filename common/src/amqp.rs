@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -45,6 +45,9 @@ pub enum AmqpError {
         "delay queue `{0}` exists with another type or arguments ({1}): set amqp.delay_queues = \"classic\" to keep classic delay queues, or let them drain and delete them"
     )]
     DelayQueueMismatch(String, lapin::Error),
+    /// A queue could not be consumed (missing, or held exclusively).
+    #[error("consuming {0}: {1}")]
+    Consume(String, lapin::Error),
     /// The configuration listed no broker (validation prevents it).
     #[error("no RabbitMQ broker is configured (amqp.url / amqp.urls)")]
     NoBroker,
@@ -135,6 +138,30 @@ pub async fn confirmed_channel(conn: &Connection) -> Result<Channel, AmqpError> 
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     Ok(channel)
+}
+
+/// A channel of its own consuming `queue` with manual acks, at most
+/// `prefetch` unacked: prefetch is per channel, so each consumer's backlog
+/// is its own (a slow vendor holds only its app's deliveries).
+pub async fn consumer(
+    conn: &Connection,
+    queue: &str,
+    prefetch: u16,
+) -> Result<(Channel, lapin::Consumer), AmqpError> {
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| AmqpError::Consume(queue.to_string(), e))?;
+    Ok((channel, consumer))
 }
 
 fn string(s: &str) -> AMQPValue {

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod amqp;
+pub mod backoff;
 pub mod config;
 pub mod credentials;
 pub mod http;

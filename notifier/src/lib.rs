@@ -36,8 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use rolecall_common::backoff::Reconnect;
 use rolecall_common::credentials::Vault;
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::telemetry::Readiness;
@@ -53,8 +52,6 @@ use crate::store::Store;
 /// Alerts taken from the queue before their recording is acked. Recording
 /// is one Redis script per alert, so a few dozen keep the queue moving.
 const PREFETCH: u16 = 50;
-/// A session that lasted this long resets the reconnect backoff.
-const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 /// A notifier, built and validated, ready to run.
 pub struct Notifier {
@@ -143,13 +140,12 @@ impl Notifier {
     }
 
     async fn run_flusher(&self, names: Names, stop: CancellationToken) {
-        let mut failures = 0;
+        let mut reconnect = Reconnect::default();
         let conn = loop {
             match ledger::connect(&self.settings.redis).await {
                 Ok(c) => break c,
                 Err(e) => {
-                    failures += 1;
-                    let wait = reconnect_wait(failures);
+                    let wait = reconnect.wait_after(Duration::ZERO);
                     error!(error = %e, retry_in_ms = wait.as_millis() as u64, "Notifier cannot reach Redis; retrying.");
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -172,7 +168,7 @@ impl Notifier {
     }
 
     async fn run_consumer(&self, names: Names, shutdown: CancellationToken) {
-        let mut failures = 0;
+        let mut reconnect = Reconnect::default();
         let mut broker = 0;
         loop {
             let started = tokio::time::Instant::now();
@@ -183,11 +179,7 @@ impl Notifier {
                 Ok(()) => return,
                 Err(_) if shutdown.is_cancelled() => return,
                 Err(e) => {
-                    if started.elapsed() >= HEALTHY_SESSION {
-                        failures = 0;
-                    }
-                    failures += 1;
-                    let wait = reconnect_wait(failures);
+                    let wait = reconnect.wait_after(started.elapsed());
                     error!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "Notifier lost its connections; reconnecting.");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -225,22 +217,11 @@ impl Notifier {
         self.readiness.set(checks::REDIS, true);
         let n = &settings.notifier;
         let store = Store::new(redis, names, n.dedup_ttl, n.examples);
-        channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await?;
         let queue = names.alerts_queue();
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("consuming {queue}"))?;
+        let (consuming, consumer) = amqp::consumer(&conn, &queue, PREFETCH).await?;
         info!(queue, channels = ?self.channels(), "Consuming alerts.");
         let result = consume::consume(
-            channel.clone(),
+            consuming.clone(),
             consumer,
             store,
             n.group_window,
@@ -251,15 +232,9 @@ impl Notifier {
         if let Err(e) = &result {
             warn!(error = %format!("{e:#}"), "The alert consumer stopped.");
         }
+        let _ = consuming.close(200, "notifier stopping".into()).await;
         let _ = channel.close(200, "notifier stopping".into()).await;
         let _ = conn.close(200, "notifier stopping".into()).await;
         result
     }
-}
-
-/// Wait before reconnect attempt `n` (1-based): doubling from 0.5 s up to
-/// 32 s, with jitter so replicas do not reconnect in step.
-fn reconnect_wait(n: u32) -> Duration {
-    let ceiling = Duration::from_millis(500) * (1u32 << n.clamp(1, 7).saturating_sub(1).min(6));
-    ceiling.mul_f64(rand::random_range(0.5..=1.0))
 }

@@ -6,11 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
-use rolecall_common::telemetry::OpsServer;
 use rolecall_common::{config, probe, shutdown, telemetry};
 use rolecall_notifier::Notifier;
-use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 #[derive(Parser)]
 #[command(
@@ -86,18 +83,13 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let result = runtime.block_on(async {
-        // /healthz, /readyz and /metrics for as long as the notifier runs.
-        let _ops = OpsServer::start_configured(
-            http_listen,
-            notifier.readiness(),
-            Some(guard.registry().clone()),
-        )
-        .await?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        notifier.run_until_stopped(shutdown).await
-    });
+    let result = runtime.block_on(shutdown::serve_until_signalled(
+        http_listen,
+        notifier.readiness(),
+        Some(guard.registry().clone()),
+        "Stopping: finishing deliveries in progress.",
+        |stop| notifier.run_until_stopped(stop),
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -105,10 +97,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    shutdown::signalled().await;
-    info!("Stopping: finishing deliveries in progress.");
-    shutdown.cancel();
 }

@@ -24,7 +24,6 @@ pub mod limiter;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
-pub mod reconnect;
 pub mod vendor;
 pub mod writeback;
 
@@ -35,8 +34,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicCancelOptions;
 use rolecall_common::credentials::Vault;
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::telemetry::Readiness;
@@ -169,7 +167,7 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, reconnecting after failures, then
     /// drains in-flight jobs for up to `worker.shutdown_grace`.
     pub async fn run_until_stopped(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut reconnect = reconnect::Reconnect::default();
+        let mut reconnect = rolecall_common::backoff::Reconnect::default();
         loop {
             let started = tokio::time::Instant::now();
             let ended = self.session(&shutdown).await;
@@ -294,37 +292,13 @@ impl Worker {
             });
             // One channel per SaaS app: prefetch is per channel, so a slow
             // vendor only ever holds its own app's deliveries.
-            let channel = conn.create_channel().await?;
-            channel
-                .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
-                .await?;
             let queue = names.jobs_queue(&app.settings.name);
-            let consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .with_context(|| format!("consuming {queue}"))?;
+            let (channel, consumer) = amqp::consumer(&conn, &queue, settings.amqp.prefetch).await?;
             info!(queue, prefetch = settings.amqp.prefetch, "Consuming.");
             channels.push(channel.clone());
             // Dead letters the broker made (delivery limit) still count.
-            let watch_channel = conn.create_channel().await?;
-            watch_channel
-                .basic_qos(10, BasicQosOptions::default())
-                .await?;
             let watch_queue = names.dead_watch_queue(&app.settings.name);
-            let watch_consumer = watch_channel
-                .basic_consume(
-                    watch_queue.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .with_context(|| format!("consuming {watch_queue}"))?;
+            let (watch_channel, watch_consumer) = amqp::consumer(&conn, &watch_queue, 10).await?;
             channels.push(watch_channel.clone());
             loops.spawn(dead_watch::watch(
                 watch_channel,

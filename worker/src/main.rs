@@ -5,11 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
-use rolecall_common::telemetry::OpsServer;
 use rolecall_common::{config, probe, shutdown, telemetry};
 use rolecall_worker::Worker;
-use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 #[derive(Parser)]
 #[command(
@@ -169,18 +166,13 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let result = runtime.block_on(async {
-        // /healthz, /readyz and /metrics for as long as the worker runs.
-        let _ops = OpsServer::start_configured(
-            http_listen,
-            worker.readiness(),
-            Some(guard.registry().clone()),
-        )
-        .await?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        worker.run_until_stopped(shutdown).await
-    });
+    let result = runtime.block_on(shutdown::serve_until_signalled(
+        http_listen,
+        worker.readiness(),
+        Some(guard.registry().clone()),
+        "Stopping: finishing in-flight jobs.",
+        |stop| worker.run_until_stopped(stop),
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -234,10 +226,4 @@ async fn dlq(settings: rolecall_common::Settings, action: DlqAction) -> anyhow::
         }
     }
     Ok(())
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    shutdown::signalled().await;
-    info!("Stopping: finishing in-flight jobs.");
-    shutdown.cancel();
 }

@@ -25,7 +25,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rand::Rng;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
@@ -147,13 +146,7 @@ impl RetryPolicy {
     }
 }
 
-/// Full jitter (AWS "exponential backoff and jitter"): spreads retries of
-/// many workers so they do not hit a recovering vendor together.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let ceiling = base.saturating_mul(1u32 << attempt.min(10));
-    let millis = ceiling.as_millis().max(1) as u64;
-    Duration::from_millis(rand::rng().random_range(0..=millis))
-}
+pub use rolecall_common::backoff::backoff;
 
 impl tower::retry::Policy<VendorRequest, VendorResponse, ConnectorError> for RetryPolicy {
     type Future = Pin<Box<dyn Future<Output = ()> + Send>>;

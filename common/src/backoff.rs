@@ -1,14 +1,24 @@
-//! How long a worker waits before reconnecting after its session broke.
+//! Waits between attempts: full jitter, and the reconnect backoff of the
+//! long-running processes (worker, notifier).
 //!
-//! Backoff grows while the broker or Redis stays away, so a fleet does not
-//! hammer a server that is starting; but an outage after a session that ran
-//! healthily is a new outage and starts from the shortest wait again (a
-//! counter that never reset left workers waiting 10–19 s after a second
-//! broker restart, and up to 32 s after a third).
+//! Reconnect backoff grows while the broker or Redis stays away, so a fleet
+//! does not hammer a server that is starting; but an outage after a session
+//! that ran healthily is a new outage and starts from the shortest wait
+//! again (a counter that never reset left workers waiting 10–19 s after a
+//! second broker restart, and up to 32 s after a third).
 
 use std::time::Duration;
 
-use crate::pipeline::backoff;
+use rand::Rng;
+
+/// Full jitter (AWS "exponential backoff and jitter"): a wait drawn from
+/// zero to `base` × 2^`attempt`, so many processes retrying at once spread
+/// out instead of hitting a recovering server together.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.min(10));
+    let millis = ceiling.as_millis().max(1) as u64;
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
 
 /// A session that lasted this long resets the reconnect backoff.
 pub const HEALTHY_SESSION: Duration = Duration::from_secs(30);
@@ -19,7 +29,7 @@ const MAX_DOUBLINGS: u32 = 6;
 /// Never reconnect in a tight loop, whatever the jitter draws.
 const MIN_WAIT: Duration = Duration::from_millis(200);
 
-/// Failures in a row of one worker's sessions.
+/// Failures in a row of one process's sessions.
 #[derive(Debug, Default)]
 pub struct Reconnect {
     failures: u32,
