@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod messages;
 pub mod names;
 pub mod probe;
+pub mod process;
 pub mod redis_conn;
 pub mod shutdown;
 pub mod telemetry;

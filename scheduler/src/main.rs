@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::messages::{Action, UserRef};
-use rolecall_common::{Names, Settings, amqp, config, probe, shutdown, telemetry};
+use rolecall_common::{Names, Settings, amqp, probe, process, shutdown, telemetry};
 use rolecall_scheduler::inventory::Format;
 mod inventory_cli;
 
@@ -146,25 +146,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let settings = match config::load(cli.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("rolecall-scheduler: {e}");
-            return ExitCode::from(2);
-        }
+    let process = match process::start("rolecall-scheduler", cli.config.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    // The runtime first: the gRPC exporter needs one, and the guard
-    // (declared after it, so dropped first) flushes through it at exit.
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    let guard = match runtime
-        .block_on(async { telemetry::init("rolecall-scheduler", &settings.telemetry) })
-    {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("rolecall-scheduler: telemetry: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (settings, guard, runtime) = (process.settings, &process.guard, &process.runtime);
     match runtime.block_on(run(command, settings, guard.registry().clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rolecall_common::credentials::Vault;
-use rolecall_common::{config, probe, shutdown, telemetry};
+use rolecall_common::{probe, process, shutdown};
 use rolecall_worker::Worker;
 
 #[derive(Parser)]
@@ -96,25 +96,11 @@ enum LimitsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match config::load(cli.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("rolecall-worker: {e}");
-            return ExitCode::from(2);
-        }
+    let process = match process::start("rolecall-worker", cli.config.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    // One runtime for everything, built before telemetry: the gRPC
-    // exporter needs it, and the guard (declared after it, so dropped
-    // first) flushes through it at exit.
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    let guard =
-        match runtime.block_on(async { telemetry::init("rolecall-worker", &settings.telemetry) }) {
-            Ok(guard) => guard,
-            Err(e) => {
-                eprintln!("rolecall-worker: telemetry: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let (settings, guard, runtime) = (process.settings, &process.guard, &process.runtime);
     let check = match (&cli.command, cli.check_config) {
         (Some(Command::CheckConfig { connect }), _) => Some(*connect),
         (None, true) => Some(false),

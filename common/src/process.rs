@@ -1,0 +1,42 @@
+//! What every Rolecall binary sets up first, in one order.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::{self, Settings};
+use crate::telemetry::{self, TelemetryGuard};
+
+/// A started process: its settings, telemetry, and the one runtime.
+///
+/// Fields drop in declaration order: the telemetry guard flushes its
+/// exporters through the runtime, so it goes first.
+pub struct Process {
+    /// The validated configuration.
+    pub settings: Settings,
+    /// Flushes traces and metrics when dropped; holds the `/metrics` registry.
+    pub guard: TelemetryGuard,
+    /// The runtime everything runs on (the gRPC exporter needs it too).
+    pub runtime: tokio::runtime::Runtime,
+}
+
+/// Loads the configuration and starts telemetry as `binary` (its
+/// `service.name`); a bad configuration is printed, naming the binary,
+/// and ends the process with exit code 2.
+pub fn start(binary: &'static str, config: Option<&Path>) -> Result<Process, ExitCode> {
+    let settings = config::load(config).map_err(|e| {
+        eprintln!("{binary}: {e}");
+        ExitCode::from(2)
+    })?;
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let guard = runtime
+        .block_on(async { telemetry::init(binary, &settings.telemetry) })
+        .map_err(|e| {
+            eprintln!("{binary}: telemetry: {e}");
+            ExitCode::from(2)
+        })?;
+    Ok(Process {
+        settings,
+        guard,
+        runtime,
+    })
+}
