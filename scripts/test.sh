@@ -40,3 +40,7 @@ cargo test --workspace --locked
 # the rest: a fleet of other tests' processes on the same cores bunches
 # requests and the measurement would be of the machine, not the limiter.
 cargo test -p rolecall-tests --test it --locked -- --ignored --test-threads=1
+
+# The deployment files (Helm chart, kustomize, Dockerfile): real helm,
+# Kubernetes schemas, checkov, hadolint; tools cached (scripts/deploy-check.sh).
+bash scripts/deploy-check.sh

@@ -221,6 +221,9 @@ Checkov checks skipped on every workload, each with its reason.
 checkov.io/skip1: CKV_K8S_35=Only the broker/Redis URLs come from secretKeyRef env (the binaries read them from ROLECALL__AMQP__URL/ROLECALL__REDIS__URL); vendor credentials are mounted files
 checkov.io/skip2: CKV_K8S_43=The image digest is a value (image.digest); tags are allowed for trials
 checkov.io/skip3: CKV_K8S_15=pullPolicy is a value; IfNotPresent is right for immutable release tags and digests
+{{- if not .Values.networkPolicy.enabled }}
+checkov.io/skip4: CKV2_K8S_6=networkPolicy.enabled is off by default since egress destinations (broker, Redis, vendors) differ per cluster; the full example enables it
+{{- end }}
 {{- end -}}
 
 {{- define "rolecall.queuePrefix" -}}
