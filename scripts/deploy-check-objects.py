@@ -93,7 +93,8 @@ def check_file(path):
             bad(w, "minReplicaCount/maxReplicaCount out of order")
         for t in spec["triggers"]:
             md = t["metadata"]
-            if t["type"] != "rabbitmq" or md.get("mode") != "QueueLength" or not md.get("queueName"):
+            if (t["type"] != "rabbitmq" or md.get("mode") != "QueueLength" or not md.get("queueName")
+                    or md.get("excludeUnacknowledged") != "false" or md.get("protocol") != "http"):
                 bad(w, "triggers must be rabbitmq QueueLength (ready + unacked) with a queueName")
             if not t.get("authenticationRef", {}).get("name"):
                 bad(w, "trigger without authenticationRef")
