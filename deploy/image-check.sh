@@ -89,7 +89,9 @@ ctx=$(mktemp -d)
 work=$(mktemp -d)
 containers=()
 sim_pid=""
+hook_pid=""
 cleanup() {
+  if [ -n "$hook_pid" ]; then kill "$hook_pid" 2>/dev/null || true; fi
   for c in "${containers[@]}"; do command podman rm -f "$c" >/dev/null 2>&1 || true; done
   if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; fi
   rm -rf "$ctx" "$work"
@@ -123,6 +125,23 @@ sim_pid=$!
 for _ in $(seq 100); do [ -s "$work/sim.port" ] && break; sleep 0.1; done
 [ -s "$work/sim.port" ] || { cat "$work/sim.log" >&2; die "the sim did not start"; }
 sim_port=$(cat "$work/sim.port")
+# A webhook receiver for the notifier (the run's digest lands here).
+hook_port=$(free_port)
+python3 - "$hook_port" "$work/hook.log" >"$work/hook.out" 2>&1 <<'PY' &
+import http.server, sys
+port, out = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(out, "ab") as f:
+            f.write(body + b"\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+PY
+hook_pid=$!
 "$bins/rolecall-sim" inventory --users "$USERS" --seed 11 --saas lever_img \
   --missing-ratio 0.05 --inactive-ratio 0.02 --out "$work/data/inventory.csv"
 cat >"$work/etc/rolecall.toml" <<TOML
@@ -133,6 +152,13 @@ queue_expires_ms = 120000
 done_ttl_s = 600
 [telemetry]
 log_format = "json"
+[notifier]
+group_window = "1s"
+[notifier.channels.hook]
+type = "webhook"
+url_credential = "hook"
+[notifier.routes]
+default = ["hook"]
 [saas.lever_img]
 connector = "lever"
 base_url = "http://127.0.0.1:$sim_port"
@@ -147,7 +173,8 @@ run_flags=(--network host --read-only --user 65532:65532 --cap-drop ALL
   --security-opt no-new-privileges
   -v "$work/etc:/etc/rolecall:ro" -v "$work/data:/data:ro"
   -e ROLECALL_CONFIG=/etc/rolecall/rolecall.toml
-  -e ROLECALL_SECRET_LEVER_IMG="$SIM_LEVER_API_KEY")
+  -e ROLECALL_SECRET_LEVER_IMG="$SIM_LEVER_API_KEY"
+  -e ROLECALL_SECRET_HOOK="http://127.0.0.1:$hook_port/hook")
 wait_ready() { # name port
   for _ in $(seq 150); do
     if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/readyz")" = 200 ]; then return 0; fi
@@ -171,15 +198,21 @@ containers+=("rc-notifier-$ns")
 wait_ready "rc-notifier-$ns" "$nport"
 [ "$(podman inspect --format '{{.Config.User}}' "rc-worker-$ns")" = "65532:65532" ] || die "the worker does not run as 65532"
 say "scheduler container: run-once --wait ($USERS users)"
+containers+=("rc-scheduler-$ns")
 podman run --name "rc-scheduler-$ns" "${run_flags[@]}" \
   --entrypoint /usr/local/bin/rolecall-scheduler "$IMAGE" \
   run-once --inventory /data/inventory.csv --wait --wait-timeout 300 --no-progress \
   >"$work/scheduler.out" 2>"$work/scheduler.err" \
   || { cat "$work/scheduler.out" "$work/scheduler.err" >&2; podman logs --tail 30 "rc-worker-$ns" >&2; die "the run did not finish"; }
-containers+=("rc-scheduler-$ns")
 cat "$work/scheduler.out"
 grep -Eq 'published [1-9][0-9]* jobs' "$work/scheduler.out" || die "the scheduler published no jobs"
 curl -sf "http://127.0.0.1:$wport/metrics" | grep -q '^rolecall' || die "the worker's /metrics has no rolecall series"
+say "the notifier's digest of the run reaches the webhook"
+run_id=$(sed -n 's/^run \([^:]*\): published.*/\1/p' "$work/scheduler.out" | head -n1)
+for _ in $(seq 150); do grep -qF "$run_id" "$work/hook.log" 2>/dev/null && break; sleep 0.2; done
+grep -qF "$run_id" "$work/hook.log" 2>/dev/null \
+  || { podman logs --tail 30 "rc-notifier-$ns" >&2; die "no webhook message names run $run_id"; }
+head -c 600 "$work/hook.log"; echo
 say "SIGTERM: the worker drains and exits 0"
 podman stop -t 40 "rc-worker-$ns" >/dev/null
 code=$(podman inspect --format '{{.State.ExitCode}}' "rc-worker-$ns")
