@@ -15,7 +15,9 @@
 # Needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379
 # (scripts/services.sh). Not part of scripts/test.sh.
 #
-#   deploy/image-check.sh              # ROLECALL_IMAGE_USERS=300 by default
+#   deploy/image-check.sh                              # release binaries, 300 users
+#   ROLECALL_IMAGE_PROFILE=debug deploy/image-check.sh # what scripts/test.sh runs
+#   ROLECALL_IMAGE_USERS=2000 deploy/image-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -77,13 +79,22 @@ if ! podman image exists "$base_tag"; then
 fi
 
 # --- 2. the image -------------------------------------------------------------
+# ROLECALL_IMAGE_PROFILE=debug packs the debug binaries (scripts/test.sh has
+# built them already; a release build takes many minutes on 2 cores): the
+# same image, only bigger. The size printed is the release one by default.
+profile="${ROLECALL_IMAGE_PROFILE:-release}"
+case "$profile" in
+  release) cargo_flags=(--release) ;;
+  debug) cargo_flags=() ;;
+  *) die "ROLECALL_IMAGE_PROFILE must be release or debug, not $profile" ;;
+esac
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-bins="${ROLECALL_IMAGE_BINARIES:-$target_dir/release}"
+bins="${ROLECALL_IMAGE_BINARIES:-$target_dir/$profile}"
 if [ -z "${ROLECALL_IMAGE_BINARIES:-}" ]; then
-  say "cargo build --release (worker, scheduler, notifier, sim)"
-  nice -n 19 cargo build --release --locked --quiet --bins \
+  say "cargo build ($profile: worker, scheduler, notifier, sim)"
+  nice -n 19 cargo build "${cargo_flags[@]}" --locked --quiet --bins \
     -p rolecall-worker -p rolecall-scheduler -p rolecall-notifier -p rolecall-sim \
-    || die "cargo build --release failed"
+    || die "cargo build ($profile) failed"
 fi
 ctx=$(mktemp -d)
 work=$(mktemp -d)
@@ -107,6 +118,11 @@ podman build --quiet -f deploy/Dockerfile \
   --build-arg BASE_IMAGE="$base_tag" --build-arg BUILDER_IMAGE="$base_tag" \
   --build-arg BINARIES=prebuilt -t "$IMAGE" "$ctx" >"$work/build.log" 2>&1 \
   || { cat "$work/build.log" >&2; die "podman build"; }
+# Earlier checks' images: older bases, untagged builds of this image.
+for old in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/rolecall-base:' | grep -vxF "$base_tag"); do
+  podman rmi "$old" >/dev/null 2>&1 || true
+done
+podman image prune -f --filter label=org.opencontainers.image.title=rolecall >/dev/null 2>&1 || true
 [ "$(podman image inspect --format '{{.Config.User}}' "$IMAGE")" = "65532:65532" ] \
   || die "the image does not run as 65532:65532"
 if podman run --rm --network none --entrypoint /bin/sh "$IMAGE" -c true >/dev/null 2>&1; then
@@ -206,7 +222,8 @@ podman run --name "rc-scheduler-$ns" "${run_flags[@]}" \
   || { cat "$work/scheduler.out" "$work/scheduler.err" >&2; podman logs --tail 30 "rc-worker-$ns" >&2; die "the run did not finish"; }
 cat "$work/scheduler.out"
 grep -Eq 'published [1-9][0-9]* jobs' "$work/scheduler.out" || die "the scheduler published no jobs"
-curl -sf "http://127.0.0.1:$wport/metrics" | grep -q '^rolecall' || die "the worker's /metrics has no rolecall series"
+curl -sf -o "$work/metrics.txt" "http://127.0.0.1:$wport/metrics" || die "the worker's /metrics did not answer"
+grep -q '^rolecall' "$work/metrics.txt" || die "the worker's /metrics has no rolecall series"
 say "the notifier's digest of the run reaches the webhook"
 run_id=$(sed -n 's/^run \([^:]*\): published.*/\1/p' "$work/scheduler.out" | head -n1)
 for _ in $(seq 150); do grep -qF "$run_id" "$work/hook.log" 2>/dev/null && break; sleep 0.2; done
@@ -220,5 +237,5 @@ code=$(podman inspect --format '{{.State.ExitCode}}' "rc-worker-$ns")
 
 # --- 4. size ------------------------------------------------------------------
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-printf 'image-check: %s is %s bytes (%.1f MiB); base %s; the run of %s users finished (%d s)\n' \
-  "$IMAGE" "$size" "$(awk -v s="$size" 'BEGIN { print s / 1048576 }')" "$base_tag" "$USERS" "$((SECONDS - start))"
+printf 'image-check: %s (%s binaries) is %s bytes (%.1f MiB); base %s; the run of %s users finished (%d s)\n' \
+  "$IMAGE" "$profile" "$size" "$(awk -v s="$size" 'BEGIN { print s / 1048576 }')" "$base_tag" "$USERS" "$((SECONDS - start))"

@@ -46,7 +46,8 @@ if [ ! -x "$helm" ] || [ ! -x "$kubectl" ]; then
   chmod +x "$layer.partial/helm/helm" "$layer.partial/kubectl/kubectl"
   rm -rf "$layer" && mv "$layer.partial" "$layer" && rm -rf "$tmp"
 fi
-"$helm" version --short | grep -q "^$HELM_VERSION" || die "expected helm $HELM_VERSION, got $("$helm" version --short)"
+helm_version=$("$helm" version --short) || die "$helm does not run"
+[[ "$helm_version" == "$HELM_VERSION"* ]] || die "expected helm $HELM_VERSION, got $helm_version"
 
 # --- Python tools in a throwaway venv (reused while the pins match) -------
 venv="$cache/venv"
