@@ -13,7 +13,7 @@
 #      Lever API and must see it finish; then the worker drains on SIGTERM;
 #   4. prints the image size.
 # Needs RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379
-# (scripts/services.sh). Not part of scripts/test.sh.
+# (scripts/services.sh). scripts/test.sh runs it with ROLECALL_IMAGE_PROFILE=debug.
 #
 #   deploy/image-check.sh                              # release binaries, 300 users
 #   ROLECALL_IMAGE_PROFILE=debug deploy/image-check.sh # what scripts/test.sh runs

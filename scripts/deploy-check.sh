@@ -13,7 +13,7 @@
 #     password in a URL, a bad type, root;
 #   - deploy/Dockerfile with hadolint; the deploy scripts with shellcheck.
 # Tools are cached under ${XDG_CACHE_HOME:-$HOME/.cache}/rolecall.
-# The container image build/run is deploy/image-check.sh (not run here).
+# The container image build/run is deploy/image-check.sh (scripts/test.sh runs it next).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
