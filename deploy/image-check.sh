@@ -83,17 +83,18 @@ fi
 # built them already; a release build takes many minutes on 2 cores): the
 # same image, only bigger. The size printed is the release one by default.
 profile="${ROLECALL_IMAGE_PROFILE:-release}"
+# debug: exactly scripts/test.sh's build, so that it is a no-op there (a
+# different package set could unify features differently and rebuild).
 case "$profile" in
-  release) cargo_flags=(--release) ;;
-  debug) cargo_flags=() ;;
+  release) cargo_flags=(--release -p rolecall-worker -p rolecall-scheduler -p rolecall-notifier -p rolecall-sim) ;;
+  debug) cargo_flags=(--workspace) ;;
   *) die "ROLECALL_IMAGE_PROFILE must be release or debug, not $profile" ;;
 esac
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bins="${ROLECALL_IMAGE_BINARIES:-$target_dir/$profile}"
 if [ -z "${ROLECALL_IMAGE_BINARIES:-}" ]; then
   say "cargo build ($profile: worker, scheduler, notifier, sim)"
-  nice -n 19 cargo build "${cargo_flags[@]}" --locked --quiet --bins \
-    -p rolecall-worker -p rolecall-scheduler -p rolecall-notifier -p rolecall-sim \
+  nice -n 19 cargo build "${cargo_flags[@]}" --bins --locked --quiet \
     || die "cargo build ($profile) failed"
 fi
 ctx=$(mktemp -d)
