@@ -126,8 +126,9 @@ expect_fail deploy/check/bad-inline-config.yaml "config: a URL with a password"
 expect_fail deploy/check/bad-inline-env.yaml "ROLECALL_SECRET_LEVER_PROD is a credential given inline"
 expect_fail deploy/check/bad-type.yaml "scheduler.replicas: Invalid type. Expected: integer, given: string"
 expect_fail deploy/check/bad-root.yaml "securityContext.runAsNonRoot"
+expect_fail deploy/check/bad-credentials-table.yaml "config: has a [credentials] table"
 n=$(find deploy/check -name 'bad-*.yaml' | wc -l)
-[ "$n" -eq 6 ] || die "deploy/check has $n bad-*.yaml files; each needs an expect_fail line here"
+[ "$n" -eq 7 ] || die "deploy/check has $n bad-*.yaml files; each needs an expect_fail line here"
 
 # --- Dockerfile, shell scripts --------------------------------------------
 say "hadolint deploy/Dockerfile"

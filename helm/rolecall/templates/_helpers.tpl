@@ -68,6 +68,9 @@ the connection URLs or plain ROLECALL_SECRET_* env values.
 {{- fail (printf "extraEnv: %s is a credential given inline; use valueFrom.secretKeyRef or credentials.existingSecrets" .name) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (or .Values.credentials.existingSecrets .Values.credentials.vault.enabled) (regexMatch "(?m)^\\s*\\[credentials(\\.vault)?\\]" (tpl .Values.config .)) -}}
+{{- fail "config: has a [credentials] table while credentials.existingSecrets or credentials.vault are set; the chart writes that table: keep credentials settings in values.credentials only" -}}
+{{- end -}}
 {{- if and .Values.credentials.vault.enabled (not .Values.credentials.vault.address) -}}
 {{- fail "credentials.vault.address is required when credentials.vault.enabled is true" -}}
 {{- end -}}
