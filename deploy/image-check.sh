@@ -93,7 +93,7 @@ esac
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bins="${ROLECALL_IMAGE_BINARIES:-$target_dir/$profile}"
 if [ -z "${ROLECALL_IMAGE_BINARIES:-}" ]; then
-  say "cargo build ($profile: worker, scheduler, notifier, sim)"
+  say "cargo build ($profile ${cargo_flags[*]})"
   nice -n 19 cargo build "${cargo_flags[@]}" --bins --locked --quiet \
     || die "cargo build ($profile) failed"
 fi
