@@ -40,3 +40,12 @@ cargo test --workspace --locked
 # the rest: a fleet of other tests' processes on the same cores bunches
 # requests and the measurement would be of the machine, not the limiter.
 cargo test -p rolecall-tests --test it --locked -- --ignored --test-threads=1
+
+# The deployment files (Helm chart, kustomize, Dockerfile): real helm,
+# Kubernetes schemas, checkov, hadolint; tools cached (scripts/deploy-check.sh).
+bash scripts/deploy-check.sh
+# The container image: built with podman from a base made of Debian
+# packages, run read-only as uid 65532 on the host network through a small
+# run against the servers above (deploy/image-check.sh). The debug binaries
+# built above are packed: a release build takes many minutes on 2 cores.
+ROLECALL_IMAGE_PROFILE=debug bash deploy/image-check.sh
