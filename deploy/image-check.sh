@@ -34,9 +34,7 @@ mkdir -p "$cache"
 # --- podman (Debian's, with runc and cgroupfs) ------------------------------
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
   say "installing podman and runc"
-  { apt-get install -y -qq podman runc >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null && apt-get install -y -qq podman runc >/dev/null; }; } \
-    || die "apt-get install podman runc failed"
+  bash scripts/apt-install.sh podman runc || die "apt-get install podman runc failed"
 fi
 cat >"$cache/containers.conf" <<'CONF'
 [containers]

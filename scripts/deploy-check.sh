@@ -64,9 +64,7 @@ fi
 # --- shellcheck (Debian) ---------------------------------------------------
 if ! command -v shellcheck >/dev/null; then
   say "installing shellcheck"
-  { apt-get install -y -qq shellcheck >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null && apt-get install -y -qq shellcheck >/dev/null; }; } \
-    || die "apt-get install shellcheck failed"
+  bash scripts/apt-install.sh shellcheck || die "apt-get install shellcheck failed"
 fi
 say "tools ready ($((SECONDS - start)) s)"
 

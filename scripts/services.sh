@@ -20,22 +20,10 @@ if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-ser
   missing+=(rabbitmq-server)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "${ROLECALL_SKIP_INSTALL:-0}" = "1" ]; then
-    log "missing: ${missing[*]} (and ROLECALL_SKIP_INSTALL=1)"; exit 1
-  fi
   log "installing ${missing[*]} from Debian packages"
-  export DEBIAN_FRONTEND=noninteractive
-  # Package scripts must not start services with their default (all-interfaces)
+  # Their services are not started with the packages' (all-interfaces)
   # configuration: we start them ourselves on loopback below.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-    $SUDO chmod +x "$policy"; created_policy=1
-  fi
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  if [ "$created_policy" = 1 ]; then $SUDO rm -f "$policy"; fi
+  bash "$(dirname "$0")/apt-install.sh" "${missing[@]}"
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
