@@ -48,6 +48,11 @@ pub(crate) fn app_table(name: &str, vendor: Vendor, sim: &SimHandle) -> String {
             sim.base_url(),
             r#"options = { product = "manager" }"#,
         ),
+        Vendor::Zoom => (
+            "http",
+            sim.base_url(),
+            r#"options = { preset = "zoom-users" }"#,
+        ),
         other => unreachable!("{other:?} is not in these tests"),
     };
     format!(
@@ -69,7 +74,7 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
     )
 }
 
-fn vault(settings: &Settings) -> Vault {
+pub(crate) fn vault(settings: &Settings) -> Vault {
     let lookup = Vault::with_env(settings.credentials.clone(), HashMap::new());
     let mut secrets = HashMap::new();
     for saas in settings.saas.values() {
@@ -83,7 +88,7 @@ fn vault(settings: &Settings) -> Vault {
     Vault::with_env(settings.credentials.clone(), secrets)
 }
 
-async fn run_import(
+pub(crate) async fn run_import(
     settings: &Settings,
     vault: &Vault,
     saas: &str,
@@ -103,7 +108,7 @@ async fn run_import(
 }
 
 /// Every record of a SaaS app (tests only: a real caller streams).
-async fn all_records(
+pub(crate) async fn all_records(
     store: &InventoryStore,
     saas: &str,
 ) -> Vec<rolecall_common::inventory::Record> {

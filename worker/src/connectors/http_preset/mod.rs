@@ -13,6 +13,7 @@
 //! - `template` — `{{…}}` variables and their escaping;
 //! - `rules` — conditions, "not found" and throttle rules, candidates;
 //! - `pagination` — the next page;
+//! - `list` — listing every user (`[list]`), for inventory imports;
 //! - this file — the lookup: requests, session login, reading replies.
 //!
 //! Everything that can be checked is checked when the worker starts (every
@@ -39,6 +40,7 @@
 //! - "not found" needs the vendor's word: a scan cut short by
 //!   `pagination.max_pages` is [`ConnectorError::Inconclusive`].
 
+mod list;
 mod load;
 mod pagination;
 mod rules;
@@ -60,7 +62,7 @@ use serde_json::Value;
 use url::{Origin, Url};
 
 use super::{
-    BuildContext, BuildError, Connector, ConnectorError, Lookup, VendorClient, VendorUser,
+    BuildContext, BuildError, Connector, ConnectorError, Lookup, UserPage, VendorClient, VendorUser,
 };
 use rules::{items, scalar_text};
 use spec::{Auth, RequestSpec, Spec, TokenFrom};
@@ -156,12 +158,14 @@ impl HttpPreset {
         }
     }
 
-    /// Builds `request` (the lookup, or the login when `user` is `None`) for `url`.
+    /// Builds `request` for `url`: the lookup (for `user`), the list or the
+    /// login. `auth` adds the spec's `[auth]`, which the login never carries.
     fn build(
         &self,
         request: &RequestSpec,
         url: Url,
         user: Option<&UserRef>,
+        auth: bool,
         session: Option<&SecretString>,
     ) -> Result<reqwest::RequestBuilder, ConnectorError> {
         let values = self.values(user);
@@ -191,8 +195,9 @@ impl HttpPreset {
             Some(b) => Some(pair(&b.user, &b.password)?),
             None => None,
         };
-        // The lookup carries the spec's auth; the login carries only its own.
-        if user.is_some() {
+        // The lookup and the list carry the spec's auth; the login carries
+        // only its own.
+        if auth {
             match &self.spec.auth {
                 Auth::Basic { user, password } => basic = Some(pair(user, password)?),
                 Auth::Bearer { token } => {
@@ -232,7 +237,7 @@ impl HttpPreset {
         user: &UserRef,
         session: Option<&SecretString>,
     ) -> Result<Page, ConnectorError> {
-        let request = self.build(&self.spec.request, url.clone(), Some(user), session)?;
+        let request = self.build(&self.spec.request, url.clone(), Some(user), true, session)?;
         let reply = self.client.send_accepting(request, &self.accept).await?;
         let status = reply.status;
         let code = status.as_u16();
@@ -264,15 +269,25 @@ impl HttpPreset {
         Err(self.client.error_for(&reply))
     }
 
-    /// One page of the lookup, logging in first for session auth and once
-    /// more if the vendor answers 401 (an expired session).
+    /// One page of the lookup.
     async fn fetch(&self, url: &Url, user: &UserRef) -> Result<Page, ConnectorError> {
+        self.with_session(|session| async move { self.exchange(url, user, session.as_ref()).await })
+            .await
+    }
+
+    /// Runs `send` with the session token, logging in first for session
+    /// auth and once more if the vendor answers 401 (an expired session).
+    async fn with_session<T, F, Fut>(&self, send: F) -> Result<T, ConnectorError>
+    where
+        F: Fn(Option<SecretString>) -> Fut,
+        Fut: Future<Output = Result<T, ConnectorError>>,
+    {
         let token = self.session_token().await?;
-        match (self.exchange(url, user, token.as_ref()).await, token) {
+        match (send(token.clone()).await, token) {
             (Err(ConnectorError::Unauthorized { status: 401, .. }), Some(stale)) => {
                 self.forget_session(&stale).await;
                 let fresh = self.session_token().await?;
-                self.exchange(url, user, fresh.as_ref()).await
+                send(fresh).await
             }
             (page, _) => page,
         }
@@ -291,7 +306,7 @@ impl HttpPreset {
         let url = self.pin(url, || {
             ConnectorError::Unsupported("log in at another origin than base_url")
         })?;
-        let login = self.build(&session.login, url, None, None)?;
+        let login = self.build(&session.login, url, None, false, None)?;
         let reply = self.client.send(login).await?;
         let token = match &session.token_from {
             TokenFrom::Header(name) => reply
@@ -353,6 +368,11 @@ impl HttpPreset {
 
 #[async_trait]
 impl Connector for HttpPreset {
+    /// The spec's `[list]` (`list.rs`); a spec without one cannot list.
+    async fn list_page(&self, cursor: Option<&str>) -> Result<UserPage, ConnectorError> {
+        self.list(cursor).await
+    }
+
     async fn lookup(&self, user: &UserRef) -> Result<Lookup, ConnectorError> {
         let values = self.values(Some(user));
         let pagination = &self.spec.pagination;

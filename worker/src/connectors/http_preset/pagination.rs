@@ -104,6 +104,18 @@ impl Pagination {
         }
     }
 
+    /// `max_pages` when the spec sets it (a listing has no default cap
+    /// of a lookup's size).
+    pub(super) fn max_pages_set(&self) -> Option<NonZeroU64> {
+        match self {
+            Pagination::None {} => None,
+            Pagination::Offset { max_pages, .. }
+            | Pagination::Page { max_pages, .. }
+            | Pagination::Cursor { max_pages, .. }
+            | Pagination::Link { max_pages, .. } => *max_pages,
+        }
+    }
+
     /// `size_param` and `size` as given (`validate` checks they come together).
     pub(super) fn size_keys(&self) -> (bool, bool) {
         match self {
@@ -222,7 +234,7 @@ impl Pagination {
 }
 
 /// `url` with `name` set to `value` (replacing any earlier value).
-fn with_param(url: &Url, name: &str, value: &str) -> Url {
+pub(super) fn with_param(url: &Url, name: &str, value: &str) -> Url {
     let kept: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| k != name)

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use super::list::ListSpec;
 use super::pagination::Pagination;
 use super::rules::{Condition, NotFoundRules, ThrottleRule};
 use super::template::Template;
@@ -81,6 +82,9 @@ pub(super) struct Spec {
     pub(super) response: ResponseSpec,
     #[serde(default)]
     pub(super) pagination: Pagination,
+    /// How to list every user (for inventory imports); `None`: the preset
+    /// cannot list.
+    pub(super) list: Option<ListSpec>,
 }
 
 fn inline_name() -> String {
@@ -375,6 +379,7 @@ impl<'de> Deserialize<'de> for Statuses {
 const TAGGED: &[(&str, &str, Option<&str>)] = &[
     ("auth", "kind", None),
     ("pagination", "style", Some("none")),
+    ("list.pagination", "style", Some("none")),
 ];
 
 /// Reads a spec document; the problem's path is relative to the spec's root.
@@ -392,14 +397,25 @@ pub(super) fn parse(mut doc: Value) -> Result<Spec, Problem> {
     })
 }
 
-/// `{tag = "x", …}` at `root[key]` → `{x = {…}}`.
+/// `{tag = "x", …}` at `root[key]` → `{x = {…}}`; `key` may be dotted
+/// (`list.pagination`). A missing table, or a parent that is not a table
+/// (serde names that one), is left alone.
 fn retag(
     root: &mut Map<String, Value>,
     key: &str,
     tag: &str,
     default: Option<&str>,
 ) -> Result<(), Problem> {
-    let Some(place) = root.get_mut(key) else {
+    let mut parent = root;
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("split yields one part");
+    for part in parts {
+        match parent.get_mut(part) {
+            Some(Value::Object(inner)) => parent = inner,
+            _ => return Ok(()),
+        }
+    }
+    let Some(place) = parent.get_mut(last) else {
         return Ok(());
     };
     let Value::Object(table) = place else {

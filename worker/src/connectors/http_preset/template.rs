@@ -126,12 +126,12 @@ impl Allow {
         secret: true,
         user: true,
     };
-    /// Auth and the login request's headers and body: the same for every user.
+    /// Auth and the login's and the list's headers and body: the same for every user.
     pub(super) const AUTH: Allow = Allow {
         secret: true,
         user: false,
     };
-    /// The login URL.
+    /// The login URL, the list's URL and its status condition.
     pub(super) const LOGIN_URL: Allow = Allow {
         secret: false,
         user: false,
@@ -187,7 +187,7 @@ impl Template {
             }
             if var.is_user() && !allow.user {
                 return Err(format!(
-                    "`{{{{{}}}}}` is per user; authentication must not depend on the user",
+                    "`{{{{{}}}}}` is per user; authentication and the list must not depend on the user",
                     var.name()
                 ));
             }

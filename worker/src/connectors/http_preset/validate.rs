@@ -4,7 +4,7 @@
 //! rather than the first, so one deployment attempt shows them all:
 //!
 //! - which variables each template may use (no secrets in URLs or
-//!   comparisons, no per-user values in authentication);
+//!   comparisons, no per-user values in authentication or the list);
 //! - keys that only make sense together (`body` with `POST`, `size` with
 //!   `size_param`, pagination with `match`);
 //! - statuses a rule may claim (401/403/408/429 mean the same for every
@@ -51,6 +51,19 @@ fn places(spec: &Spec) -> Vec<Place<'_>> {
         Auth::Bearer { token } => all.push("auth.token", token, Allow::AUTH),
         Auth::Header { value, .. } => all.push("auth.value", value, Allow::AUTH),
         Auth::Session(s) => all.request("auth.login", &s.login, Allow::LOGIN_URL, Allow::AUTH),
+    }
+    if let Some(list) = &spec.list {
+        // The same list for every user: no user variables anywhere in it.
+        all.request("list.request", &list.request, Allow::LOGIN_URL, Allow::AUTH);
+        if let Some(active) = &list.fields.active {
+            for (key, template) in active.templates() {
+                all.push(
+                    format!("list.fields.active.{key}"),
+                    template,
+                    Allow::LOGIN_URL,
+                );
+            }
+        }
     }
     let response = &spec.response;
     let mut conditions: Vec<(String, &Condition)> = response
@@ -142,6 +155,7 @@ pub(super) fn validate(
     }
     check_response(&mut problems, spec);
     check_pagination(&mut problems, spec);
+    check_list(&mut problems, spec);
     let vars = check_vars(&mut problems, spec, &places, given);
     // Rendering needs every template and variable to be right.
     if problems.is_empty() {
@@ -227,6 +241,44 @@ fn check_pagination(problems: &mut Vec<Problem>, spec: &Spec) {
             "is required with `size`",
         )),
         _ => {}
+    }
+}
+
+fn check_list(problems: &mut Vec<Problem>, spec: &Spec) {
+    let Some(list) = &spec.list else {
+        return;
+    };
+    check_request(problems, "list.request", &list.request);
+    if list.request.basic.is_some() {
+        problems.push(Problem::new(
+            "list.request.basic",
+            "only the login request takes `basic`; the list authenticates with [auth]",
+        ));
+    }
+    match list.pagination.size_keys() {
+        (true, false) => problems.push(Problem::new(
+            "list.pagination.size",
+            "is required with `size_param`",
+        )),
+        (false, true) => problems.push(Problem::new(
+            "list.pagination.size_param",
+            "is required with `size`",
+        )),
+        _ => {}
+    }
+    if let Some(sweep) = &list.sweep {
+        if sweep.param.trim().is_empty() {
+            problems.push(Problem::new(
+                "list.sweep.param",
+                "must name a query parameter",
+            ));
+        }
+        if sweep.values.is_empty() {
+            problems.push(Problem::new(
+                "list.sweep.values",
+                "must hold at least one value (the list is walked once per value)",
+            ));
+        }
     }
 }
 
@@ -324,6 +376,10 @@ fn check_samples(
             values.user = None;
             sample_request(problems, "auth.login", &session.login, &values, &origin);
         }
+    }
+    if let Some(list) = &spec.list {
+        values.user = None;
+        sample_request(problems, "list.request", &list.request, &values, &origin);
     }
 }
 

@@ -14,13 +14,13 @@ use crate::error::ErrorClass;
 
 /// A vendor on a local port answering every request with `respond(target)`
 /// (a whole HTTP response), and the requests' heads it received.
-struct Scripted {
+pub(super) struct Scripted {
     addr: SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl Scripted {
-    async fn start(respond: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+    pub(super) async fn start(respond: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -50,20 +50,20 @@ impl Scripted {
         Self { addr, heads }
     }
 
-    fn base_url(&self) -> String {
+    pub(super) fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn requests(&self) -> usize {
+    pub(super) fn requests(&self) -> usize {
         self.heads.lock().unwrap().len()
     }
 
-    fn heads(&self) -> Vec<String> {
+    pub(super) fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
     }
 }
 
-fn http(status: &str, headers: &[(&str, String)], body: &str) -> String {
+pub(super) fn http(status: &str, headers: &[(&str, String)], body: &str) -> String {
     let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()

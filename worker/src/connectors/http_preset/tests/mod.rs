@@ -2,6 +2,7 @@
 //! problem validation finds is reported. Lookups against a scripted vendor
 //! are in `lookups`.
 
+mod listing;
 mod lookups;
 
 use rolecall_common::config::SaasSettings;
@@ -446,7 +447,7 @@ fn a_broken_preset_file_names_the_file_and_the_key() {
     let zoom = load::SHIPPED[1].1;
     std::fs::write(
         dir.join("broken.toml"),
-        zoom.replace("role = \"/type\"", "role = \"type\""),
+        zoom.replacen("role = \"/type\"", "role = \"type\"", 1),
     )
     .unwrap();
     std::fs::write(dir.join("garbled.toml"), "[auth\nkind=").unwrap();
