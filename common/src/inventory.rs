@@ -18,7 +18,9 @@
 //! `vendor_name`, `vendor_role`, `vendor_status` = active | inactive |
 //! gone, `vendor_last_login`, `vendor_run` = the last import run that saw
 //! the user), the system-of-record fields from inventory loads (`sor` = 1,
-//! `user_id`, `email`, `external_id`, `status`, `last_login`, `attr.<name>`).
+//! `user_id`, `email`, `external_id`, `status`, `last_login`, `attr.<name>`,
+//! `sor_source` = the HTTP source, `sor_run` = the last load that saw the
+//! user, `sor_missing_at` = when a complete load last marked it missing).
 //! Both sides set `first_seen`, `last_seen` and `source` (the first side).
 //!
 //! Every write is a Lua script over one page of users, so memory stays that
@@ -187,6 +189,31 @@ return out
     )
 });
 
+/// KEYS: record hashes. ARGV: run, now, source (`sor_source`, empty for
+/// files), status to mark with (empty: count only), then the records' keys.
+/// A system-of-record record of `source` that this load (`run`) did not
+/// see is missing; one already marked with the status is not counted
+/// again. Returns the missing keys.
+static SOR_MISSING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for k = 1, #KEYS do
+  local f = redis.call('HMGET', KEYS[k], 'sor', 'sor_run', 'sor_source', 'status')
+  local source = f[3] or ''
+  if f[1] == '1' and f[2] ~= ARGV[1] and source == ARGV[3]
+     and (ARGV[4] == '' or f[4] ~= ARGV[4]) then
+    out[#out + 1] = ARGV[4 + k]
+    if ARGV[4] ~= '' then
+      redis.call('HSET', KEYS[k], 'status', ARGV[4], 'sor_missing_at', ARGV[2])
+    end
+  end
+end
+return out
+",
+    )
+});
+
 /// The Redis inventory.
 #[derive(Clone)]
 pub struct InventoryStore {
@@ -335,6 +362,34 @@ impl InventoryStore {
             .arg(run)
             .arg(chrono::Utc::now().to_rfc3339())
             .arg(if mark { "1" } else { "0" });
+        for key in keys {
+            invocation.key(self.record_key(saas, key));
+            invocation.arg(key);
+        }
+        let mut conn = self.conn.clone();
+        Ok(invocation.invoke_async(&mut conn).await?)
+    }
+
+    /// Finds (and, with `mark`, sets `status` to it) the system-of-record
+    /// records among `keys` written by `source` (`""`: inventory files)
+    /// that the complete load `run` did not see.
+    pub async fn sor_missing(
+        &self,
+        saas: &str,
+        keys: &[String],
+        run: &str,
+        source: &str,
+        mark: Option<&str>,
+    ) -> Result<Vec<String>, InventoryStoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = SOR_MISSING.prepare_invoke();
+        invocation
+            .arg(run)
+            .arg(chrono::Utc::now().to_rfc3339())
+            .arg(source)
+            .arg(mark.unwrap_or(""));
         for key in keys {
             invocation.key(self.record_key(saas, key));
             invocation.arg(key);

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use rolecall_common::config::{HttpSourceSettings, Paging, Preference, SyncKey};
+use rolecall_common::config::{HttpSourceSettings, Paging};
 use rolecall_common::credentials::Vault;
 use rolecall_common::inventory::InventoryStore;
 use secrecy::{ExposeSecret, SecretString};
@@ -20,7 +20,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::inventory::{InventoryRow, KNOWN_FIELDS};
-use crate::sor::{LoadReport, upsert_of};
+use crate::sor::{LoadOptions, LoadReport, find_missing, upsert_of};
 
 /// Pages followed at most (a guard against a server that loops).
 const MAX_PAGES: u64 = 1_000_000;
@@ -223,14 +223,28 @@ impl HttpSource {
         row
     }
 
-    /// Pages through the source into the inventory.
+    /// What a complete sync does to this source's records it did not see:
+    /// the source's own `missing`, else `default`.
+    pub fn missing(
+        &self,
+        default: rolecall_common::config::SorMissing,
+    ) -> rolecall_common::config::SorMissing {
+        self.settings.missing.unwrap_or(default)
+    }
+
+    /// Pages through the source into the inventory. After the last page
+    /// (a complete listing), the source's records it did not list are
+    /// missing (`options.missing`); a sync that fails on a page returns the
+    /// error and marks nobody.
     pub async fn sync(
         &self,
         store: &InventoryStore,
-        sync_key: SyncKey,
-        preference: Preference,
+        options: &LoadOptions,
     ) -> Result<LoadReport, anyhow::Error> {
-        let mut report = LoadReport::default();
+        let mut report = LoadReport::start();
+        let (sync_key, preference) = (options.sync_key, options.preference);
+        let touch = [("sor_run", report.run_id.clone())];
+        let touch: Vec<(&str, &str)> = touch.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let source = format!("http:{}", self.settings.name);
         let mut url = self.first_url();
         let mut offset = 0u64;
@@ -249,12 +263,21 @@ impl HttpSource {
                         None => report.skipped += 1,
                     }
                 }
-                let outcome = store.upsert(saas, &batch, preference, &source, &[]).await?;
+                let outcome = store
+                    .upsert(saas, &batch, preference, &source, &touch)
+                    .await?;
                 report.counts.add(&outcome.counts);
             }
             match page.next {
                 Some(next) => url = next,
-                None => return Ok(report),
+                None => {
+                    report.complete = true;
+                    for saas in &self.settings.saas {
+                        find_missing(store, saas, &self.settings.name, options, &mut report)
+                            .await?;
+                    }
+                    return Ok(report);
+                }
             }
         }
         anyhow::bail!(

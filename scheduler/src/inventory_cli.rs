@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use rolecall_common::config::{Preference, SyncKey};
+use rolecall_common::config::{Preference, SorMissing, SyncKey};
 use rolecall_common::inventory::InventoryStore;
 use rolecall_common::{Names, Settings};
 use rolecall_scheduler::inventory::Format;
@@ -74,6 +74,14 @@ pub enum InventoryAction {
         /// email or external_id; `inventory.sync_key` by default.
         #[arg(long)]
         sync_key: Option<String>,
+        /// create_and_update (default), create_only or update_only.
+        #[arg(long)]
+        preference: Option<String>,
+        /// keep, inactive or removed: what a complete load does to the
+        /// file's earlier records it no longer has; `inventory.sor_missing`
+        /// by default.
+        #[arg(long)]
+        missing: Option<String>,
     },
     /// Page through an HTTP system of record (`[inventory.sources.<name>]`)
     /// into the Redis inventory.
@@ -81,6 +89,14 @@ pub enum InventoryAction {
         /// The source's name.
         #[arg(long)]
         source: String,
+        /// create_and_update (default), create_only or update_only.
+        #[arg(long)]
+        preference: Option<String>,
+        /// keep, inactive or removed: what a complete sync does to the
+        /// source's records it no longer lists; the source's `missing`,
+        /// else `inventory.sor_missing`, by default.
+        #[arg(long)]
+        missing: Option<String>,
     },
     /// Write the Redis inventory as JSON Lines (stdout by default).
     Export {
@@ -130,6 +146,21 @@ fn sync_key(text: Option<String>, settings: &Settings) -> anyhow::Result<SyncKey
     }
 }
 
+fn parse_preference(text: Option<String>) -> anyhow::Result<Option<Preference>> {
+    text.map(|p| {
+        Preference::parse(&p)
+            .with_context(|| format!("`{p}` is not create_and_update, create_only or update_only"))
+    })
+    .transpose()
+}
+
+fn parse_missing(text: Option<String>) -> anyhow::Result<Option<SorMissing>> {
+    text.map(|m| {
+        SorMissing::parse(&m).with_context(|| format!("`{m}` is not keep, inactive or removed"))
+    })
+    .transpose()
+}
+
 fn apps(asked: Vec<String>, settings: &Settings) -> anyhow::Result<Vec<String>> {
     if asked.is_empty() {
         return Ok(settings.saas.keys().cloned().collect());
@@ -158,13 +189,7 @@ pub async fn run(command: InventoryCommand, settings: Settings) -> anyhow::Resul
             preference,
             json,
         } => {
-            let preference = preference
-                .map(|p| {
-                    Preference::parse(&p).with_context(|| {
-                        format!("`{p}` is not create_and_update, create_only or update_only")
-                    })
-                })
-                .transpose()?;
+            let preference = parse_preference(preference)?;
             let options = import::ImportOptions {
                 saas,
                 sync_key: Some(sync_key(key, &settings)?),
@@ -214,44 +239,42 @@ async fn inventory(action: InventoryAction, settings: Settings) -> anyhow::Resul
             file,
             saas,
             sync_key: key,
+            preference: asked,
+            missing: gone,
         } => {
             let apps = apps(saas, &settings)?;
+            let options = sor::LoadOptions {
+                sync_key: sync_key(key, &settings)?,
+                preference: parse_preference(asked)?.unwrap_or(Preference::CreateAndUpdate),
+                missing: parse_missing(gone)?.unwrap_or(settings.inventory.sor_missing),
+            };
             let report = sor::load(
                 &store(&settings).await?,
                 &file,
                 Format::from_path(&file),
                 &apps,
-                sync_key(key, &settings)?,
-                Preference::CreateAndUpdate,
+                &options,
             )
             .await?;
-            let c = report.counts;
-            println!(
-                "loaded {}: created {}, updated {}, unchanged {}, skipped {}",
-                file.display(),
-                c.created,
-                c.updated,
-                c.unchanged,
-                report.skipped
-            );
+            print!("{}", report.render(&format!("loaded {}", file.display())));
             Ok(())
         }
-        InventoryAction::Sync { source } => {
+        InventoryAction::Sync {
+            source,
+            preference: asked,
+            missing: gone,
+        } => {
             let vault = rolecall_common::credentials::Vault::new(settings.credentials.clone());
             let http =
                 http_source::HttpSource::open(&settings.inventory.sources, &source, &vault).await?;
-            let report = http
-                .sync(
-                    &store(&settings).await?,
-                    settings.inventory.sync_key,
-                    Preference::CreateAndUpdate,
-                )
-                .await?;
-            let c = report.counts;
-            println!(
-                "synced {source}: created {}, updated {}, unchanged {}, skipped {}",
-                c.created, c.updated, c.unchanged, report.skipped
-            );
+            let options = sor::LoadOptions {
+                sync_key: settings.inventory.sync_key,
+                preference: parse_preference(asked)?.unwrap_or(Preference::CreateAndUpdate),
+                missing: parse_missing(gone)?
+                    .unwrap_or(http.missing(settings.inventory.sor_missing)),
+            };
+            let report = http.sync(&store(&settings).await?, &options).await?;
+            print!("{}", report.render(&format!("synced {source}")));
             Ok(())
         }
         InventoryAction::Export { saas, out } => {

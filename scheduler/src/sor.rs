@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use rolecall_common::config::{Preference, SyncKey};
+use rolecall_common::config::{Preference, SorMissing, SyncKey};
 use rolecall_common::inventory::{InventoryStore, Record, Upsert, UpsertCounts, email_key};
 use tracing::warn;
 
@@ -19,14 +19,101 @@ use crate::inventory::{self, Format, InventoryRow};
 
 /// Rows written per script call.
 const PAGE: usize = 500;
+/// Records checked per missing-detection call.
+const MISSING_BATCH: usize = 500;
+
+/// How a load writes, and what it does to records it did not see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// How rows are joined to records.
+    pub sync_key: SyncKey,
+    /// What the load may do.
+    pub preference: Preference,
+    /// What a complete load does to its source's records it did not see.
+    pub missing: SorMissing,
+}
 
 /// What a load did, per run of the command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadReport {
+    /// The load's id (`sor_run` of every record it saw).
+    pub run_id: String,
     /// Counts of the upserts.
     pub counts: UpsertCounts,
     /// Rows without a sync key, for an app that is not asked for, or malformed.
     pub skipped: u64,
+    /// Malformed rows (a load with any is not complete).
+    pub malformed: u64,
+    /// Whether every row was read: only a complete load finds missing records.
+    pub complete: bool,
+    /// Records of the source the load did not see (counted whatever
+    /// `missing` says; marked only when it and the preference allow).
+    pub missing: u64,
+    /// Whether the missing records were marked.
+    pub marked: bool,
+}
+
+impl LoadReport {
+    /// A new load's report, with its run id.
+    pub fn start() -> Self {
+        Self {
+            run_id: format!("sor-{}", ulid::Ulid::new()),
+            ..Default::default()
+        }
+    }
+
+    /// One line for the terminal.
+    pub fn render(&self, what: &str) -> String {
+        let c = &self.counts;
+        let missing = if !self.complete {
+            "missing not checked (incomplete load)".to_owned()
+        } else if self.marked {
+            format!("missing {} (marked)", self.missing)
+        } else {
+            format!("missing {} (kept)", self.missing)
+        };
+        format!(
+            "{what}: created {}, updated {}, unchanged {}, skipped {}, refused {}, {missing}\n",
+            c.created,
+            c.updated,
+            c.unchanged,
+            self.skipped,
+            c.refused_new + c.refused_changed,
+        )
+    }
+}
+
+/// After a complete load: finds the records of `source` (`""`: files) in
+/// `saas` that the load did not see and, when `options` allow, marks them.
+/// A batched walk of the index, never the whole inventory in memory.
+/// `create_only` may not change existing records, so it only counts.
+pub async fn find_missing(
+    store: &InventoryStore,
+    saas: &str,
+    source: &str,
+    options: &LoadOptions,
+    report: &mut LoadReport,
+) -> anyhow::Result<()> {
+    let mark = match options.preference {
+        Preference::CreateOnly => None,
+        _ => options.missing.status(),
+    };
+    report.marked = mark.is_some();
+    let mut after: Option<String> = None;
+    loop {
+        let keys = store
+            .keys_after(saas, after.as_deref(), MISSING_BATCH)
+            .await?;
+        let Some(last) = keys.last().cloned() else {
+            break;
+        };
+        report.missing += store
+            .sor_missing(saas, &keys, &report.run_id, source, mark)
+            .await?
+            .len() as u64;
+        after = Some(last);
+    }
+    Ok(())
 }
 
 /// The system-of-record fields of a row, keyed by the sync key.
@@ -53,6 +140,9 @@ pub fn upsert_of(row: &InventoryRow, sync_key: SyncKey) -> Option<Upsert> {
             "last_login".to_owned(),
             row.last_login.clone().unwrap_or_default(),
         ),
+        // Seen again: no longer missing (absent compares as empty, so this
+        // changes nothing for a record that never went missing).
+        ("sor_missing_at".to_owned(), String::new()),
     ];
     fields.extend(
         row.attributes
@@ -62,24 +152,29 @@ pub fn upsert_of(row: &InventoryRow, sync_key: SyncKey) -> Option<Upsert> {
     Some(Upsert { key, fields })
 }
 
-/// Loads an inventory file's rows of `apps` into the Redis inventory.
+/// Loads an inventory file's rows of `apps` into the Redis inventory. A
+/// file read to its end without a malformed row is complete: the file
+/// records of `apps` it did not have are then missing (`options.missing`).
 pub async fn load(
     store: &InventoryStore,
     path: &Path,
     format: Format,
     apps: &[String],
-    sync_key: SyncKey,
-    preference: Preference,
+    options: &LoadOptions,
 ) -> anyhow::Result<LoadReport> {
-    let mut report = LoadReport::default();
+    let mut report = LoadReport::start();
     let mut pages: BTreeMap<String, Vec<Upsert>> = BTreeMap::new();
     let source = format!("file:{}", path.display());
+    let touch = [("sor_run", report.run_id.clone())];
+    let touch: Vec<(&str, &str)> = touch.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (sync_key, preference) = (options.sync_key, options.preference);
     for row in inventory::open(path, format)? {
         let row = match row {
             Ok(row) => row,
             Err(e) => {
                 warn!(file = %e.file, line = e.line, reason = %e.reason, "Skipping malformed inventory row.");
                 report.skipped += 1;
+                report.malformed += 1;
                 continue;
             }
         };
@@ -96,16 +191,24 @@ pub async fn load(
         if page.len() >= PAGE {
             let batch = std::mem::take(page);
             let outcome = store
-                .upsert(&row.saas, &batch, preference, &source, &[])
+                .upsert(&row.saas, &batch, preference, &source, &touch)
                 .await?;
             report.counts.add(&outcome.counts);
         }
     }
     for (saas, batch) in pages {
         let outcome = store
-            .upsert(&saas, &batch, preference, &source, &[])
+            .upsert(&saas, &batch, preference, &source, &touch)
             .await?;
         report.counts.add(&outcome.counts);
+    }
+    // A malformed row may be a user the file still has: with one, the
+    // file proves nobody missing.
+    report.complete = report.malformed == 0;
+    if report.complete {
+        for saas in apps {
+            find_missing(store, saas, "", options, &mut report).await?;
+        }
     }
     Ok(report)
 }

@@ -384,8 +384,10 @@ async fn inventory_seats_report_names_exactly_the_shadow_gone_and_stale_accounts
         &path,
         Format::Csv,
         &["lever".to_string()],
-        settings.inventory.sync_key,
-        Preference::CreateAndUpdate,
+        &sor::LoadOptions {
+            sync_key: settings.inventory.sync_key,
+            ..Default::default()
+        },
     )
     .await
     .unwrap();

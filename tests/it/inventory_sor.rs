@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, patch};
-use rolecall_common::config::{self, Preference};
+use rolecall_common::config;
 use rolecall_common::credentials::Vault;
 use rolecall_common::inventory::InventoryStore;
 use rolecall_scheduler::http_source::HttpSource;
@@ -168,8 +168,10 @@ write_back = {{ method = "PATCH", url = "{base}/users/{{user_id}}", body = '{{"a
     let loaded = http
         .sync(
             &store,
-            settings.inventory.sync_key,
-            Preference::CreateAndUpdate,
+            &sor::LoadOptions {
+                sync_key: settings.inventory.sync_key,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();

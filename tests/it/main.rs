@@ -10,6 +10,7 @@ mod failures;
 mod four_apps;
 mod happy_path;
 mod inventory;
+mod inventory_missing;
 mod inventory_preset;
 mod inventory_sor;
 mod limits;

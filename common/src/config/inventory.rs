@@ -5,6 +5,9 @@
 //! sync_key = "email"              # or "external_id"
 //! preference = "create_and_update" # or "create_only", "update_only"
 //! stale_after_days = 90           # the seats report's "no login since"
+//! sor_missing = "keep"            # or "inactive", "removed": what a complete
+//!                                 # system-of-record load does to records it
+//!                                 # did not see (per source: `missing`)
 //! ```
 
 use std::collections::BTreeMap;
@@ -75,6 +78,49 @@ impl Preference {
     }
 }
 
+/// What a complete system-of-record load (`inventory load`, `inventory
+/// sync`) does to the records of its source that it did not see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SorMissing {
+    /// Count them, change nothing (the source may list only a part).
+    #[default]
+    Keep,
+    /// Set their `status` to `inactive`.
+    Inactive,
+    /// Set their `status` to `removed`.
+    Removed,
+}
+
+impl SorMissing {
+    /// Parses `keep`, `inactive` or `removed`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim() {
+            "keep" => Some(Self::Keep),
+            "inactive" => Some(Self::Inactive),
+            "removed" => Some(Self::Removed),
+            _ => None,
+        }
+    }
+
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Inactive => "inactive",
+            Self::Removed => "removed",
+        }
+    }
+
+    /// The `status` a missing record gets; `None` for `keep`.
+    pub fn status(self) -> Option<&'static str> {
+        match self {
+            Self::Keep => None,
+            Self::Inactive => Some("inactive"),
+            Self::Removed => Some("removed"),
+        }
+    }
+}
+
 /// The `[inventory]` table as written.
 #[allow(missing_docs)]
 #[derive(Debug, Deserialize, Default)]
@@ -83,6 +129,7 @@ pub struct RawInventory {
     pub sync_key: Option<String>,
     pub preference: Option<String>,
     pub stale_after_days: Option<u32>,
+    pub sor_missing: Option<String>,
     pub sources: BTreeMap<String, RawHttpSource>,
     pub imports: BTreeMap<String, RawImportSchedule>,
 }
@@ -126,6 +173,7 @@ pub struct RawHttpSource {
     pub max_attempts: Option<u32>,
     pub fields: BTreeMap<String, String>,
     pub write_back: Option<RawWriteBack>,
+    pub missing: Option<String>,
 }
 
 /// A source's `write_back` table as written.
@@ -196,6 +244,9 @@ pub struct HttpSourceSettings {
     pub fields: BTreeMap<String, String>,
     /// Where deactivations are written back; `None`: read-only.
     pub write_back: Option<WriteBackSettings>,
+    /// What a complete sync does to this source's records it did not see;
+    /// `None`: `inventory.sor_missing`.
+    pub missing: Option<SorMissing>,
 }
 
 /// The inventory's settings, validated.
@@ -207,6 +258,8 @@ pub struct InventorySettings {
     pub preference: Preference,
     /// A last login older than this many days makes a seat stale.
     pub stale_after_days: u32,
+    /// What a complete system-of-record load does to records it did not see.
+    pub sor_missing: SorMissing,
     /// HTTP systems of record, by name.
     pub sources: BTreeMap<String, HttpSourceSettings>,
     /// Scheduled imports, by name.
@@ -219,6 +272,7 @@ impl Default for InventorySettings {
             sync_key: SyncKey::Email,
             preference: Preference::CreateAndUpdate,
             stale_after_days: 90,
+            sor_missing: SorMissing::Keep,
             sources: BTreeMap::new(),
             imports: BTreeMap::new(),
         }
@@ -257,6 +311,15 @@ pub(crate) fn validate(
             );
         } else {
             settings.stale_after_days = days;
+        }
+    }
+    if let Some(text) = raw.sor_missing {
+        match SorMissing::parse(&text) {
+            Some(m) => settings.sor_missing = m,
+            None => bad(
+                "inventory.sor_missing".into(),
+                format!("`{text}` is not `keep`, `inactive` or `removed`"),
+            ),
         }
     }
     for (name, import) in raw.imports {
@@ -414,6 +477,21 @@ fn validate_source(
             })
         }
     };
+    let missing = match raw.missing.as_deref().map(SorMissing::parse) {
+        None => None,
+        Some(Some(m)) => Some(m),
+        Some(None) => {
+            bad(
+                key("missing"),
+                format!(
+                    "`{}` is not `keep`, `inactive` or `removed`",
+                    raw.missing.as_deref().unwrap_or_default()
+                ),
+            );
+            ok = false;
+            None
+        }
+    };
     let (url, paging) = (url?, paging?);
     ok.then(|| HttpSourceSettings {
         name: name.to_owned(),
@@ -428,6 +506,7 @@ fn validate_source(
         max_attempts: raw.max_attempts.unwrap_or(5).max(1),
         fields: raw.fields,
         write_back,
+        missing,
     })
 }
 
