@@ -178,6 +178,9 @@ async fn inventory_import_of_5000_users_per_vendor_mirrors_the_population_and_a_
         for record in &records {
             let user = by_email[record.key.as_str()];
             assert_eq!(record.get("vendor_id"), Some(user.id.as_str()), "{name}");
+            if *vendor == Vendor::Okta {
+                assert_eq!(record.get("vendor_role"), Some(okta_role(user)), "{name}");
+            }
             if matches!(vendor, Vendor::Lever | Vendor::MosyleBusiness) {
                 assert_eq!(
                     record.get("vendor_status") == Some("active"),
@@ -200,6 +203,48 @@ async fn inventory_import_of_5000_users_per_vendor_mirrors_the_population_and_a_
         assert_eq!(second.counts.unchanged, emails.len() as u64, "{name}");
         assert_eq!(store.len(name).await.unwrap(), emails.len() as u64);
     }
+    env.cleanup(&settings).await;
+}
+
+/// The role an Okta lookup keys the role map by: the sim's main admin role
+/// (its most privileged), or `USER` for a user without one.
+fn okta_role(user: &rolecall_sim::SimUser) -> &str {
+    if user.access_role.is_empty() {
+        "USER"
+    } else {
+        &user.access_role
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_import_of_okta_users_carries_each_users_admin_role_from_the_roles_call() {
+    let env = TestEnv::new().await;
+    let sim = sim(Vendor::Okta, 600).await;
+    let settings = config::from_toml(&env.config_text(&[], &app_table("okta", Vendor::Okta, &sim)))
+        .expect("valid configuration");
+    let vault = vault(&settings);
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    let report = run_import(&settings, &vault, "okta", Preference::CreateAndUpdate).await;
+    assert_eq!(report.listed, 600);
+    let by_email: HashMap<String, &rolecall_sim::SimUser> = sim
+        .population()
+        .users
+        .iter()
+        .map(|u| (u.email.to_lowercase(), u))
+        .collect();
+    let records = all_records(&store, "okta").await;
+    assert_eq!(records.len(), 600);
+    let mut admins = 0;
+    for record in &records {
+        let user = by_email[record.key.as_str()];
+        assert_eq!(
+            record.get("vendor_role"),
+            Some(okta_role(user)),
+            "{record:?}"
+        );
+        admins += usize::from(!user.access_role.is_empty());
+    }
+    assert!(admins > 0, "the sim's population holds admins");
     env.cleanup(&settings).await;
 }
 

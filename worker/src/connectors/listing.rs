@@ -10,8 +10,8 @@ pub struct ListedUser {
     pub email: Option<String>,
     /// Display name.
     pub name: Option<String>,
-    /// The vendor's role value, verbatim, when the list carries it (Okta's
-    /// list does not: its roles are a request per user).
+    /// The vendor's role value, verbatim (Okta's list carries none: its
+    /// connector asks for each listed user's roles).
     pub raw_role: Option<String>,
     /// Whether the vendor reports the account as active.
     pub active: bool,

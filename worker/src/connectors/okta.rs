@@ -35,6 +35,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use futures::{StreamExt as _, TryStreamExt as _};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use rolecall_common::messages::{Action, UserRef};
 use secrecy::ExposeSecret;
@@ -64,6 +65,9 @@ pub const ROLE_ORDER: [&str; 11] = [
 
 /// The raw role of a user without any admin role.
 pub const NO_ADMIN_ROLE: &str = "USER";
+
+/// Roles requests a listing page keeps open at once.
+const ROLES_IN_FLIGHT: usize = 8;
 
 /// Where Okta puts its error code.
 const CODE: &str = "errorCode";
@@ -180,7 +184,11 @@ impl Connector for Okta {
     /// search, unlike the plain list, includes `DEPROVISIONED` users. The
     /// cursor is the `after` of the `Link: rel="next"` header (only the
     /// value is kept, so a link to another host is never followed). The list
-    /// carries no roles (a request per user): they are left to the checks.
+    /// carries no roles: Okta documents them only per user
+    /// (`GET /api/v1/users/{id}/roles`, VENDORS.md §5), so each listed user
+    /// costs one roles request, through the same client and fleet limit as
+    /// a lookup's (Okta's roles bucket, when configured), a few at a time.
+    /// The role kept is the lookup's: the most privileged type, or `USER`.
     async fn list_page(&self, cursor: Option<&str>) -> Result<UserPage, ConnectorError> {
         let mut request = self
             .get(self.users_url.clone())
@@ -211,6 +219,17 @@ impl Connector for Okta {
                 active: is_active(status(user)),
                 last_login: text(user.get("lastLogin")),
             });
+        }
+        // In order, at most ROLES_IN_FLIGHT at once: the limiter paces them,
+        // this only bounds the page's open requests.
+        let ids: Vec<String> = users.iter().map(|u| u.vendor_id.clone()).collect();
+        let roles: Vec<String> = futures::stream::iter(ids)
+            .map(|id| async move { self.roles(&id).await.map(|r| highest_role(&r)) })
+            .buffered(ROLES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (user, role) in users.iter_mut().zip(roles) {
+            user.raw_role = Some(role);
         }
         let next = if found.is_empty() {
             None
