@@ -311,6 +311,16 @@ impl InventoryStore {
         count: usize,
     ) -> Result<Vec<Record>, InventoryStoreError> {
         let keys = self.keys_after(saas, after, count).await?;
+        self.records(saas, keys).await
+    }
+
+    /// The records of `keys`, in their order, with their fields; a key
+    /// whose record is gone (deleted since the index was read) is left out.
+    pub async fn records(
+        &self,
+        saas: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Record>, InventoryStoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -343,6 +353,20 @@ impl InventoryStore {
         Ok(conn
             .zrangebylex_limit(self.index_key(saas), min, "+", 0, count as isize)
             .await?)
+    }
+
+    /// The record key at `rank` (0-based) in key order, if any: where a
+    /// resumed walk starts without reading the records before it.
+    pub async fn key_at(
+        &self,
+        saas: &str,
+        rank: u64,
+    ) -> Result<Option<String>, InventoryStoreError> {
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = conn
+            .zrange(self.index_key(saas), rank as isize, rank as isize)
+            .await?;
+        Ok(keys.into_iter().next())
     }
 
     /// Finds (and, with `mark`, marks gone) the records among `keys` that

@@ -107,11 +107,22 @@ pub enum Format {
     Csv,
     /// One JSON object per line.
     JsonLines,
+    /// Not a file: Rolecall's own inventory in Redis ([`REDIS_INVENTORY`]),
+    /// read in key order by the publisher (`run_source`).
+    Redis,
 }
 
+/// The inventory "path" naming the Redis inventory as a run's source
+/// (`run-once --inventory redis:inventory`, a workflow's `inventory`).
+pub const REDIS_INVENTORY: &str = "redis:inventory";
+
 impl Format {
-    /// Guesses the format from the file name (`.jsonl`/`.ndjson` → JSON Lines).
+    /// Guesses the format from the file name (`.jsonl`/`.ndjson` → JSON
+    /// Lines); [`REDIS_INVENTORY`] is the Redis inventory.
     pub fn from_path(path: &Path) -> Format {
+        if path == Path::new(REDIS_INVENTORY) {
+            return Format::Redis;
+        }
         match path.extension().and_then(|e| e.to_str()) {
             Some("jsonl" | "ndjson" | "json") => Format::JsonLines,
             _ => Format::Csv,
@@ -122,8 +133,25 @@ impl Format {
 /// A stream of inventory rows.
 pub type Rows = Box<dyn Iterator<Item = Result<InventoryRow, RowError>> + Send>;
 
-/// Opens an inventory file as a stream of rows.
+/// Checks that a run's source can be read: a file opens (and has its
+/// columns); the Redis inventory is read by the publisher itself.
+pub fn check_source(path: &Path, format: Format) -> Result<(), InventoryError> {
+    match format {
+        Format::Redis => Ok(()),
+        _ => open(path, format).map(drop),
+    }
+}
+
+/// Opens an inventory file as a stream of rows. The Redis inventory is not
+/// a file: asking for it here is an error (its reader is async, in
+/// `run_source`), never an empty inventory.
 pub fn open(path: &Path, format: Format) -> Result<Rows, InventoryError> {
+    if format == Format::Redis {
+        return Err(InventoryError::Open {
+            path: path.into(),
+            reason: "the Redis inventory is not a file (only runs read it)".into(),
+        });
+    }
     let file = File::open(path).map_err(|e| InventoryError::Open {
         path: path.into(),
         reason: e.to_string(),
@@ -132,6 +160,7 @@ pub fn open(path: &Path, format: Format) -> Result<Rows, InventoryError> {
     match format {
         Format::Csv => csv_rows(path, name, file),
         Format::JsonLines => Ok(Box::new(json_rows(name, BufReader::new(file)))),
+        Format::Redis => unreachable!("refused above"),
     }
 }
 
@@ -139,7 +168,8 @@ pub fn open(path: &Path, format: Format) -> Result<Rows, InventoryError> {
 /// criteria name before a run starts; `None` for JSON Lines, whose rows
 /// each carry their own fields.
 pub fn columns(path: &Path, format: Format) -> Result<Option<Vec<String>>, InventoryError> {
-    if format == Format::JsonLines {
+    // Redis records, like JSON Lines rows, carry their own fields.
+    if matches!(format, Format::JsonLines | Format::Redis) {
         return Ok(None);
     }
     let open_error = |reason: String| InventoryError::Open {

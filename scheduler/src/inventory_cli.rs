@@ -9,7 +9,7 @@ use clap::{Subcommand, ValueEnum};
 use rolecall_common::config::{Preference, SorMissing, SyncKey};
 use rolecall_common::inventory::InventoryStore;
 use rolecall_common::{Names, Settings};
-use rolecall_scheduler::inventory::Format;
+use rolecall_scheduler::inventory::{Format, REDIS_INVENTORY};
 use rolecall_scheduler::seats::{self, OutputFormat};
 use rolecall_scheduler::{RunOnceOptions, http_source, import, results, run_once, sor};
 
@@ -107,16 +107,18 @@ pub enum InventoryAction {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Run the role checks of the Redis inventory: snapshot it to a JSON
-    /// Lines file (in key order), then publish as `run-once` does.
+    /// Run the role checks of the Redis inventory, as `run-once` does:
+    /// straight from Redis (as `run-once --inventory redis:inventory`), or
+    /// from a JSON Lines snapshot of it.
     Run {
         /// SaaS app (repeatable); every configured app by default.
         #[arg(long = "saas")]
         saas: Vec<String>,
-        /// Where the snapshot goes; run again with the same path to resume
-        /// a run whose publisher stopped.
+        /// Snapshot the inventory to this file (in key order) and publish
+        /// from it; run again with the same path to resume a run whose
+        /// publisher stopped. Without it the run reads Redis directly.
         #[arg(long)]
-        snapshot: PathBuf,
+        snapshot: Option<PathBuf>,
     },
 }
 
@@ -296,25 +298,18 @@ async fn inventory(action: InventoryAction, settings: Settings) -> anyhow::Resul
         }
         InventoryAction::Run { saas, snapshot } => {
             let apps = apps(saas, &settings)?;
-            // An existing snapshot is the one a stopped run was publishing:
-            // keep it, so the run resumes at its offset.
-            if !snapshot.exists() {
-                let partial = snapshot.with_extension("partial");
-                let file = std::fs::File::create(&partial)
-                    .with_context(|| format!("creating {}", partial.display()))?;
-                sor::export(
-                    &store(&settings).await?,
-                    &apps,
-                    &mut std::io::BufWriter::new(file),
-                )
-                .await?;
-                std::fs::rename(&partial, &snapshot)?;
-            }
+            let (inventory, format) = match snapshot {
+                None => (PathBuf::from(REDIS_INVENTORY), Format::Redis),
+                Some(snapshot) => {
+                    write_snapshot(&settings, &apps, &snapshot).await?;
+                    (snapshot, Format::JsonLines)
+                }
+            };
             let report = run_once(
                 &settings,
                 RunOnceOptions {
-                    inventory: snapshot,
-                    format: Some(Format::JsonLines),
+                    inventory,
+                    format: Some(format),
                     saas: apps,
                     run_id: None,
                 },
@@ -327,4 +322,28 @@ async fn inventory(action: InventoryAction, settings: Settings) -> anyhow::Resul
             Ok(())
         }
     }
+}
+
+/// Writes the Redis inventory of `apps` to `snapshot`, unless it exists: an
+/// existing snapshot is the one a stopped run was publishing, kept so the
+/// run resumes at its offset.
+async fn write_snapshot(
+    settings: &Settings,
+    apps: &[String],
+    snapshot: &std::path::Path,
+) -> anyhow::Result<()> {
+    if snapshot.exists() {
+        return Ok(());
+    }
+    let partial = snapshot.with_extension("partial");
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    sor::export(
+        &store(settings).await?,
+        apps,
+        &mut std::io::BufWriter::new(file),
+    )
+    .await?;
+    std::fs::rename(&partial, snapshot)?;
+    Ok(())
 }

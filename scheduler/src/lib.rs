@@ -16,6 +16,7 @@ pub mod lease;
 pub mod ops;
 pub mod publish;
 pub mod results;
+pub mod run_source;
 pub mod seats;
 pub mod serve;
 pub mod sor;
@@ -94,9 +95,11 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
     if apps.is_empty() {
         bail!("no SaaS app is configured: add a [saas.<name>] table");
     }
-    let format = options
-        .format
-        .unwrap_or_else(|| Format::from_path(&options.inventory));
+    // The Redis inventory is named, never guessed from a `--format`.
+    let format = match Format::from_path(&options.inventory) {
+        Format::Redis => Format::Redis,
+        guessed => options.format.unwrap_or(guessed),
+    };
     let mut plan = RunPlan {
         run_id: options
             .run_id
@@ -109,7 +112,7 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
     };
     // Check the inventory and the fields the criteria name before anything
     // is recorded: a missing file must not leave a run behind.
-    drop(inventory::open(&plan.inventory, format)?);
+    inventory::check_source(&plan.inventory, format)?;
     publish::check_fields(
         &publish::selection(settings, &plan)?,
         &plan.inventory,

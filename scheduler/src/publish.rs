@@ -37,6 +37,7 @@ use tracing::{info, warn};
 use crate::backpressure::Backpressure;
 use crate::inventory::{self, Format, InventoryRow};
 use crate::lease::Lease;
+use crate::run_source::RunSource;
 use crate::{Connections, MAX_REPORTED_ERRORS, RunReport};
 
 /// Confirms between two checkpoints: small enough that a successor
@@ -157,6 +158,7 @@ pub async fn start(
         .arg(match plan.format {
             Format::Csv => "csv",
             Format::JsonLines => "jsonl",
+            Format::Redis => "redis",
         })
         .arg("apps")
         .arg(plan.apps.join(","))
@@ -209,10 +211,10 @@ pub async fn adopt(
     let plan = RunPlan {
         run_id: run_id.to_string(),
         inventory: PathBuf::from(text("inventory")),
-        format: if text("format") == "jsonl" {
-            Format::JsonLines
-        } else {
-            Format::Csv
+        format: match text("format").as_str() {
+            "jsonl" => Format::JsonLines,
+            "redis" => Format::Redis,
+            _ => Format::Csv,
         },
         apps: text("apps")
             .split(',')
@@ -323,8 +325,8 @@ async fn publish_rows(
 ) -> anyhow::Result<RunReport> {
     let names = Names::new(&settings.namespace);
     let selection = selection(settings, plan)?;
-    let rows = inventory::open(&plan.inventory, plan.format)?;
     let redis = conns.ledger.connection();
+    let mut rows = RunSource::open(plan, redis.clone(), &names, from.offset).await?;
     let mut report = RunReport {
         run_id: plan.run_id.clone(),
         published: from.published,
@@ -362,9 +364,11 @@ async fn publish_rows(
         Backpressure::new(&conns.conn, settings, redis.clone(), &plan.run_id).await?;
     let exchange_name = exchange.as_str();
 
-    for (index, row) in rows.enumerate().skip(from.offset as usize) {
-        let index = index as u64;
-        offset = index + 1;
+    // `index`: rows decided once this one is, the checkpoint's offset.
+    let mut index = from.offset;
+    while let Some(row) = rows.next().await? {
+        index += 1;
+        offset = index;
         let row: InventoryRow = match row {
             Ok(row) => row,
             Err(e) => {
@@ -415,7 +419,7 @@ async fn publish_rows(
                 .await?
                 .await
         };
-        let mark = (index + 1, report.rejected_count, report.skipped);
+        let mark = (index, report.rejected_count, report.skipped);
         in_flight.push_back(async move {
             let confirm = publish.await;
             // The span ends with the broker's confirm (dropped here).

@@ -12,6 +12,7 @@ mod happy_path;
 mod inventory;
 mod inventory_missing;
 mod inventory_preset;
+mod inventory_run;
 mod inventory_sor;
 mod limits;
 mod no_secrets;

@@ -58,7 +58,8 @@ pub struct WorkflowSettings {
     pub schedule: Schedule,
     /// SaaS apps it checks.
     pub apps: Vec<String>,
-    /// The inventory file read at each run.
+    /// The inventory file read at each run, or `redis:inventory` for
+    /// Rolecall's own inventory in Redis.
     pub inventory: PathBuf,
     /// Which rows it checks; `None` means each app's own criteria.
     pub criteria: Option<Criteria>,
@@ -178,7 +179,7 @@ pub fn validate_workflows(
         if w.inventory.trim().is_empty() {
             bad(
                 key("inventory"),
-                "missing: the inventory file to read".into(),
+                "missing: the inventory file to read (or `redis:inventory`)".into(),
             );
             ok = false;
         }

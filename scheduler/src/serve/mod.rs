@@ -48,7 +48,7 @@ pub async fn serve(
     // rather than at 02:00.
     for w in settings.workflows.values() {
         let plan = workflow_plan(w, "check");
-        if w.inventory.exists() {
+        if plan.format == Format::Redis || w.inventory.exists() {
             check_fields(
                 &publish::selection(&settings, &plan)?,
                 &plan.inventory,
@@ -270,10 +270,8 @@ impl Server {
                         .query_async(&mut conn)
                         .await?;
                 }
-                drop(
-                    inventory::open(&plan.inventory, plan.format)
-                        .with_context(|| format!("workflow `{}`", w.name))?,
-                );
+                inventory::check_source(&plan.inventory, plan.format)
+                    .with_context(|| format!("workflow `{}`", w.name))?;
                 let ttl = self.settings.scheduler.lease;
                 match publish::start(&self.redis, &self.names, &plan, ttl).await? {
                     Some(lease) => {
@@ -352,7 +350,7 @@ async fn publish_or_abandon(settings: &Settings, names: &Names, run: Adopted) {
         }
     };
     let resumable = publish::selection(settings, &plan).and_then(|_| {
-        drop(inventory::open(&plan.inventory, plan.format)?);
+        inventory::check_source(&plan.inventory, plan.format)?;
         Ok(())
     });
     if let Err(why) = resumable {

@@ -1,0 +1,135 @@
+//! Where a run's rows come from: an inventory file, or Rolecall's own
+//! inventory in Redis ([`REDIS_INVENTORY`](crate::inventory::REDIS_INVENTORY)).
+//!
+//! Both yield rows in a stable order, so a run's checkpoint (`offset`: the
+//! rows before it are decided) means the same to a successor. A file skips
+//! its first `offset` rows. The Redis inventory is walked app by app (the
+//! plan's order) and, within an app, in key order a page at a time
+//! (`ZRANGEBYLEX` after the last key read, then one pipelined `HGETALL` per
+//! record): memory is one page, whatever the number of users. A resumed
+//! walk finds its start by rank (`ZCARD` per app, then the key at the
+//! remaining rank), without reading the records before it. Records are
+//! rows as `inventory export` writes them (`sor::row_of`), so the criteria
+//! apply to them exactly as to a snapshot.
+//!
+//! Rank is the resume point because the checkpoint is one number. It holds
+//! while the index does not change under a stopped run; a record created
+//! before the resume point meanwhile shifts the ranks by one, so the
+//! successor repeats one user (harmless: job ids) or, for a record deleted,
+//! skips one, which the next run checks.
+
+use std::collections::VecDeque;
+
+use rolecall_common::inventory::InventoryStore;
+use rolecall_common::{Names, RedisConnection};
+
+use crate::inventory::{self, Format, RowError, Rows};
+use crate::publish::RunPlan;
+use crate::sor;
+
+/// Records read per Redis round trip.
+const PAGE: usize = 500;
+
+/// A run's rows from its checkpoint on.
+pub enum RunSource {
+    /// An inventory file, its first rows skipped.
+    File(std::iter::Skip<Rows>),
+    /// The Redis inventory.
+    Redis(RedisRows),
+}
+
+impl RunSource {
+    /// The rows of `plan` after the first `skip`.
+    pub async fn open(
+        plan: &RunPlan,
+        conn: RedisConnection,
+        names: &Names,
+        skip: u64,
+    ) -> anyhow::Result<Self> {
+        Ok(match plan.format {
+            Format::Redis => RunSource::Redis(
+                RedisRows::open(InventoryStore::new(conn, names), &plan.apps, skip).await?,
+            ),
+            format => {
+                RunSource::File(inventory::open(&plan.inventory, format)?.skip(skip as usize))
+            }
+        })
+    }
+
+    /// The next row; `None` after the last.
+    pub async fn next(
+        &mut self,
+    ) -> anyhow::Result<Option<Result<inventory::InventoryRow, RowError>>> {
+        match self {
+            RunSource::File(rows) => Ok(rows.next()),
+            RunSource::Redis(rows) => Ok(rows.next().await?.map(Ok)),
+        }
+    }
+}
+
+/// The Redis inventory of some apps, in app then key order.
+pub struct RedisRows {
+    store: InventoryStore,
+    /// Apps still to read, the current one first.
+    apps: VecDeque<String>,
+    /// The current app's last key read (exclusive start of the next page).
+    after: Option<String>,
+    /// Rows read and not yet taken.
+    buffer: VecDeque<inventory::InventoryRow>,
+}
+
+impl RedisRows {
+    /// The rows of `apps` after the first `skip`.
+    pub async fn open(
+        store: InventoryStore,
+        apps: &[String],
+        mut skip: u64,
+    ) -> anyhow::Result<Self> {
+        let mut apps: VecDeque<String> = apps.iter().cloned().collect();
+        let mut after = None;
+        while let Some(app) = apps.front() {
+            let len = store.len(app).await?;
+            if skip >= len {
+                skip -= len;
+                apps.pop_front();
+                continue;
+            }
+            if skip > 0 {
+                after = store.key_at(app, skip - 1).await?;
+            }
+            break;
+        }
+        Ok(Self {
+            store,
+            apps,
+            after,
+            buffer: VecDeque::new(),
+        })
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Option<inventory::InventoryRow>> {
+        loop {
+            if let Some(row) = self.buffer.pop_front() {
+                return Ok(Some(row));
+            }
+            let Some(app) = self.apps.front() else {
+                return Ok(None);
+            };
+            let keys = self
+                .store
+                .keys_after(app, self.after.as_deref(), PAGE)
+                .await?;
+            let Some(last) = keys.last().cloned() else {
+                self.apps.pop_front();
+                self.after = None;
+                continue;
+            };
+            // A record deleted since the index was read has no fields: it
+            // is no user any more, and is left out.
+            let records = self.store.records(app, keys).await?;
+            self.buffer
+                .extend(records.iter().map(|record| sor::row_of(app, record)));
+            self.after = Some(last);
+        }
+    }
+}

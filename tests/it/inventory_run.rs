@@ -1,0 +1,145 @@
+//! The Redis inventory as a run's source (`run-once --inventory
+//! redis:inventory`): read in key order a page at a time, criteria applied,
+//! and resumed from the checkpoint by a second run-once.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rolecall_common::config::{self, Preference};
+use rolecall_common::inventory::InventoryStore;
+use rolecall_scheduler::inventory::{InventoryRow, REDIS_INVENTORY};
+use rolecall_scheduler::publish::job_id;
+use rolecall_scheduler::{RunOnceOptions, run_once, sor};
+use rolecall_tests::{SchedulerProcess, TestEnv, consume_all};
+
+/// A SaaS app no worker talks to: these tests look at what was published.
+const APP: &str = r#"
+[saas.lever]
+connector = "lever"
+base_url = "http://127.0.0.1:9"
+credential = "lever"
+rate = { per_second = 10 }
+[scheduler]
+lease_ms = 2000
+tick_ms = 200
+"#;
+
+/// Every fifth user is inactive in the system of record.
+fn active(i: usize) -> bool {
+    !i.is_multiple_of(5)
+}
+
+async fn fill(store: &InventoryStore, users: usize) {
+    for start in (0..users).step_by(1000) {
+        let page: Vec<_> = (start..(start + 1000).min(users))
+            .map(|i| {
+                let row = InventoryRow {
+                    saas: "lever".into(),
+                    user_id: format!("u{i}"),
+                    email: format!("u{i}@example.com"),
+                    status: if active(i) { "active" } else { "inactive" }.into(),
+                    ..Default::default()
+                };
+                sor::upsert_of(&row, Default::default()).unwrap()
+            })
+            .collect();
+        store
+            .upsert("lever", &page, Preference::CreateAndUpdate, "test", &[])
+            .await
+            .unwrap();
+    }
+}
+
+async fn run_hash(env: &TestEnv, run_id: &str) -> HashMap<String, String> {
+    let mut conn = env.redis.clone();
+    redis::cmd("HGETALL")
+        .arg(env.names.run_key(run_id))
+        .query_async(&mut conn)
+        .await
+        .expect("Redis answers")
+}
+
+#[tokio::test]
+async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes_without_duplicates()
+ {
+    const USERS: usize = 30_000;
+    let env = TestEnv::new().await;
+    let text = env.config_text(&[], APP);
+    let settings = config::from_toml(&text).expect("valid");
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    fill(&store, USERS).await;
+
+    // A publisher killed mid-run.
+    let mut first = SchedulerProcess::spawn(&text, &["run-once", "--inventory", REDIS_INVENTORY]);
+    let mut conn = env.redis.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (run_id, at_kill) = loop {
+        let runs: Vec<String> = redis::cmd("ZRANGE")
+            .arg(env.names.runs_index())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(run_id) = runs.first() {
+            let published: u64 = run_hash(&env, run_id)
+                .await
+                .get("published")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if published >= 2_000 {
+                first.kill9();
+                break (run_id.clone(), published);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing did not start:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let expected: HashSet<String> = (0..USERS)
+        .filter(|i| active(*i))
+        .map(|i| job_id(&run_id, "lever", &format!("u{i}")))
+        .collect();
+    assert!(
+        at_kill < expected.len() as u64,
+        "the run finished before the kill"
+    );
+    assert_eq!(run_hash(&env, &run_id).await["format"], "redis");
+
+    // The lease expires; the same command again resumes the run.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory: REDIS_INVENTORY.into(),
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .expect("the run resumes");
+    assert_eq!(report.run_id, run_id, "resumed, not started again");
+    assert_eq!(report.published, expected.len() as u64);
+    assert_eq!(
+        report.skipped,
+        (USERS - expected.len()) as u64,
+        "the inactive users"
+    );
+
+    let messages = consume_all(&env, &env.names.jobs_queue("lever"), Duration::from_secs(2)).await;
+    let ids: HashSet<String> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, expected, "exactly the active users");
+    assert!(
+        messages.len() - ids.len() <= 2_000,
+        "{} repeats: the resume starts at the checkpoint, not at the first record",
+        messages.len() - ids.len()
+    );
+    env.cleanup(&settings).await;
+}
