@@ -1,8 +1,10 @@
 //! Rolecall's own inventory in Redis: users per SaaS app, as the vendors
 //! (imports) and the systems of record report them.
 //!
-//! Keys (all under the ledger's hash tag `{<ns>:rolecall}`, so each script's
-//! keys share one Redis Cluster slot):
+//! Keys (each SaaS app's under a hash tag of its own,
+//! `{<ns>:rolecall:inv:<saas>}`: every script touches one app's keys only,
+//! so its keys share one Redis Cluster slot, and the apps' inventories
+//! spread over the masters):
 //!
 //! - `inv:<saas>:index`: sorted set of record keys, every score 0, so
 //!   `ZRANGEBYLEX` reads records in a stable order from any record on (the
@@ -218,7 +220,7 @@ return out
 #[derive(Clone)]
 pub struct InventoryStore {
     conn: RedisConnection,
-    prefix: String,
+    names: Names,
 }
 
 impl InventoryStore {
@@ -226,28 +228,28 @@ impl InventoryStore {
     pub fn new(conn: RedisConnection, names: &Names) -> Self {
         Self {
             conn,
-            prefix: format!("{}inv:", names.ledger_prefix()),
+            names: names.clone(),
         }
     }
 
     /// The sorted set of a SaaS app's record keys.
     pub fn index_key(&self, saas: &str) -> String {
-        format!("{}{saas}:index", self.prefix)
+        format!("{}index", self.names.inventory_prefix(saas))
     }
 
     /// One record's hash.
     pub fn record_key(&self, saas: &str, key: &str) -> String {
-        format!("{}{saas}:u:{key}", self.prefix)
+        format!("{}u:{key}", self.names.inventory_prefix(saas))
     }
 
     /// The SaaS app's bookkeeping hash (last complete import).
     pub fn meta_key(&self, saas: &str) -> String {
-        format!("{}{saas}:meta", self.prefix)
+        format!("{}meta", self.names.inventory_prefix(saas))
     }
 
     /// An import run's counters.
     pub fn import_key(&self, saas: &str, run: &str) -> String {
-        format!("{}{saas}:import:{run}", self.prefix)
+        format!("{}import:{run}", self.names.inventory_prefix(saas))
     }
 
     /// Writes one page of users in one script call.
@@ -492,9 +494,14 @@ mod tests {
     }
 
     #[test]
-    fn keys_share_the_ledger_hash_tag() {
+    fn each_apps_keys_share_a_hash_tag_of_their_own() {
         let names = Names::new("t1");
-        let prefix = format!("{}inv:", names.ledger_prefix());
-        assert!(prefix.starts_with("{t1:rolecall}:"));
+        let prefix = names.inventory_prefix("lever");
+        assert_eq!(prefix, "{t1:rolecall:inv:lever}:");
+        assert!(
+            prefix.starts_with(&names.key_prefix()),
+            "cleanup scans find them"
+        );
+        assert_ne!(prefix, names.inventory_prefix("okta"));
     }
 }

@@ -5,9 +5,10 @@
 //!
 //! Every Redis key opens with a hash tag, so that the keys one Lua script or
 //! transaction touches hash to one Redis Cluster slot: the ledger's keys
-//! (results, runs, markers, events) share `{<ns>:rolecall}`, and each SaaS
+//! (results, runs, markers, events) share `{<ns>:rolecall}`, each SaaS
 //! app's limiter and breaker keys share `{<ns>:rolecall:<saas>}`, which
-//! spreads the apps' limiters over the cluster's masters.
+//! spreads the apps' limiters over the cluster's masters, and each app's
+//! inventory shares `{<ns>:rolecall:inv:<saas>}`.
 
 use std::time::Duration;
 
@@ -207,6 +208,14 @@ impl Names {
         format!("{{{}:{saas}}}:", self.base)
     }
 
+    /// Prefix of one SaaS app's inventory keys (records, index, meta,
+    /// imports): one hash tag per app, because each inventory script
+    /// touches one app's index and records only, and different apps then
+    /// spread over the cluster's masters instead of crowding the ledger's.
+    pub fn inventory_prefix(&self, saas: &str) -> String {
+        format!("{{{}:inv:{saas}}}:", self.base)
+    }
+
     /// Prefix of every AMQP name in this namespace.
     pub fn amqp_prefix(&self) -> &str {
         &self.amqp_prefix
@@ -227,6 +236,7 @@ mod tests {
         assert_eq!(n.events_stream(), "{rolecall}:events");
         assert_eq!(n.limiter_key("lever"), "{rolecall:lever}:rl");
         assert_eq!(n.breaker_key("lever"), "{rolecall:lever}:breaker");
+        assert_eq!(n.inventory_prefix("lever"), "{rolecall:inv:lever}:");
     }
 
     #[test]

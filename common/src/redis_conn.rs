@@ -64,6 +64,33 @@ impl ConnectionLike for RedisConnection {
     }
 }
 
+impl RedisConnection {
+    /// Runs `cmd` on the master that serves `key`'s slot. For commands
+    /// that name no key but are about one hash tag's keys: `SCAN` over the
+    /// ledger's results, which share one slot and so one master, where a
+    /// cluster client would otherwise pick a node at random.
+    pub async fn query_on_node_of<T: redis::FromRedisValue>(
+        &mut self,
+        key: &str,
+        cmd: Cmd,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Self::Single(c) => cmd.query_async(c).await,
+            Self::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let value = c
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(value)?)
+            }
+        }
+    }
+}
+
 /// The CA and client certificate of `redis.tls`, when a `rediss://` URL
 /// needs them.
 fn certificates(settings: &RedisSettings) -> redis::RedisResult<Option<redis::TlsCertificates>> {

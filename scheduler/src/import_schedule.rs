@@ -2,7 +2,7 @@
 //!
 //! Every replica of `serve` watches the schedules; a slot is imported by
 //! whichever replica first claims it in Redis (`SET NX` on
-//! `inv:<saas>:slot:<name>:<slot>`), so the imports need no leader and run
+//! `{<ns>:rolecall:inv:<saas>}:meta:slot:<name>:<slot>`), so the imports need no leader and run
 //! once per slot however many replicas serve. Only slots after the process
 //! started fire: a missed slot is not caught up (the next one comes).
 

@@ -5,8 +5,9 @@
 //! Streams: results are read with SCAN a batch at a time and written as
 //! they come (JSON as one array written element by element). SCAN may
 //! return a key twice while Redis rehashes; consumers that need exact
-//! counts deduplicate on `user_id`. On a Redis Cluster, SCAN reads one
-//! node: use a single node (or one node's address) for this export.
+//! counts deduplicate on `user_id`. Results share the ledger's hash tag,
+//! so on a Redis Cluster they all live on the master serving that slot:
+//! the SCAN is sent there (`query_on_node_of`), not to a node at random.
 
 use std::io::Write;
 
@@ -45,14 +46,13 @@ pub async fn export(
         )?,
     }
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
-            .arg(500)
-            .query_async(&mut conn)
-            .await?;
+            .arg(500);
+        let (next, keys): (u64, Vec<String>) = conn.query_on_node_of(&pattern, scan).await?;
         let mut pipe = redis::pipe();
         for key in &keys {
             pipe.cmd("HMGET").arg(key).arg(&COLUMNS[..]);

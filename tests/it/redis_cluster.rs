@@ -249,3 +249,70 @@ async fn a_master_killed_mid_run_fails_over_and_every_user_still_gets_exactly_on
     assert!(results.values().all(|r| r["run_id"] == report.run_id));
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventories_spread_over_masters_by_app_and_imports_and_the_results_export_work_on_a_cluster()
+ {
+    use rolecall_common::config::{self, Preference};
+    use rolecall_common::inventory::InventoryStore;
+    use rolecall_scheduler::results;
+    use rolecall_scheduler::seats::OutputFormat;
+    use rolecall_sim::Vendor;
+
+    use crate::inventory::{app_table, run_import, sim, vault};
+
+    let env = TestEnv::on_cluster().await;
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    // Each app's inventory has a hash tag of its own: among a few names,
+    // one lands on another master than the first's.
+    let first = "alpha";
+    let first_master = master_of(&env, &store.index_key(first)).await;
+    let mut second = None;
+    for candidate in ["beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"] {
+        if master_of(&env, &store.index_key(candidate)).await != first_master {
+            second = Some(candidate);
+            break;
+        }
+    }
+    let second = second.expect("one of seven apps' inventories hashes to another master");
+
+    // Imports run their scripts on the cluster (one slot per script).
+    let (sim_a, sim_b) = (sim(Vendor::Lever, 300).await, sim(Vendor::Lever, 300).await);
+    let tables = format!(
+        "{}{}",
+        app_table(first, Vendor::Lever, &sim_a),
+        app_table(second, Vendor::Lever, &sim_b)
+    );
+    let settings = config::from_toml(&env.config_text(&[], &tables)).expect("valid configuration");
+    assert!(settings.redis.cluster);
+    let vault = vault(&settings);
+    for app in [first, second] {
+        let report = run_import(&settings, &vault, app, Preference::CreateAndUpdate).await;
+        assert_eq!(report.counts.created, 300, "{app}: {report:?}");
+        assert_eq!(store.len(app).await.unwrap(), 300);
+        assert_eq!(store.last_import(app).await.unwrap(), Some(report.run_id));
+    }
+
+    // Results share the ledger's slot: the export's SCAN goes to its
+    // master every time, never to a node at random.
+    let mut conn = env.redis.clone();
+    for i in 0..200 {
+        let () = redis::cmd("HSET")
+            .arg(env.names.role_key(first, &format!("u{i}")))
+            .arg("user_id")
+            .arg(format!("u{i}"))
+            .arg("role")
+            .arg("admin")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 {
+        let mut out = Vec::new();
+        let rows = results::export(&env.redis, &env.names, first, OutputFormat::Csv, &mut out)
+            .await
+            .expect("the export reads the cluster");
+        assert_eq!(rows, 200);
+    }
+    env.cleanup(&settings).await;
+}
