@@ -32,6 +32,8 @@ struct Hr {
     /// (user id, idempotency key) of every write-back received.
     write_backs: Vec<(String, String)>,
     unauthorized: usize,
+    /// Every page request fails (503) while set.
+    down: bool,
 }
 
 type Shared = Arc<Mutex<Hr>>;
@@ -55,7 +57,7 @@ async fn list(
     }
     hr.requests += 1;
     // The second request fails once: the source retries it.
-    if hr.requests == 2 {
+    if hr.requests == 2 || hr.down {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
     let limit: usize = query
@@ -241,5 +243,91 @@ write_back = {{ method = "PATCH", url = "{base}/users/{{user_id}}", body = '{{"a
     assert_eq!(written, Some(expected.len() as u64));
     assert_eq!(counters.written_back, expected.len() as u64);
     assert!(counters.finished_at.is_some());
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_sync_marks_users_the_source_no_longer_lists_only_after_a_complete_sync() {
+    let env = TestEnv::new().await;
+    let sim = crate::inventory::sim(Vendor::Lever, 10).await;
+    let users: Vec<Value> = (0..50)
+        .map(|i| json!({"id": format!("hr-{i}"), "work_email": format!("p{i}@example.com"), "state": "active"}))
+        .collect();
+    let hr: Shared = Arc::new(Mutex::new(Hr {
+        users,
+        ..Default::default()
+    }));
+    let router = axum::Router::new()
+        .route("/users", get(list))
+        .with_state(hr.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let source = format!(
+        r#"
+[inventory.sources.hr]
+url = "{base}/users"
+credential = "hr"
+saas = ["lever"]
+paging = "cursor"
+next = "/next_cursor"
+page_size = {PAGE}
+page_size_param = "limit"
+items = "/data"
+max_attempts = 2
+missing = "inactive"
+fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
+"#
+    );
+    let app = app_table("lever", Vendor::Lever, &sim);
+    let settings = config::from_toml(&env.config_text(&[], &format!("{app}{source}")))
+        .expect("valid configuration");
+    let lookup = Vault::with_env(settings.credentials.clone(), Default::default());
+    let vault = Vault::with_env(
+        settings.credentials.clone(),
+        [(lookup.env_var("hr"), TOKEN.to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    let http = HttpSource::open(&settings.inventory.sources, "hr", &vault)
+        .await
+        .unwrap();
+    let options = sor::LoadOptions {
+        missing: http.missing(settings.inventory.sor_missing),
+        ..Default::default()
+    };
+    let status = |i: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .page("lever", None, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.key == format!("p{i}@example.com"))
+                .and_then(|r| r.get("status").map(str::to_owned))
+        }
+    };
+    let first = http.sync(&store, &options).await.unwrap();
+    assert_eq!((first.counts.created, first.missing), (50, 0));
+
+    // Five leave the source; a sync that fails midway marks nobody.
+    hr.lock().unwrap().users.truncate(45);
+    hr.lock().unwrap().down = true;
+    http.sync(&store, &options)
+        .await
+        .expect_err("the source is down");
+    assert_eq!(status(47).await.as_deref(), Some("active"));
+
+    // A complete sync marks exactly them, as configured for the source.
+    hr.lock().unwrap().down = false;
+    let second = http.sync(&store, &options).await.unwrap();
+    assert!(second.complete && second.marked, "{second:?}");
+    assert_eq!((second.missing, second.counts.unchanged), (5, 45));
+    for i in 0..50 {
+        let expected = if i < 45 { "active" } else { "inactive" };
+        assert_eq!(status(i).await.as_deref(), Some(expected), "p{i}");
+    }
     env.cleanup(&settings).await;
 }
