@@ -12,9 +12,16 @@
 //! neither creates nor changes the queue) every few dozen to few hundred
 //! publishes to that app, and loses nothing: a paused run just waits.
 //!
-//! The depth is read every `check_every` publishes to an app, so a queue
-//! can overshoot the limit by at most that many jobs plus the confirms in
-//! flight; publishing resumes once the depth falls below
+//! The depth is read beside publishing, not in its way: a passive declare
+//! of a quorum queue is answered by the queue's leader after the publishes
+//! queued before it, and waiting for that answer every 1,024 jobs stalled
+//! the publisher for a round trip through a busy broker each time. A read
+//! starts every `check_every / 2` publishes to an app, and publishing
+//! waits for the previous read only when it is still out after that many,
+//! so between a read that found room and the one that finds the queue
+//! full at most `check_every` jobs go out: the queue overshoots the limit
+//! by at most that many plus the confirms in flight, as when reads were
+//! awaited. Publishing resumes once the depth falls below
 //! `scheduler.resume_queue_depth` (a low watermark, so a queue drained one
 //! message at a time does not flap between paused and publishing).
 
@@ -24,6 +31,7 @@ use std::time::{Duration, Instant};
 use rolecall_common::amqp::{self, AmqpError};
 use rolecall_common::{Names, RedisConnection, Settings};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::info;
 
 /// How often a paused run reads the depth again.
@@ -37,6 +45,9 @@ pub enum BackpressureError {
     /// Reading a queue's depth failed.
     #[error("reading the depth of queue `{0}`: {1}")]
     Depth(String, #[source] AmqpError),
+    /// The task reading a depth failed.
+    #[error("reading the depth of {0}'s queue: {1}")]
+    Reading(String, String),
     /// The run's lease was lost while it waited.
     #[error("run {0}: lost its publisher lease while paused; stopping")]
     LeaseLost(String),
@@ -61,6 +72,8 @@ pub struct Backpressure {
     resume: u32,
     check_every: u64,
     since_check: HashMap<String, u64>,
+    /// The depth being read, and its app.
+    reading: Option<(String, JoinHandle<Result<u32, BackpressureError>>)>,
 }
 
 impl Backpressure {
@@ -84,16 +97,21 @@ impl Backpressure {
             check_every: u64::from(max / 10)
                 .clamp(1, u64::from(settings.scheduler.publish_window.get())),
             since_check: HashMap::new(),
+            reading: None,
         })
     }
 
     /// Closes its channel (see `Connections::close`).
     pub async fn close(self) {
+        if let Some((_, reading)) = self.reading {
+            reading.abort();
+        }
         let _ = self.channel.close(200, "run published".into()).await;
     }
 
-    /// Counts one publish to `saas`; every `check_every` of them reads the
-    /// queue's depth and returns it when at or above the limit.
+    /// Counts one publish to `saas`, starts reading its queue's depth every
+    /// `check_every / 2` of them, and returns the depth a finished read
+    /// found at or above the limit.
     pub async fn check(&mut self, saas: &str) -> Result<Option<Full>, BackpressureError> {
         // No allocation on the hot path: an app's counter is created once.
         let n = match self.since_check.get_mut(saas) {
@@ -101,15 +119,39 @@ impl Backpressure {
             None => self.since_check.entry(saas.to_string()).or_default(),
         };
         *n += 1;
-        if *n < self.check_every {
+        let due = *n >= self.check_every.div_ceil(2);
+        let finished = self.reading.as_ref().is_some_and(|(_, r)| r.is_finished());
+        if !(finished || due && self.reading.is_some()) {
+            if due {
+                *n = 0;
+                self.start_reading(saas);
+            }
             return Ok(None);
         }
-        *n = 0;
-        let depth = self.depth(saas).await?;
-        Ok((depth >= self.max).then(|| Full {
-            saas: saas.to_string(),
-            depth,
-        }))
+        // A finished read, or one still out after half an interval, which
+        // publishing now waits for to keep the overshoot bounded.
+        let Some((app, reading)) = self.reading.take() else {
+            return Ok(None);
+        };
+        let depth = reading
+            .await
+            .map_err(|e| BackpressureError::Reading(app.clone(), e.to_string()))??;
+        if due {
+            if let Some(n) = self.since_check.get_mut(saas) {
+                *n = 0;
+            }
+            self.start_reading(saas);
+        }
+        Ok((depth >= self.max).then_some(Full { saas: app, depth }))
+    }
+
+    fn start_reading(&mut self, saas: &str) {
+        let channel = self.channel.clone();
+        let queue = self.names.jobs_queue(saas);
+        self.reading = Some((
+            saas.to_string(),
+            tokio::spawn(async move { read_depth(&channel, queue).await }),
+        ));
     }
 
     /// Waits until the full queue falls below the low watermark, saying so
@@ -169,11 +211,7 @@ impl Backpressure {
     }
 
     async fn depth(&self, saas: &str) -> Result<u32, BackpressureError> {
-        let queue = self.names.jobs_queue(saas);
-        amqp::queue_depth(&self.channel, &queue)
-            .await
-            .map(|d| d.messages)
-            .map_err(|e| BackpressureError::Depth(queue, e))
+        read_depth(&self.channel, self.names.jobs_queue(saas)).await
     }
 
     /// Notes the pause in the run's hash for `runs`; best effort, since the
@@ -202,4 +240,12 @@ impl Backpressure {
             tracing::warn!(run_id = self.run_id, error = %e, "Could not note the pause in Redis.");
         }
     }
+}
+
+/// The ready jobs in `queue`.
+async fn read_depth(channel: &lapin::Channel, queue: String) -> Result<u32, BackpressureError> {
+    amqp::queue_depth(channel, &queue)
+        .await
+        .map(|d| d.messages)
+        .map_err(|e| BackpressureError::Depth(queue, e))
 }
