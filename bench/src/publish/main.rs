@@ -169,7 +169,6 @@ rate = {{ per_second = 10, burst = 20 }}
     print_table(
         &args,
         expected,
-        ceiling_messages,
         &ceilings,
         best_channels,
         ceiling,
@@ -291,13 +290,13 @@ async fn run_peer(peer: &str, jobs: u64, body: &Path, namespace: &str) -> anyhow
 fn print_table(
     args: &Args,
     expected: u64,
-    ceiling_messages: u64,
     ceilings: &[(usize, f64)],
     best_channels: usize,
     ceiling: f64,
     rows: &[(&str, SchedulerRun)],
     peers: &[(String, f64)],
 ) {
+    let ceiling_messages = args.ceiling_messages.unwrap_or(expected);
     let ceilings: Vec<String> = ceilings
         .iter()
         .map(|(c, r)| format!("{c} ch: {r:.0}"))
