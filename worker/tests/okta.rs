@@ -254,9 +254,9 @@ async fn other_actions_are_unsupported() {
 /// What the scripted server saw: request line and `Authorization` header.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
-/// A one-connection-per-request HTTP/1.1 server answering Okta's search with
-/// one active user and the lifecycle call with `{}`.
-async fn scripted_okta() -> (String, Seen) {
+/// A one-connection-per-request HTTP/1.1 server answering each request line
+/// with `answer`'s status and JSON body.
+async fn scripted_okta(answer: fn(&str) -> (u16, String)) -> (String, Seen) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let seen: Seen = Arc::default();
@@ -282,18 +282,9 @@ async fn scripted_okta() -> (String, Seen) {
                 })
                 .unwrap_or_default();
             log.lock().unwrap().push((line.clone(), auth));
-            let body = if line.starts_with("GET /api/v1/users?") {
-                serde_json::json!([{
-                    "id": "00uSCRIPTED",
-                    "status": "ACTIVE",
-                    "profile": {"login": "ada@example.com", "email": "Ada@Example.com"},
-                }])
-                .to_string()
-            } else {
-                "{}".to_string()
-            };
+            let (status, body) = answer(&line);
             let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = socket.write_all(response.as_bytes()).await;
@@ -305,7 +296,20 @@ async fn scripted_okta() -> (String, Seen) {
 
 #[tokio::test]
 async fn deactivating_an_active_user_posts_the_lifecycle_call() {
-    let (base, seen) = scripted_okta().await;
+    // The search finds one active user; the lifecycle call answers `{}`.
+    let (base, seen) = scripted_okta(|line| {
+        if line.starts_with("GET /api/v1/users?") {
+            let user = serde_json::json!([{
+                "id": "00uSCRIPTED",
+                "status": "ACTIVE",
+                "profile": {"login": "ada@example.com", "email": "Ada@Example.com"},
+            }]);
+            (200, user.to_string())
+        } else {
+            (200, "{}".to_string())
+        }
+    })
+    .await;
     let okta = build(&base, "", TOKEN).await.unwrap();
     let done = okta
         .act(
@@ -333,4 +337,36 @@ async fn deactivating_an_active_user_posts_the_lifecycle_call() {
     for (_, auth) in &seen {
         assert_eq!(auth, &format!("SSWS {TOKEN}"));
     }
+}
+
+#[tokio::test]
+async fn a_user_deleted_between_the_list_and_its_roles_call_is_left_out_of_the_page() {
+    // Two users listed; Okta answers 404 for the second one's roles.
+    let (base, seen) = scripted_okta(|line| {
+        if line.starts_with("GET /api/v1/users?") {
+            let users = serde_json::json!([
+                {"id": "00uADA", "status": "ACTIVE", "profile": {"email": "ada@example.com"}},
+                {"id": "00uGONE", "status": "ACTIVE", "profile": {"email": "gone@example.com"}},
+            ]);
+            (200, users.to_string())
+        } else if line.starts_with("GET /api/v1/users/00uADA/roles ") {
+            (
+                200,
+                r#"[{"type": "ORG_ADMIN", "status": "ACTIVE"}]"#.to_string(),
+            )
+        } else {
+            (404, r#"{"errorCode": "E0000007"}"#.to_string())
+        }
+    })
+    .await;
+    let okta = build(&base, "", TOKEN).await.unwrap();
+    let page = okta.list_page(None).await.expect("the page is listed");
+    let listed: Vec<(&str, Option<&str>)> = page
+        .users
+        .iter()
+        .map(|u| (u.vendor_id.as_str(), u.raw_role.as_deref()))
+        .collect();
+    assert_eq!(listed, [("00uADA", Some("ORG_ADMIN"))]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "the list and two roles calls: {seen:?}");
 }

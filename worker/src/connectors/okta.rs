@@ -142,20 +142,18 @@ impl Okta {
         Ok(candidates.into_iter().next())
     }
 
-    async fn roles(&self, id: &str) -> Result<Vec<Value>, ConnectorError> {
+    /// A user's roles; `None` when Okta answers 404 (the user was deleted
+    /// since it was found).
+    async fn roles(&self, id: &str) -> Result<Option<Vec<Value>>, ConnectorError> {
         let request = self.get(self.user_url(id, &["roles"]));
         match self.client.send(request).await {
             Ok(reply) => match reply.json()? {
-                Value::Array(roles) => Ok(roles),
+                Value::Array(roles) => Ok(Some(roles)),
                 _ => Err(ConnectorError::Decode(
                     "the roles answer is not a list".into(),
                 )),
             },
-            // Deleted between the search and now, perhaps: but a 404 on the
-            // roles of a user the search just returned is no verdict.
-            Err(ConnectorError::Rejected { status: 404, .. }) => Err(ConnectorError::Inconclusive(
-                "Okta found the user but answered 404 for their roles".into(),
-            )),
+            Err(ConnectorError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -223,14 +221,25 @@ impl Connector for Okta {
         // In order, at most ROLES_IN_FLIGHT at once: the limiter paces them,
         // this only bounds the page's open requests.
         let ids: Vec<String> = users.iter().map(|u| u.vendor_id.clone()).collect();
-        let roles: Vec<String> = futures::stream::iter(ids)
-            .map(|id| async move { self.roles(&id).await.map(|r| highest_role(&r)) })
+        let roles: Vec<Option<String>> = futures::stream::iter(ids)
+            .map(|id| async move {
+                Ok::<_, ConnectorError>(self.roles(&id).await?.map(|r| highest_role(&r)))
+            })
             .buffered(ROLES_IN_FLIGHT)
             .try_collect()
             .await?;
-        for (user, role) in users.iter_mut().zip(roles) {
-            user.raw_role = Some(role);
-        }
+        // A user deleted between the list and its roles call is left out
+        // of the page, as if listed a moment later: the import then counts
+        // it gone, which it is; failing the import for it would leave
+        // every other user's record stale.
+        let mut roles = roles.into_iter();
+        users.retain_mut(|user| match roles.next().flatten() {
+            Some(role) => {
+                user.raw_role = Some(role);
+                true
+            }
+            None => false,
+        });
         let next = if found.is_empty() {
             None
         } else {
@@ -245,7 +254,13 @@ impl Connector for Okta {
             return Ok(Lookup::NotFound);
         };
         let id = user_id(&found)?;
-        let roles = self.roles(&id).await?;
+        // Deleted between the search and now, perhaps: but a 404 on the
+        // roles of a user the search just returned is no verdict.
+        let roles = self.roles(&id).await?.ok_or_else(|| {
+            ConnectorError::Inconclusive(
+                "Okta found the user but answered 404 for their roles".into(),
+            )
+        })?;
         Ok(Lookup::Found(VendorUser {
             vendor_id: id,
             raw_role: highest_role(&roles),
