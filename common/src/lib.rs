@@ -9,6 +9,7 @@
 
 pub mod amqp;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod http;

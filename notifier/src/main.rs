@@ -1,10 +1,10 @@
 //! `rolecall-notifier`: delivers alerts to webhooks and e-mail until
 //! SIGTERM or ctrl-c.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use rolecall_common::cli::{ConfigArgs, Given};
 use rolecall_common::credentials::Vault;
 use rolecall_common::{probe, process, shutdown};
 use rolecall_notifier::Notifier;
@@ -15,12 +15,8 @@ use rolecall_notifier::Notifier;
     about = "Groups Rolecall's alerts and delivers them to Slack-compatible webhooks and e-mail"
 )]
 struct Cli {
-    /// TOML configuration file; every key can be overridden with ROLECALL__<KEY>.
-    #[arg(long, short, env = "ROLECALL_CONFIG")]
-    config: Option<PathBuf>,
-    /// The same as the `check-config` subcommand.
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    args: ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -38,16 +34,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let process = match process::start("rolecall-notifier", cli.config.as_deref()) {
+    let process = match process::start("rolecall-notifier", cli.args.config.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,
     };
     let (settings, guard, runtime) = (process.settings, &process.guard, &process.runtime);
-    let check = match cli.command {
-        Some(Command::CheckConfig { connect }) => Some(connect),
-        None if cli.check_config => Some(false),
-        None => None,
-    };
+    // The notifier's only subcommand is check-config, so the flag never
+    // meets another one.
+    let check = cli
+        .args
+        .check(match cli.command {
+            Some(Command::CheckConfig { connect }) => Given::CheckConfig { connect },
+            None => Given::Nothing,
+        })
+        .unwrap_or(Some(false));
     let vault = Vault::new(settings.credentials.clone());
     let http_listen = settings.telemetry.http_listen;
     let notifier = match runtime.block_on(Notifier::build(settings, &vault)) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use rolecall_common::cli::{ConfigArgs, Given};
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::messages::{Action, UserRef};
 use rolecall_common::{Names, Settings, amqp, probe, process, shutdown, telemetry};
@@ -20,12 +21,8 @@ use rolecall_scheduler::{ActionRequest, RunOnceOptions, enqueue_action, ops, run
     about = "Publishes one role-lookup job per SaaS user of the inventory"
 )]
 struct Cli {
-    /// TOML configuration file; every key can be overridden with ROLECALL__<KEY>.
-    #[arg(long, short, env = "ROLECALL_CONFIG", global = true)]
-    config: Option<PathBuf>,
-    /// The same as the `check-config` subcommand (kept for scripts).
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    args: ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -132,21 +129,25 @@ enum FormatArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = match (cli.command, cli.check_config) {
-        (Some(c), false) => c,
-        (None, true) => Command::CheckConfig { connect: false },
-        (Some(Command::CheckConfig { connect }), true) => Command::CheckConfig { connect },
-        (Some(_), true) => {
-            eprintln!("rolecall-scheduler: --check-config takes no other command");
+    let given = match &cli.command {
+        Some(Command::CheckConfig { connect }) => Given::CheckConfig { connect: *connect },
+        Some(_) => Given::Other,
+        None => Given::Nothing,
+    };
+    let command = match (cli.args.check(given), cli.command) {
+        (Ok(Some(connect)), _) => Command::CheckConfig { connect },
+        (Ok(None), Some(c)) => c,
+        (Err(e), _) => {
+            eprintln!("rolecall-scheduler: {e}");
             return ExitCode::from(2);
         }
-        (None, false) => {
+        (Ok(None), None) => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
             return ExitCode::from(2);
         }
     };
-    let process = match process::start("rolecall-scheduler", cli.config.as_deref()) {
+    let process = match process::start("rolecall-scheduler", cli.args.config.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -1,9 +1,9 @@
 //! `rolecall-worker`: consumes role-lookup jobs until SIGTERM or ctrl-c.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use rolecall_common::cli::{ConfigArgs, Given};
 use rolecall_common::credentials::Vault;
 use rolecall_common::{probe, process, shutdown};
 use rolecall_worker::Worker;
@@ -14,12 +14,8 @@ use rolecall_worker::Worker;
     about = "Checks SaaS users' roles at their vendors, within each vendor's rate limit"
 )]
 struct Cli {
-    /// TOML configuration file; every key can be overridden with ROLECALL__<KEY>.
-    #[arg(long, short, env = "ROLECALL_CONFIG")]
-    config: Option<PathBuf>,
-    /// The same as the `check-config` subcommand (kept for scripts).
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    args: ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -96,19 +92,21 @@ enum LimitsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let process = match process::start("rolecall-worker", cli.config.as_deref()) {
+    let process = match process::start("rolecall-worker", cli.args.config.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,
     };
     let (settings, guard, runtime) = (process.settings, &process.guard, &process.runtime);
-    let check = match (&cli.command, cli.check_config) {
-        (Some(Command::CheckConfig { connect }), _) => Some(*connect),
-        (None, true) => Some(false),
-        (Some(_), true) => {
-            eprintln!("rolecall-worker: --check-config takes no other command");
+    let check = match cli.args.check(match &cli.command {
+        Some(Command::CheckConfig { connect }) => Given::CheckConfig { connect: *connect },
+        Some(_) => Given::Other,
+        None => Given::Nothing,
+    }) {
+        Ok(check) => check,
+        Err(e) => {
+            eprintln!("rolecall-worker: {e}");
             return ExitCode::from(2);
         }
-        (_, false) => None,
     };
     if let Some(command) = cli.command.filter(|_| check.is_none()) {
         let result = runtime.block_on(async move {
