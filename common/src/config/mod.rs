@@ -26,6 +26,7 @@ mod brokers;
 pub mod criteria;
 pub mod inventory;
 pub mod notifier;
+mod one_or_many;
 mod rate;
 mod redis_url;
 mod telemetry;
@@ -236,7 +237,9 @@ pub struct RawWorker {
     pub attempt_timeout_ms: u64,
     pub job_deadline_ms: u64,
     pub attempts_in_process: u32,
+    #[serde(deserialize_with = "one_or_many::deserialize")]
     pub retry_delays_s: Vec<u64>,
+    #[serde(deserialize_with = "one_or_many::deserialize")]
     pub defer_delays_s: Vec<u64>,
     pub max_hold_ms: u64,
     pub max_throttle_age_s: u64,
@@ -1151,6 +1154,37 @@ mod tests {
         assert_eq!(s.namespace, "t1");
         assert_eq!(s.saas["lever_prod"].rate.per_second, 3.5);
         assert_eq!(s.worker.saas, vec!["lever_prod".to_string()]);
+    }
+
+    #[test]
+    fn delay_lists_from_the_environment_take_one_value_or_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rolecall.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let env = HashMap::from([
+            (
+                "ROLECALL__WORKER__RETRY_DELAYS_S".to_string(),
+                "30".to_string(),
+            ),
+            (
+                "ROLECALL__WORKER__DEFER_DELAYS_S".to_string(),
+                "1,4,9".to_string(),
+            ),
+        ]);
+        let s = load_with_env(Some(&path), Some(env)).expect("valid");
+        assert_eq!(s.worker.retry_delays, vec![Duration::from_secs(30)]);
+        assert_eq!(
+            s.worker.defer_delays,
+            [1, 4, 9].map(Duration::from_secs).to_vec()
+        );
+        let env = HashMap::from([(
+            "ROLECALL__WORKER__RETRY_DELAYS_S".to_string(),
+            "soon".to_string(),
+        )]);
+        let err = load_with_env(Some(&path), Some(env))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker.retry_delays_s"), "{err}");
     }
 
     #[test]
