@@ -9,6 +9,12 @@ for publisher confirms in its best configuration (Celery's `apply_async`
 never does; dramatiq's `confirm_delivery` is off by default and costs a
 round trip per message when on), so these figures are without confirms.
 
+Without confirms the last call returns while messages are still in the
+client's and the kernel's buffers, not yet in the queue; the time counted
+ends when the queue holds every job (polled with a passive declare), as
+the scheduler's ends with its last confirm. `sent_s` is the time until the
+last call returned, for comparison.
+
 stdout: one JSON line {"peer", "jobs", "duration_s", "jobs_per_s", "settings"};
 the queues are deleted before the script exits.
 """
@@ -21,7 +27,16 @@ import sys
 import time
 
 
-def celery_publish(args, body) -> tuple[float, str]:
+def wait_until_queued(depth, jobs: int, timeout_s: float = 600.0) -> None:
+    """Polls `depth()` (ready messages in the queue) until it reaches `jobs`."""
+    deadline = time.perf_counter() + timeout_s
+    while depth() < jobs:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"the queue never held {jobs} jobs")
+        time.sleep(0.005)
+
+
+def celery_publish(args, body) -> tuple[float, float, str]:
     from celery import Celery
     from kombu import Exchange, Queue
 
@@ -49,13 +64,16 @@ def celery_publish(args, body) -> tuple[float, str]:
         started = time.perf_counter()
         for _ in range(args.jobs - 1):
             lookup.apply_async((body,), producer=producer)
+        sent = time.perf_counter() - started
+        bound = queue.bind(producer.channel)
+        wait_until_queued(lambda: bound.queue_declare(passive=True).message_count, args.jobs)
         duration = time.perf_counter() - started
-        queue.bind(producer.channel).delete()
+        bound.delete()
         queue.exchange.bind(producer.channel).delete()
-    return duration, "apply_async(producer=<one reused producer>), quorum queue, persistent, no confirms"
+    return duration, sent, "apply_async(producer=<one reused producer>), quorum queue, persistent, no confirms"
 
 
-def dramatiq_publish(args, body) -> tuple[float, str]:
+def dramatiq_publish(args, body) -> tuple[float, float, str]:
     import dramatiq
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -79,12 +97,16 @@ def dramatiq_publish(args, body) -> tuple[float, str]:
     started = time.perf_counter()
     for _ in range(args.jobs - 1):
         lookup.send(body)
-    duration = time.perf_counter() - started
+    sent = time.perf_counter() - started
     channel = broker.channel
+    wait_until_queued(
+        lambda: channel.queue_declare(args.queue, passive=True).method.message_count, args.jobs
+    )
+    duration = time.perf_counter() - started
     for name in (args.queue, args.queue + ".DQ", args.queue + ".XQ"):
         channel.queue_delete(name)
     broker.close()
-    return duration, "actor.send, RabbitmqBroker(confirm_delivery=False), quorum queues, persistent"
+    return duration, sent, "actor.send, RabbitmqBroker(confirm_delivery=False), quorum queues, persistent"
 
 
 def main(argv=None) -> int:
@@ -98,13 +120,14 @@ def main(argv=None) -> int:
     with open(args.body_file, encoding="utf-8") as f:
         body = json.load(f)
     run = celery_publish if args.peer == "celery" else dramatiq_publish
-    duration, settings = run(args, body)
+    duration, sent, settings = run(args, body)
     timed = args.jobs - 1
     print(json.dumps({
         "peer": args.peer,
         "jobs": timed,
         "duration_s": round(duration, 3),
         "jobs_per_s": round(timed / duration, 1),
+        "sent_s": round(sent, 3),
         "settings": settings,
     }))
     return 0
