@@ -2,7 +2,7 @@
 //! redis:inventory`): read in key order a page at a time, criteria applied,
 //! and resumed from the checkpoint by a second run-once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use rolecall_common::config::{self, Preference};
@@ -50,15 +50,6 @@ async fn fill(store: &InventoryStore, users: usize) {
     }
 }
 
-async fn run_hash(env: &TestEnv, run_id: &str) -> HashMap<String, String> {
-    let mut conn = env.redis.clone();
-    redis::cmd("HGETALL")
-        .arg(env.names.run_key(run_id))
-        .query_async(&mut conn)
-        .await
-        .expect("Redis answers")
-}
-
 #[tokio::test]
 async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes_without_duplicates()
  {
@@ -71,34 +62,7 @@ async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes
 
     // A publisher killed mid-run.
     let mut first = SchedulerProcess::spawn(&text, &["run-once", "--inventory", REDIS_INVENTORY]);
-    let mut conn = env.redis.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (run_id, at_kill) = loop {
-        let runs: Vec<String> = redis::cmd("ZRANGE")
-            .arg(env.names.runs_index())
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if let Some(run_id) = runs.first() {
-            let published: u64 = run_hash(&env, run_id)
-                .await
-                .get("published")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if published >= 2_000 {
-                first.kill9();
-                break (run_id.clone(), published);
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publishing did not start:\n{}",
-            first.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let (run_id, at_kill) = first.kill9_once_published(&env, None, 2_000).await;
     let expected: HashSet<String> = (0..USERS)
         .filter(|i| active(*i))
         .map(|i| job_id(&run_id, "lever", &format!("u{i}")))
@@ -107,7 +71,7 @@ async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes
         at_kill < expected.len() as u64,
         "the run finished before the kill"
     );
-    assert_eq!(run_hash(&env, &run_id).await["format"], "redis");
+    assert_eq!(env.run_hash(&run_id).await["format"], "redis");
 
     // The lease expires; the same command again resumes the run.
     tokio::time::sleep(Duration::from_millis(2_500)).await;

@@ -26,15 +26,6 @@ fn inventory(n: usize) -> String {
     csv
 }
 
-async fn run_hash(env: &TestEnv, run_id: &str) -> std::collections::HashMap<String, String> {
-    let mut conn = env.redis.clone();
-    redis::cmd("HGETALL")
-        .arg(env.names.run_key(run_id))
-        .query_async(&mut conn)
-        .await
-        .expect("Redis answers")
-}
-
 #[tokio::test]
 async fn leader_killed_mid_publish_the_survivor_takes_over_and_every_user_is_published_once() {
     const USERS: usize = 50_000;
@@ -75,35 +66,13 @@ inventory = "{}"
     first
         .wait_for_log("Run started", Duration::from_secs(15))
         .await;
-    let runs: Vec<String> = redis::cmd("ZRANGE")
-        .arg(env.names.runs_index())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let runs = env.run_ids().await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     let run_id = runs[0].clone();
     assert!(run_id.starts_with("nightly-"), "{run_id}");
 
     // Kill the leader once it has confirmed a few thousand jobs.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let at_kill = loop {
-        let published: u64 = run_hash(&env, &run_id)
-            .await
-            .get("published")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if published >= 2_000 {
-            first.kill9();
-            break published;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publishing did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let (_, at_kill) = first.kill9_once_published(&env, Some(&run_id), 2_000).await;
     assert!(
         at_kill < USERS as u64,
         "the leader finished before it could be killed"
@@ -114,7 +83,7 @@ inventory = "{}"
         .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     let run = loop {
-        let run = run_hash(&env, &run_id).await;
+        let run = env.run_hash(&run_id).await;
         if run.get("publishing_done").map(String::as_str) == Some("1") {
             break run;
         }
@@ -155,12 +124,7 @@ inventory = "{}"
     let repeats = messages.len() - USERS;
     assert!(repeats <= 2_000, "{repeats} jobs published twice");
     eprintln!("killed at {at_kill} confirmed; {repeats} jobs published again after the takeover");
-    let runs: u64 = redis::cmd("ZCARD")
-        .arg(env.names.runs_index())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(runs, 1, "one run for the missed slots");
+    assert_eq!(env.run_ids().await.len(), 1, "one run for the missed slots");
     drop(second);
     env.cleanup(&settings).await;
 }
@@ -317,34 +281,7 @@ async fn run_once_killed_mid_publish_is_resumed_by_the_next_run_once_not_started
     let settings = config::from_toml(&text).expect("valid");
     let inventory_arg = path.display().to_string();
     let mut first = SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
-    let mut conn = env.redis.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let (run_id, at_kill) = loop {
-        let runs: Vec<String> = redis::cmd("ZRANGE")
-            .arg(env.names.runs_index())
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if let Some(run_id) = runs.first() {
-            let published: u64 = run_hash(&env, run_id)
-                .await
-                .get("published")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if published >= 2_000 {
-                first.kill9();
-                break (run_id.clone(), published);
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publishing did not start:\n{}",
-            first.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let (run_id, at_kill) = first.kill9_once_published(&env, None, 2_000).await;
     assert!(at_kill < USERS as u64, "the run finished before the kill");
     // The dead publisher's lease expires; then the same command again.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -364,7 +301,7 @@ async fn run_once_killed_mid_publish_is_resumed_by_the_next_run_once_not_started
         "the first run is resumed, not a new one started"
     );
     assert_eq!(report.published, USERS as u64);
-    let run = run_hash(&env, &run_id).await;
+    let run = env.run_hash(&run_id).await;
     assert_eq!(run["published"], USERS.to_string());
     assert_eq!(run["publishing_done"], "1");
     let messages = consume_all(&env, &env.names.jobs_queue("lever"), Duration::from_secs(2)).await;
@@ -378,25 +315,8 @@ async fn run_once_killed_mid_publish_is_resumed_by_the_next_run_once_not_started
         "{} repeats",
         messages.len() - USERS
     );
-    let runs: u64 = redis::cmd("ZCARD")
-        .arg(env.names.runs_index())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(runs, 1);
+    assert_eq!(env.run_ids().await.len(), 1);
     env.cleanup(&settings).await;
-}
-
-/// Runs of a namespace, oldest first.
-async fn runs(env: &TestEnv) -> Vec<String> {
-    let mut conn = env.redis.clone();
-    redis::cmd("ZRANGE")
-        .arg(env.names.runs_index())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap()
 }
 
 /// A workflow firing every second over a small inventory, with no worker:
@@ -434,7 +354,7 @@ async fn slots_due_while_a_run_is_in_progress_are_skipped_with_overlap_skip() {
         .wait_for_log("Skipped a slot", Duration::from_secs(10))
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(runs(&env).await.len(), 1, "{}", server.log());
+    assert_eq!(env.run_ids().await.len(), 1, "{}", server.log());
     drop(server);
     env.cleanup(&settings).await;
 }
@@ -453,7 +373,7 @@ async fn a_queued_slot_starts_once_the_run_in_progress_finishes_with_overlap_que
         .wait_for_log("Queued a slot", Duration::from_secs(10))
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let first = runs(&env).await;
+    let first = env.run_ids().await;
     assert_eq!(
         first.len(),
         1,
@@ -470,7 +390,7 @@ async fn a_queued_slot_starts_once_the_run_in_progress_finishes_with_overlap_que
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while runs(&env).await.len() < 2 {
+    while env.run_ids().await.len() < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the queued slot did not start:\n{}",
@@ -480,7 +400,7 @@ async fn a_queued_slot_starts_once_the_run_in_progress_finishes_with_overlap_que
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        runs(&env).await.len(),
+        env.run_ids().await.len(),
         2,
         "one queued run, then queueing again behind it"
     );
@@ -501,32 +421,14 @@ async fn a_run_whose_inventory_is_gone_after_its_publisher_died_is_abandoned_wit
     let inventory_arg = path.display().to_string();
     let mut publisher =
         SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let run_id = loop {
-        if let Some(run_id) = runs(&env).await.first() {
-            let published: u64 = run_hash(&env, run_id)
-                .await
-                .get("published")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if published >= 1_000 {
-                publisher.kill9();
-                break run_id.clone();
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publishing did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let (run_id, _) = publisher.kill9_once_published(&env, None, 1_000).await;
     std::fs::remove_file(&path).unwrap();
 
     let server = SchedulerProcess::spawn(&text, &["serve"]);
     server
         .wait_for_log("Run abandoned", Duration::from_secs(20))
         .await;
-    let run = run_hash(&env, &run_id).await;
+    let run = env.run_hash(&run_id).await;
     assert_eq!(
         run.get("abandoned").map(String::as_str),
         Some("1"),
@@ -581,26 +483,8 @@ async fn a_resumed_run_finishes_with_exactly_one_result_per_user_when_workers_co
     let inventory_arg = path.display().to_string();
     let mut publisher =
         SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let run_id = loop {
-        if let Some(run_id) = runs(&env).await.first() {
-            let published: u64 = run_hash(&env, run_id)
-                .await
-                .get("published")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if published > 0 {
-                publisher.kill9();
-                assert!(published < USERS as u64, "the run finished before the kill");
-                break run_id.clone();
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publishing did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    let (run_id, published) = publisher.kill9_once_published(&env, None, 1).await;
+    assert!(published < USERS as u64, "the run finished before the kill");
     let worker = env.spawn_worker(&settings).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let report = rolecall_scheduler::run_once(

@@ -288,6 +288,28 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
         }
     }
 
+    /// The ids of the runs recorded, oldest first.
+    pub async fn run_ids(&self) -> Vec<String> {
+        let mut conn = self.redis.clone();
+        redis::cmd("ZRANGE")
+            .arg(self.names.runs_index())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .expect("Redis answers")
+    }
+
+    /// A run's ledger hash (counters, plan, state).
+    pub async fn run_hash(&self, run_id: &str) -> HashMap<String, String> {
+        let mut conn = self.redis.clone();
+        redis::cmd("HGETALL")
+            .arg(self.names.run_key(run_id))
+            .query_async(&mut conn)
+            .await
+            .expect("Redis answers")
+    }
+
     /// Every key matching `pattern`.
     pub async fn scan(&self, pattern: &str) -> Vec<String> {
         let mut conn = self.redis.clone();

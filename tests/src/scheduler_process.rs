@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{temp_file, workspace_binary};
+use crate::{TestEnv, temp_file, workspace_binary};
 
 /// A `rolecall-scheduler` process whose log (stderr) goes to a file the
 /// test reads; stopped with SIGTERM when dropped.
@@ -69,6 +69,43 @@ impl SchedulerProcess {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Kills it (SIGKILL) as soon as the first run recorded (or `run_id`)
+    /// has confirmed at least `at_least` jobs; returns the run's id and its
+    /// `published` count at that moment. Panics with the log when that does
+    /// not happen within 20 s.
+    pub async fn kill9_once_published(
+        &mut self,
+        env: &TestEnv,
+        run_id: Option<&str>,
+        at_least: u64,
+    ) -> (String, u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let run = match run_id {
+                Some(id) => Some(id.to_string()),
+                None => env.run_ids().await.into_iter().next(),
+            };
+            if let Some(run) = run {
+                let published: u64 = env
+                    .run_hash(&run)
+                    .await
+                    .get("published")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if published >= at_least {
+                    self.kill9();
+                    return (run, published);
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "publishing did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Waits for it to exit by itself (`run-once`), or panics after `timeout`.
