@@ -12,17 +12,14 @@ use rolecall_scheduler::publish::job_id;
 use rolecall_scheduler::{RunOnceOptions, run_once, sor};
 use rolecall_tests::{SchedulerProcess, TestEnv, consume_all};
 
-/// A SaaS app no worker talks to: these tests look at what was published.
-const APP: &str = r#"
-[saas.lever]
-connector = "lever"
-base_url = "http://127.0.0.1:9"
-credential = "lever"
-rate = { per_second = 10 }
-[scheduler]
-lease_ms = 2000
-tick_ms = 200
-"#;
+/// The scheduler service tests' app, with a short lease, so a killed
+/// publisher's run is taken over quickly.
+fn app() -> String {
+    format!(
+        "{}[scheduler]\nlease_ms = 2000\ntick_ms = 200\n",
+        crate::scheduler_service::APP
+    )
+}
 
 /// Every fifth user is inactive in the system of record.
 fn active(i: usize) -> bool {
@@ -55,7 +52,7 @@ async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes
  {
     const USERS: usize = 30_000;
     let env = TestEnv::new().await;
-    let text = env.config_text(&[], APP);
+    let text = env.config_text(&[], &app());
     let settings = config::from_toml(&text).expect("valid");
     let store = InventoryStore::new(env.redis.clone(), &env.names);
     fill(&store, USERS).await;

@@ -45,6 +45,23 @@ fn authorized(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v == format!("Bearer {TOKEN}"))
 }
 
+/// The system of record's API on a free port, serving `users`: its state
+/// and base URL.
+async fn serve_hr(users: Vec<Value>) -> (Shared, String) {
+    let hr: Shared = Arc::new(Mutex::new(Hr {
+        users,
+        ..Default::default()
+    }));
+    let router = axum::Router::new()
+        .route("/users", get(list))
+        .route("/users/{id}", patch(write_back))
+        .with_state(hr.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (hr, base)
+}
+
 async fn list(
     State(hr): State<Shared>,
     headers: HeaderMap,
@@ -122,17 +139,7 @@ async fn inventory_http_source_pages_and_gets_one_write_back_per_deactivated_use
         users.push(json!({"id": format!("hr-{i}"), "work_email": format!("ghost{i}@elsewhere.org"), "state": "active"}));
         expected.insert(format!("hr-{i}"));
     }
-    let hr: Shared = Arc::new(Mutex::new(Hr {
-        users,
-        ..Default::default()
-    }));
-    let router = axum::Router::new()
-        .route("/users", get(list))
-        .route("/users/{id}", patch(write_back))
-        .with_state(hr.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (hr, base) = serve_hr(users).await;
 
     let source = format!(
         r#"
@@ -253,16 +260,7 @@ async fn inventory_sync_marks_users_the_source_no_longer_lists_only_after_a_comp
     let users: Vec<Value> = (0..50)
         .map(|i| json!({"id": format!("hr-{i}"), "work_email": format!("p{i}@example.com"), "state": "active"}))
         .collect();
-    let hr: Shared = Arc::new(Mutex::new(Hr {
-        users,
-        ..Default::default()
-    }));
-    let router = axum::Router::new()
-        .route("/users", get(list))
-        .with_state(hr.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (hr, base) = serve_hr(users).await;
     let source = format!(
         r#"
 [inventory.sources.hr]

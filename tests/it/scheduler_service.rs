@@ -10,7 +10,7 @@ use rolecall_tests::{SchedulerProcess, TestEnv, consume_all, temp_file};
 
 /// A SaaS app no worker talks to in these tests: they look at what was
 /// published, not at vendors.
-const APP: &str = r#"
+pub(crate) const APP: &str = r#"
 [saas.lever]
 connector = "lever"
 base_url = "http://127.0.0.1:9"
