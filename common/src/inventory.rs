@@ -171,7 +171,10 @@ return out
 
 /// KEYS: record hashes. ARGV: run, now, mark (1: set `vendor_status` to
 /// gone), then the records' keys. A record the vendor had before (`vendor_run`
-/// set) but not in `run`, not yet gone, has vanished. Returns the vanished keys.
+/// set) but not in `run`, not yet gone, has vanished. Run ids carry a ULID,
+/// so they sort by start: a record stamped by a later import running at the
+/// same time was seen by that one, and is left alone (`<`, not `~=`).
+/// Returns the vanished keys.
 static VANISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -179,7 +182,7 @@ local out = {}
 for k = 1, #KEYS do
   local run = redis.call('HGET', KEYS[k], 'vendor_run')
   local status = redis.call('HGET', KEYS[k], 'vendor_status')
-  if run and run ~= ARGV[1] and status ~= 'gone' then
+  if run and run < ARGV[1] and status ~= 'gone' then
     out[#out + 1] = ARGV[3 + k]
     if ARGV[3] == '1' then
       redis.call('HSET', KEYS[k], 'vendor_status', 'gone', 'vendor_gone_at', ARGV[2])
@@ -195,7 +198,9 @@ return out
 /// files), status to mark with (empty: count only), then the records' keys.
 /// A system-of-record record of `source` that this load (`run`) did not
 /// see is missing; one already marked with the status is not counted
-/// again. Returns the missing keys.
+/// again. As for imports, a record stamped by a later load of the same
+/// source (run ids sort by start) is not this load's to mark. Returns the
+/// missing keys.
 static SOR_MISSING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -203,7 +208,7 @@ local out = {}
 for k = 1, #KEYS do
   local f = redis.call('HMGET', KEYS[k], 'sor', 'sor_run', 'sor_source', 'status')
   local source = f[3] or ''
-  if f[1] == '1' and f[2] ~= ARGV[1] and source == ARGV[3]
+  if f[1] == '1' and (f[2] or '') < ARGV[1] and source == ARGV[3]
      and (ARGV[4] == '' or f[4] ~= ARGV[4]) then
     out[#out + 1] = ARGV[4 + k]
     if ARGV[4] ~= '' then

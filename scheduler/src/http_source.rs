@@ -251,6 +251,7 @@ impl HttpSource {
         for _ in 0..MAX_PAGES {
             let page = self.page(&url, offset).await?;
             offset += page.users.len() as u64;
+            report.listed += page.users.len() as u64;
             for saas in &self.settings.saas {
                 let mut batch = Vec::with_capacity(page.users.len());
                 for user in &page.users {
@@ -272,6 +273,11 @@ impl HttpSource {
                 Some(next) => url = next,
                 None => {
                     report.complete = true;
+                    // An empty listing is more likely a fault of the
+                    // source than a company without users: it marks nobody.
+                    if report.listed == 0 {
+                        return Ok(report);
+                    }
                     for saas in &self.settings.saas {
                         find_missing(store, saas, &self.settings.name, options, &mut report)
                             .await?;

@@ -219,8 +219,17 @@ pub async fn import_with(
     }
     // The listing is complete: whoever an earlier import saw and this one
     // did not is gone at the vendor. Marking them is an update, which
-    // `create_only` does not allow; they are counted either way.
-    let mark = preference != Preference::CreateOnly;
+    // `create_only` does not allow; they are counted either way. A listing
+    // of nobody (every vendor account has at least its admin) is more
+    // likely a fault or a wrong filter than an empty account: it counts,
+    // and marks nobody.
+    let mark = preference != Preference::CreateOnly && report.listed > 0;
+    if report.listed == 0 {
+        warn!(
+            saas,
+            run_id, "The vendor listed nobody; no user is marked gone."
+        );
+    }
     let mut after: Option<String> = None;
     loop {
         let keys = store

@@ -51,6 +51,9 @@ pub struct LoadReport {
     pub missing: u64,
     /// Whether the missing records were marked.
     pub marked: bool,
+    /// Rows the load read for the apps asked (a load that read none
+    /// proves nobody missing: an empty answer is more likely a fault).
+    pub listed: u64,
 }
 
 impl LoadReport {
@@ -67,6 +70,8 @@ impl LoadReport {
         let c = &self.counts;
         let missing = if !self.complete {
             "missing not checked (incomplete load)".to_owned()
+        } else if self.listed == 0 {
+            "missing not checked (nobody listed)".to_owned()
         } else if self.marked {
             format!("missing {} (marked)", self.missing)
         } else {
@@ -153,8 +158,9 @@ pub fn upsert_of(row: &InventoryRow, sync_key: SyncKey) -> Option<Upsert> {
 }
 
 /// Loads an inventory file's rows of `apps` into the Redis inventory. A
-/// file read to its end without a malformed row is complete: the file
-/// records of `apps` it did not have are then missing (`options.missing`).
+/// file read to its end without a malformed row is complete: for each app
+/// of `apps` it has rows for, the file records it did not have are then
+/// missing (`options.missing`).
 pub async fn load(
     store: &InventoryStore,
     path: &Path,
@@ -163,6 +169,8 @@ pub async fn load(
     options: &LoadOptions,
 ) -> anyhow::Result<LoadReport> {
     let mut report = LoadReport::start();
+    // Every app the file has a row for keeps its (possibly empty) page
+    // here, so this is also the set of apps the file speaks for.
     let mut pages: BTreeMap<String, Vec<Upsert>> = BTreeMap::new();
     let source = format!("file:{}", path.display());
     let touch = [("sor_run", report.run_id.clone())];
@@ -186,6 +194,7 @@ pub async fn load(
             report.skipped += 1;
             continue;
         };
+        report.listed += 1;
         let page = pages.entry(row.saas.clone()).or_default();
         page.push(upsert);
         if page.len() >= PAGE {
@@ -196,17 +205,19 @@ pub async fn load(
             report.counts.add(&outcome.counts);
         }
     }
-    for (saas, batch) in pages {
+    for (saas, batch) in &pages {
         let outcome = store
-            .upsert(&saas, &batch, preference, &source, &touch)
+            .upsert(saas, batch, preference, &source, &touch)
             .await?;
         report.counts.add(&outcome.counts);
     }
     // A malformed row may be a user the file still has: with one, the
-    // file proves nobody missing.
+    // file proves nobody missing. Nor does a file speak for an app it has
+    // no row for: a file of one app's users, loaded without `--saas`, must
+    // not mark every other app's records missing.
     report.complete = report.malformed == 0;
     if report.complete {
-        for saas in apps {
+        for saas in apps.iter().filter(|saas| pages.contains_key(*saas)) {
             find_missing(store, saas, "", options, &mut report).await?;
         }
     }

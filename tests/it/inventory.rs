@@ -15,6 +15,11 @@ use rolecall_tests::{TestEnv, temp_file, workspace_binary};
 
 pub(crate) const KEY: &str = "inventory-key";
 
+/// The run id of an import before any this test runs: run ids carry a
+/// ULID and sort by start, which is how a missing walk tells an earlier
+/// run's stamp from a later one's.
+const EARLIER_IMPORT: &str = "import-00000000000000000000000000";
+
 pub(crate) async fn sim(vendor: Vendor, users: usize) -> SimHandle {
     rolecall_sim::spawn(SimConfig {
         vendor,
@@ -292,7 +297,7 @@ async fn prepared_mix(env: &TestEnv, sim: &SimHandle) -> (Settings, Vault, Inven
             &vanished,
             Preference::CreateAndUpdate,
             "vendor:lever",
-            &[("vendor_run", "import-earlier")],
+            &[("vendor_run", EARLIER_IMPORT)],
         )
         .await
         .unwrap();
@@ -402,7 +407,7 @@ async fn inventory_seats_report_names_exactly_the_shadow_gone_and_stale_accounts
             &gone,
             Preference::CreateAndUpdate,
             "vendor:lever",
-            &[("vendor_run", "import-earlier")],
+            &[("vendor_run", EARLIER_IMPORT)],
         )
         .await
         .unwrap();

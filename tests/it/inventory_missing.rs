@@ -267,3 +267,115 @@ async fn inventory_load_keeps_missing_records_by_default_and_an_incomplete_file_
     assert_eq!(back.missing, 1, "u10 is now the missing one");
     env.cleanup_keys().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_load_of_a_file_marks_missing_only_in_the_apps_it_has_rows_for() {
+    let env = TestEnv::new().await;
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    // Okta's system-of-record users, loaded from their own file.
+    let okta_file = "saas,user_id,email,status\nokta,o1,o1@example.com,active\n";
+    let (_odir, okta_path) = temp_file("okta.csv", okta_file);
+    let apps = ["lever".to_string(), "okta".to_string()];
+    sor::load(
+        &store,
+        &okta_path,
+        Format::Csv,
+        &apps,
+        &LoadOptions::default(),
+    )
+    .await
+    .unwrap();
+    // A lever-only file for both apps, with records to mark: only lever's
+    // missing records are this file's to mark.
+    let options = LoadOptions {
+        missing: SorMissing::Removed,
+        ..Default::default()
+    };
+    let (_ldir, first) = temp_file("lever.csv", &first_file());
+    sor::load(&store, &first, Format::Csv, &apps, &options)
+        .await
+        .unwrap();
+    let (_sdir, second) = temp_file("lever.csv", &second_file());
+    let report = sor::load(&store, &second, Format::Csv, &apps, &options)
+        .await
+        .unwrap();
+    assert_eq!((report.missing, report.marked), (2, true), "{report:?}");
+    assert_eq!(status_of(&store, 8).await.as_deref(), Some("removed"));
+    let okta = store.page("okta", None, 10).await.unwrap();
+    assert_eq!(okta.len(), 1);
+    assert_eq!(okta[0].get("status"), Some("active"), "okta is untouched");
+    env.cleanup_keys().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_missing_walks_leave_records_a_later_concurrent_run_has_seen() {
+    let env = TestEnv::new().await;
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    // Two runs of the same source at once: the later one (B) has already
+    // stamped the record when the earlier one (A) walks the index.
+    let (a, b, c) = ("sor-01A", "sor-01B", "sor-01C");
+    let record = Upsert {
+        key: "ada@example.com".into(),
+        fields: vec![
+            ("sor".into(), "1".into()),
+            ("status".into(), "active".into()),
+        ],
+    };
+    store
+        .upsert(
+            "lever",
+            &[record],
+            Preference::CreateAndUpdate,
+            "test",
+            &[("sor_run", b)],
+        )
+        .await
+        .unwrap();
+    let keys = vec!["ada@example.com".to_string()];
+    let by_a = store
+        .sor_missing("lever", &keys, a, "", Some("removed"))
+        .await
+        .unwrap();
+    assert!(by_a.is_empty(), "a later run saw it: {by_a:?}");
+    assert_eq!(
+        status_of_key(&store, "ada@example.com").await.as_deref(),
+        Some("active")
+    );
+    // A still later run that did not see it finds it missing.
+    let by_c = store
+        .sor_missing("lever", &keys, c, "", Some("removed"))
+        .await
+        .unwrap();
+    assert_eq!(by_c, keys);
+    // Imports likewise: vendor_run stamped by B is not gone for A, is for C.
+    let vendor = Upsert {
+        key: "bob@example.com".into(),
+        fields: vec![("vendor_status".into(), "active".into())],
+    };
+    store
+        .upsert(
+            "lever",
+            &[vendor],
+            Preference::CreateAndUpdate,
+            "test",
+            &[("vendor_run", "import-01B")],
+        )
+        .await
+        .unwrap();
+    let keys = vec!["bob@example.com".to_string()];
+    assert!(
+        store
+            .vanished("lever", &keys, "import-01A", true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .vanished("lever", &keys, "import-01C", true)
+            .await
+            .unwrap(),
+        keys
+    );
+    env.cleanup_keys().await;
+}

@@ -327,5 +327,16 @@ fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
         let expected = if i < 45 { "active" } else { "inactive" };
         assert_eq!(status(i).await.as_deref(), Some(expected), "p{i}");
     }
+
+    // A source answering an empty list marks nobody, and says why.
+    hr.lock().unwrap().users.clear();
+    let empty = http.sync(&store, &options).await.unwrap();
+    assert_eq!((empty.listed, empty.missing), (0, 0), "{empty:?}");
+    assert!(
+        empty
+            .render("synced")
+            .contains("missing not checked (nobody listed)")
+    );
+    assert_eq!(status(3).await.as_deref(), Some("active"));
     env.cleanup(&settings).await;
 }
