@@ -163,20 +163,17 @@ impl HttpSource {
                 }
                 _ => None,
             },
-            Paging::Offset { param } => {
-                let size = self
-                    .settings
-                    .page_size
-                    .as_ref()
-                    .map_or(0, |(_, n)| *n as u64);
-                (!users.is_empty() && users.len() as u64 >= size).then(|| {
-                    with_param(
-                        &self.settings.url,
-                        param,
-                        &(offset + users.len() as u64).to_string(),
-                    )
-                })
-            }
+            // Only an empty page ends an offset walk: a source that caps
+            // its pages below `page_size` answers short pages all along,
+            // and taking the first for the last would make every user
+            // after it missing. The cost is one request per sync.
+            Paging::Offset { param } => (!users.is_empty()).then(|| {
+                with_param(
+                    &self.settings.url,
+                    param,
+                    &(offset + users.len() as u64).to_string(),
+                )
+            }),
         };
         if let Some(next) = &next
             && next.origin() != self.settings.url.origin()

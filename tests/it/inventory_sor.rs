@@ -9,13 +9,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, patch};
-use rolecall_common::config;
+use rolecall_common::config::{self, Settings};
 use rolecall_common::credentials::Vault;
 use rolecall_common::inventory::InventoryStore;
 use rolecall_scheduler::http_source::HttpSource;
 use rolecall_scheduler::inventory::Format;
 use rolecall_scheduler::{RunOnceOptions, run_once, sor};
-use rolecall_sim::{SimConfig, Vendor};
+use rolecall_sim::{SimConfig, SimHandle, Vendor};
 use rolecall_tests::{TestEnv, WorkerProcess};
 use serde_json::{Value, json};
 
@@ -34,6 +34,8 @@ struct Hr {
     unauthorized: usize,
     /// Every page request fails (503) while set.
     down: bool,
+    /// The most users a page holds, whatever the request asks for.
+    cap: Option<usize>,
 }
 
 type Shared = Arc<Mutex<Hr>>;
@@ -62,6 +64,22 @@ async fn serve_hr(users: Vec<Value>) -> (Shared, String) {
     (hr, base)
 }
 
+/// The configuration of a lever app with `source`, and a credential store
+/// holding the source's token.
+fn source_settings(env: &TestEnv, sim: &SimHandle, source: &str) -> (Settings, Vault) {
+    let app = app_table("lever", Vendor::Lever, sim);
+    let settings = config::from_toml(&env.config_text(&[], &format!("{app}{source}")))
+        .expect("valid configuration");
+    let lookup = Vault::with_env(settings.credentials.clone(), Default::default());
+    let vault = Vault::with_env(
+        settings.credentials.clone(),
+        [(lookup.env_var("hr"), TOKEN.to_string())]
+            .into_iter()
+            .collect(),
+    );
+    (settings, vault)
+}
+
 async fn list(
     State(hr): State<Shared>,
     headers: HeaderMap,
@@ -80,7 +98,8 @@ async fn list(
     let limit: usize = query
         .get("limit")
         .and_then(|l| l.parse().ok())
-        .unwrap_or(PAGE);
+        .unwrap_or(PAGE)
+        .min(hr.cap.unwrap_or(usize::MAX));
     let start: usize = query
         .get("cursor")
         .and_then(|c| c.parse().ok())
@@ -277,16 +296,7 @@ missing = "inactive"
 fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
 "#
     );
-    let app = app_table("lever", Vendor::Lever, &sim);
-    let settings = config::from_toml(&env.config_text(&[], &format!("{app}{source}")))
-        .expect("valid configuration");
-    let lookup = Vault::with_env(settings.credentials.clone(), Default::default());
-    let vault = Vault::with_env(
-        settings.credentials.clone(),
-        [(lookup.env_var("hr"), TOKEN.to_string())]
-            .into_iter()
-            .collect(),
-    );
+    let (settings, vault) = source_settings(&env, &sim, &source);
     let store = InventoryStore::new(env.redis.clone(), &env.names);
     let http = HttpSource::open(&settings.inventory.sources, "hr", &vault)
         .await
@@ -338,5 +348,54 @@ fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
             .contains("missing not checked (nobody listed)")
     );
     assert_eq!(status(3).await.as_deref(), Some("active"));
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_sync_with_offset_paging_reads_a_source_that_caps_its_pages_to_the_end() {
+    let env = TestEnv::new().await;
+    let sim = crate::inventory::sim(Vendor::Lever, 10).await;
+    let users: Vec<Value> = (0..45)
+        .map(|i| json!({"id": format!("hr-{i}"), "work_email": format!("p{i}@example.com"), "state": "active"}))
+        .collect();
+    let (hr, base) = serve_hr(users).await;
+    // Asked for 20 a page, the source answers at most 7.
+    hr.lock().unwrap().cap = Some(7);
+    let source = format!(
+        r#"
+[inventory.sources.hr]
+url = "{base}/users"
+credential = "hr"
+saas = ["lever"]
+paging = "offset"
+offset_param = "cursor"
+page_size = 20
+page_size_param = "limit"
+items = "/data"
+max_attempts = 2
+missing = "inactive"
+fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
+"#
+    );
+    let (settings, vault) = source_settings(&env, &sim, &source);
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    let http = HttpSource::open(&settings.inventory.sources, "hr", &vault)
+        .await
+        .unwrap();
+    let options = sor::LoadOptions {
+        missing: http.missing(settings.inventory.sor_missing),
+        ..Default::default()
+    };
+    let report = http.sync(&store, &options).await.unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        (report.listed, report.counts.created),
+        (45, 45),
+        "{report:?}"
+    );
+    assert_eq!(store.len("lever").await.unwrap(), 45);
+    // Seven pages of users, the empty page that ends the walk, and the
+    // one retried 503.
+    assert_eq!(hr.lock().unwrap().requests, 9);
     env.cleanup(&settings).await;
 }
