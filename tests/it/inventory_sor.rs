@@ -64,9 +64,27 @@ async fn serve_hr(users: Vec<Value>) -> (Shared, String) {
     (hr, base)
 }
 
-/// The configuration of a lever app with `source`, and a credential store
-/// holding the source's token.
-fn source_settings(env: &TestEnv, sim: &SimHandle, source: &str) -> (Settings, Vault) {
+/// A lever app fed by the HTTP source `hr` at `base` (paged as `paging`
+/// says; users' status missing = inactive), its store and load options.
+async fn synced_source(
+    env: &TestEnv,
+    sim: &SimHandle,
+    base: &str,
+    paging: &str,
+) -> (Settings, InventoryStore, HttpSource, sor::LoadOptions) {
+    let source = format!(
+        r#"
+[inventory.sources.hr]
+url = "{base}/users"
+credential = "hr"
+saas = ["lever"]
+{paging}page_size_param = "limit"
+items = "/data"
+max_attempts = 2
+missing = "inactive"
+fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
+"#
+    );
     let app = app_table("lever", Vendor::Lever, sim);
     let settings = config::from_toml(&env.config_text(&[], &format!("{app}{source}")))
         .expect("valid configuration");
@@ -77,7 +95,22 @@ fn source_settings(env: &TestEnv, sim: &SimHandle, source: &str) -> (Settings, V
             .into_iter()
             .collect(),
     );
-    (settings, vault)
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    let http = HttpSource::open(&settings.inventory.sources, "hr", &vault)
+        .await
+        .unwrap();
+    let options = sor::LoadOptions {
+        missing: http.missing(settings.inventory.sor_missing),
+        ..Default::default()
+    };
+    (settings, store, http, options)
+}
+
+/// `n` active people, `p<i>@example.com`, as the source lists them.
+fn people(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"id": format!("hr-{i}"), "work_email": format!("p{i}@example.com"), "state": "active"}))
+        .collect()
 }
 
 async fn list(
@@ -276,35 +309,9 @@ write_back = {{ method = "PATCH", url = "{base}/users/{{user_id}}", body = '{{"a
 async fn inventory_sync_marks_users_the_source_no_longer_lists_only_after_a_complete_sync() {
     let env = TestEnv::new().await;
     let sim = crate::inventory::sim(Vendor::Lever, 10).await;
-    let users: Vec<Value> = (0..50)
-        .map(|i| json!({"id": format!("hr-{i}"), "work_email": format!("p{i}@example.com"), "state": "active"}))
-        .collect();
-    let (hr, base) = serve_hr(users).await;
-    let source = format!(
-        r#"
-[inventory.sources.hr]
-url = "{base}/users"
-credential = "hr"
-saas = ["lever"]
-paging = "cursor"
-next = "/next_cursor"
-page_size = {PAGE}
-page_size_param = "limit"
-items = "/data"
-max_attempts = 2
-missing = "inactive"
-fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
-"#
-    );
-    let (settings, vault) = source_settings(&env, &sim, &source);
-    let store = InventoryStore::new(env.redis.clone(), &env.names);
-    let http = HttpSource::open(&settings.inventory.sources, "hr", &vault)
-        .await
-        .unwrap();
-    let options = sor::LoadOptions {
-        missing: http.missing(settings.inventory.sor_missing),
-        ..Default::default()
-    };
+    let (hr, base) = serve_hr(people(50)).await;
+    let paging = format!("paging = \"cursor\"\nnext = \"/next_cursor\"\npage_size = {PAGE}\n");
+    let (settings, store, http, options) = synced_source(&env, &sim, &base, &paging).await;
     let status = |i: usize| {
         let store = store.clone();
         async move {
@@ -355,37 +362,11 @@ fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
 async fn inventory_sync_with_offset_paging_reads_a_source_that_caps_its_pages_to_the_end() {
     let env = TestEnv::new().await;
     let sim = crate::inventory::sim(Vendor::Lever, 10).await;
-    let users: Vec<Value> = (0..45)
-        .map(|i| json!({"id": format!("hr-{i}"), "work_email": format!("p{i}@example.com"), "state": "active"}))
-        .collect();
-    let (hr, base) = serve_hr(users).await;
+    let (hr, base) = serve_hr(people(45)).await;
     // Asked for 20 a page, the source answers at most 7.
     hr.lock().unwrap().cap = Some(7);
-    let source = format!(
-        r#"
-[inventory.sources.hr]
-url = "{base}/users"
-credential = "hr"
-saas = ["lever"]
-paging = "offset"
-offset_param = "cursor"
-page_size = 20
-page_size_param = "limit"
-items = "/data"
-max_attempts = 2
-missing = "inactive"
-fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
-"#
-    );
-    let (settings, vault) = source_settings(&env, &sim, &source);
-    let store = InventoryStore::new(env.redis.clone(), &env.names);
-    let http = HttpSource::open(&settings.inventory.sources, "hr", &vault)
-        .await
-        .unwrap();
-    let options = sor::LoadOptions {
-        missing: http.missing(settings.inventory.sor_missing),
-        ..Default::default()
-    };
+    let paging = "paging = \"offset\"\noffset_param = \"cursor\"\npage_size = 20\n";
+    let (settings, store, http, options) = synced_source(&env, &sim, &base, paging).await;
     let report = http.sync(&store, &options).await.unwrap();
     assert!(report.complete, "{report:?}");
     assert_eq!(
