@@ -150,15 +150,17 @@ fn sync_key(text: Option<String>, settings: &Settings) -> anyhow::Result<SyncKey
 
 fn parse_preference(text: Option<String>) -> anyhow::Result<Option<Preference>> {
     text.map(|p| {
-        Preference::parse(&p)
-            .with_context(|| format!("`{p}` is not create_and_update, create_only or update_only"))
+        Preference::parse(&p).with_context(|| {
+            format!("--preference: `{p}` is not create_and_update, create_only or update_only")
+        })
     })
     .transpose()
 }
 
 fn parse_missing(text: Option<String>) -> anyhow::Result<Option<SorMissing>> {
     text.map(|m| {
-        SorMissing::parse(&m).with_context(|| format!("`{m}` is not keep, inactive or removed"))
+        SorMissing::parse(&m)
+            .with_context(|| format!("--missing: `{m}` is not keep, inactive or removed"))
     })
     .transpose()
 }

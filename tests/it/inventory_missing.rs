@@ -11,7 +11,7 @@ use rolecall_scheduler::import::{ImportOptions, fleet_connector, import_with};
 use rolecall_scheduler::inventory::Format;
 use rolecall_scheduler::sor::{self, LoadOptions, LoadReport};
 use rolecall_sim::{Fault, SimHandle, Vendor};
-use rolecall_tests::{TestEnv, temp_file};
+use rolecall_tests::{TestEnv, temp_file, workspace_binary};
 use rolecall_worker::connectors::{Connector, ConnectorError, Lookup, UserPage};
 
 use crate::inventory::{all_records, app_table, run_import, sim, vault};
@@ -377,5 +377,68 @@ async fn inventory_missing_walks_leave_records_a_later_concurrent_run_has_seen()
             .unwrap(),
         keys
     );
+    env.cleanup_keys().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_load_command_applies_missing_and_preference_and_refuses_bad_values_naming_the_flag()
+ {
+    let env = TestEnv::new().await;
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    let text = env.config_text(&[], crate::scheduler_service::APP);
+    let (_cdir, config) = temp_file("rolecall.toml", &text);
+    let (_fdir, first) = temp_file("sor.csv", &first_file());
+    let (_sdir, second) = temp_file("sor.csv", &second_file());
+    let load = |file: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new(workspace_binary("rolecall-scheduler").unwrap())
+            .arg("--config")
+            .arg(&config)
+            .args(["inventory", "load", "--saas", "lever", "--file"])
+            .arg(file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = load(&first, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Bad values: refused before anything is written, naming the flag.
+    for (extra, message) in [
+        (
+            ["--missing", "sometimes"],
+            "--missing: `sometimes` is not keep, inactive or removed",
+        ),
+        (
+            ["--preference", "upsert"],
+            "--preference: `upsert` is not create_and_update, create_only or update_only",
+        ),
+    ] {
+        let out = load(&second, &extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(message),
+            "{stderr}"
+        );
+        assert_eq!(store.len("lever").await.unwrap(), 10, "nothing written");
+    }
+
+    // update_only with --missing removed: u10 refused, u8 and u9 removed.
+    let out = load(
+        &second,
+        &["--preference", "update_only", "--missing", "removed"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("refused 1, missing 2 (marked)"), "{stdout}");
+    assert_eq!(store.len("lever").await.unwrap(), 10);
+    assert_eq!(status_of(&store, 8).await.as_deref(), Some("removed"));
     env.cleanup_keys().await;
 }
