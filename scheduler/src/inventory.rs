@@ -42,6 +42,10 @@ pub struct InventoryRow {
     pub last_login: Option<String>,
     /// Free attributes (department, cost centre, …), usable in criteria.
     pub attributes: BTreeMap<String, String>,
+    /// The Redis inventory record's key (files: none): a run's checkpoint
+    /// keeps it, so a successor starts after this record whatever was
+    /// added or deleted before it meanwhile.
+    pub resume_key: Option<String>,
 }
 
 impl InventoryRow {

@@ -100,13 +100,17 @@ return token
     )
 });
 
-/// KEYS: run lease, run. ARGV: token, lease ms, offset, published, rejected, skipped.
+/// KEYS: run lease, run. ARGV: token, lease ms, offset, published, rejected,
+/// skipped, resume app, resume key (both empty for files).
 static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'offset', ARGV[3], 'published', ARGV[4], 'rejected', ARGV[5], 'skipped', ARGV[6])
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[2], 'resume_app', ARGV[7], 'resume_key', ARGV[8])
+end
 return 1
 ",
     )
@@ -369,7 +373,7 @@ async fn publish_rows(
     while let Some(row) = rows.next().await? {
         index += 1;
         offset = index;
-        let row: InventoryRow = match row {
+        let mut row: InventoryRow = match row {
             Ok(row) => row,
             Err(e) => {
                 warn!(file = %e.file, line = e.line, reason = %e.reason, "Skipping malformed inventory row.");
@@ -419,7 +423,12 @@ async fn publish_rows(
                 .await?
                 .await
         };
-        let mark = (index, report.rejected_count, report.skipped);
+        let mark = Mark {
+            offset: index,
+            rejected: report.rejected_count,
+            skipped: report.skipped,
+            resume_key: row.resume_key.take(),
+        };
         in_flight.push_back(async move {
             let confirm = publish.await;
             // The span ends with the broker's confirm (dropped here).
@@ -529,7 +538,11 @@ struct Progress<'a> {
 impl Progress<'_> {
     /// Starts writing `counts` when a checkpoint is due and the previous
     /// one has landed; fails when the lease or a previous write was lost.
-    fn save_at(&mut self, counts: PublishCounts) -> anyhow::Result<()> {
+    fn save_at(
+        &mut self,
+        counts: PublishCounts,
+        resume: Option<(&str, &str)>,
+    ) -> anyhow::Result<()> {
         if *self.lost.borrow() {
             bail!("run {}: lost its publisher lease; stopping", self.run_id);
         }
@@ -559,7 +572,9 @@ impl Progress<'_> {
             .arg(counts.offset)
             .arg(counts.published)
             .arg(counts.rejected)
-            .arg(counts.skipped);
+            .arg(counts.skipped)
+            .arg(resume.map_or("", |(app, _)| app))
+            .arg(resume.map_or("", |(_, key)| key));
         let mut c = self.redis.clone();
         self.pending = Some(tokio::spawn(async move {
             let held: i64 = invocation
@@ -587,7 +602,14 @@ impl Progress<'_> {
     }
 }
 
-type Mark = (u64, u64, u64);
+/// Where the publisher is once a job is confirmed: the rows decided, the
+/// counts so far, and the job's Redis inventory key (the resume point).
+struct Mark {
+    offset: u64,
+    rejected: u64,
+    skipped: u64,
+    resume_key: Option<String>,
+}
 
 /// Confirmed jobs per SaaS app, and how many of them the
 /// `rolecall.jobs.published` counter has been told about: it is told in
@@ -632,7 +654,7 @@ where
         let next = tokio::time::timeout(amqp::CONFIRM_TIMEOUT, in_flight.next())
             .await
             .map_err(|_| amqp::AmqpError::Timeout("a publisher confirm", amqp::CONFIRM_TIMEOUT))?;
-        let Some((confirm, app, (offset, rejected, skipped))) = next else {
+        let Some((confirm, app, mark)) = next else {
             break;
         };
         check_confirm(confirm?, exchange, apps[app])?;
@@ -643,12 +665,15 @@ where
         }
         // Confirms are taken in publishing order: every row before this
         // one is decided and every job among them confirmed.
-        progress.save_at(PublishCounts {
-            published: report.published,
-            rejected,
-            skipped,
-            offset,
-        })?;
+        progress.save_at(
+            PublishCounts {
+                published: report.published,
+                rejected: mark.rejected,
+                skipped: mark.skipped,
+                offset: mark.offset,
+            },
+            mark.resume_key.as_deref().map(|key| (apps[app], key)),
+        )?;
     }
     Ok(())
 }

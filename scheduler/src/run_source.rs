@@ -12,11 +12,11 @@
 //! rows as `inventory export` writes them (`sor::row_of`), so the criteria
 //! apply to them exactly as to a snapshot.
 //!
-//! Rank is the resume point because the checkpoint is one number. It holds
-//! while the index does not change under a stopped run; a record created
-//! before the resume point meanwhile shifts the ranks by one, so the
-//! successor repeats one user (harmless: job ids) or, for a record deleted,
-//! skips one, which the next run checks.
+//! The checkpoint also keeps the key of the last confirmed job's record
+//! (`resume_app`, `resume_key` in the run's hash), and a successor starts
+//! right after it: records created or deleted before that point while the
+//! run was stopped change nothing. Rank (the offset) is the fallback for a
+//! run checkpointed without a key.
 
 use std::collections::VecDeque;
 
@@ -47,9 +47,17 @@ impl RunSource {
         skip: u64,
     ) -> anyhow::Result<Self> {
         Ok(match plan.format {
-            Format::Redis => RunSource::Redis(
-                RedisRows::open(InventoryStore::new(conn, names), &plan.apps, skip).await?,
-            ),
+            Format::Redis => {
+                let resume = if skip > 0 {
+                    resume_point(&conn, names, &plan.run_id).await?
+                } else {
+                    None
+                };
+                RunSource::Redis(
+                    RedisRows::open(InventoryStore::new(conn, names), &plan.apps, skip, resume)
+                        .await?,
+                )
+            }
             format => {
                 RunSource::File(inventory::open(&plan.inventory, format)?.skip(skip as usize))
             }
@@ -79,13 +87,28 @@ pub struct RedisRows {
 }
 
 impl RedisRows {
-    /// The rows of `apps` after the first `skip`.
+    /// The rows of `apps` after record `resume` (app, key) when given,
+    /// else after the first `skip`.
     pub async fn open(
         store: InventoryStore,
         apps: &[String],
         mut skip: u64,
+        resume: Option<(String, String)>,
     ) -> anyhow::Result<Self> {
         let mut apps: VecDeque<String> = apps.iter().cloned().collect();
+        if let Some((app, key)) = resume
+            && apps.contains(&app)
+        {
+            while apps.front() != Some(&app) {
+                apps.pop_front();
+            }
+            return Ok(Self {
+                store,
+                apps,
+                after: Some(key),
+                buffer: VecDeque::new(),
+            });
+        }
         let mut after = None;
         while let Some(app) = apps.front() {
             let len = store.len(app).await?;
@@ -132,4 +155,20 @@ impl RedisRows {
             self.after = Some(last);
         }
     }
+}
+
+/// The record a run's last checkpoint stopped after, if it kept one.
+async fn resume_point(
+    conn: &RedisConnection,
+    names: &Names,
+    run_id: &str,
+) -> anyhow::Result<Option<(String, String)>> {
+    let mut c = conn.clone();
+    let (app, key): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(names.run_key(run_id))
+        .arg("resume_app")
+        .arg("resume_key")
+        .query_async(&mut c)
+        .await?;
+    Ok(app.zip(key))
 }

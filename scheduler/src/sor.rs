@@ -261,6 +261,7 @@ pub fn row_of(saas: &str, record: &Record) -> InventoryRow {
             .or(record.get("vendor_last_login"))
             .map(str::to_owned),
         attributes,
+        resume_key: Some(record.key.clone()),
     }
 }
 

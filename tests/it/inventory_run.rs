@@ -1,6 +1,6 @@
 //! The Redis inventory as a run's source (`run-once --inventory
 //! redis:inventory`): read in key order a page at a time, criteria applied,
-//! and resumed from the checkpoint by a second run-once.
+//! and resumed after the checkpoint's record by a second run-once.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -48,7 +48,7 @@ async fn fill(store: &InventoryStore, users: usize) {
 }
 
 #[tokio::test]
-async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes_without_duplicates()
+async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes_after_its_checkpoint_record()
  {
     const USERS: usize = 30_000;
     let env = TestEnv::new().await;
@@ -68,7 +68,36 @@ async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes
         at_kill < expected.len() as u64,
         "the run finished before the kill"
     );
-    assert_eq!(env.run_hash(&run_id).await["format"], "redis");
+    let run = env.run_hash(&run_id).await;
+    assert_eq!(run["format"], "redis");
+    assert_eq!(run["resume_app"], "lever");
+    let resume_key = run["resume_key"].clone();
+
+    // While it is stopped, the first 200 records (all before the
+    // checkpoint, so already published) leave the inventory: a resume by
+    // rank would now skip 200 users after the checkpoint.
+    let mut conn = env.redis.clone();
+    let gone: Vec<String> = redis::cmd("ZRANGE")
+        .arg(store.index_key("lever"))
+        .arg(0)
+        .arg(199)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(gone.iter().all(|key| *key < resume_key), "{resume_key}");
+    for key in &gone {
+        let () = redis::pipe()
+            .cmd("ZREM")
+            .arg(store.index_key("lever"))
+            .arg(key)
+            .ignore()
+            .cmd("DEL")
+            .arg(store.record_key("lever", key))
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
 
     // The lease expires; the same command again resumes the run.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -96,7 +125,7 @@ async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes
         .iter()
         .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
         .collect();
-    assert_eq!(ids, expected, "exactly the active users");
+    assert_eq!(ids, expected, "exactly the active users, none skipped");
     assert!(
         messages.len() - ids.len() <= 2_000,
         "{} repeats: the resume starts at the checkpoint, not at the first record",
