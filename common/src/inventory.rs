@@ -195,7 +195,8 @@ return out
 });
 
 /// KEYS: record hashes. ARGV: run, now, source (`sor_source`, empty for
-/// files), status to mark with (empty: count only), then the records' keys.
+/// files), status to mark with (empty: none), write (`1`: mark; else only
+/// count what would be marked), then the records' keys.
 /// A system-of-record record of `source` that this load (`run`) did not
 /// see is missing; one already marked with the status is not counted
 /// again. As for imports, a record stamped by a later load of the same
@@ -210,8 +211,8 @@ for k = 1, #KEYS do
   local source = f[3] or ''
   if f[1] == '1' and (f[2] or '') < ARGV[1] and source == ARGV[3]
      and (ARGV[4] == '' or f[4] ~= ARGV[4]) then
-    out[#out + 1] = ARGV[4 + k]
-    if ARGV[4] ~= '' then
+    out[#out + 1] = ARGV[5 + k]
+    if ARGV[4] ~= '' and ARGV[5] == '1' then
       redis.call('HSET', KEYS[k], 'status', ARGV[4], 'sor_missing_at', ARGV[2])
     end
   end
@@ -403,7 +404,8 @@ impl InventoryStore {
 
     /// Finds (and, with `mark`, sets `status` to it) the system-of-record
     /// records among `keys` written by `source` (`""`: inventory files)
-    /// that the complete load `run` did not see.
+    /// that the complete load `run` did not see, not yet marked `mark`;
+    /// marks them only when `write`.
     pub async fn sor_missing(
         &self,
         saas: &str,
@@ -411,6 +413,7 @@ impl InventoryStore {
         run: &str,
         source: &str,
         mark: Option<&str>,
+        write: bool,
     ) -> Result<Vec<String>, InventoryStoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -420,7 +423,8 @@ impl InventoryStore {
             .arg(run)
             .arg(chrono::Utc::now().to_rfc3339())
             .arg(source)
-            .arg(mark.unwrap_or(""));
+            .arg(mark.unwrap_or(""))
+            .arg(if write { "1" } else { "0" });
         for key in keys {
             invocation.key(self.record_key(saas, key));
             invocation.arg(key);

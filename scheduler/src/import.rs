@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rolecall_common::config::{Preference, SaasSettings, SyncKey};
 use rolecall_common::credentials::Vault;
-use rolecall_common::inventory::{InventoryStore, Upsert, UpsertCounts, email_key};
+use rolecall_common::inventory::{
+    InventoryStore, InventoryStoreError, Upsert, UpsertCounts, email_key,
+};
 use rolecall_common::{Names, Settings};
 use rolecall_worker::connectors::{self, Connector, ConnectorError, ListedUser, VendorClient};
 use rolecall_worker::error::ErrorClass;
@@ -63,6 +65,8 @@ pub struct ImportReport {
     pub skipped: u64,
     /// Users an earlier import saw and this one did not.
     pub vanished: u64,
+    /// Whether they were too many to mark gone (`inventory.max_marked_share`).
+    pub held_back: bool,
     /// Some refused keys.
     pub refused: Vec<String>,
     /// Wall time.
@@ -89,6 +93,12 @@ impl ImportReport {
             c.refused_new,
             c.refused_changed,
         );
+        if self.held_back {
+            text.push_str(&format!(
+                "  {} vanished users not marked gone: more than inventory.max_marked_share of the records\n",
+                self.vanished
+            ));
+        }
         for key in &self.refused {
             text.push_str(&format!("  refused {key}\n"));
         }
@@ -230,16 +240,29 @@ pub async fn import_with(
             run_id, "The vendor listed nobody; no user is marked gone."
         );
     }
-    let mut after: Option<String> = None;
-    loop {
-        let keys = store
-            .keys_after(saas, after.as_deref(), VANISH_BATCH)
-            .await?;
-        let Some(last) = keys.last().cloned() else {
-            break;
-        };
-        report.vanished += store.vanished(saas, &keys, &run_id, mark).await?.len() as u64;
-        after = Some(last);
+    // Counted first, marked in a second walk only when few enough
+    // (`inventory.max_marked_share`): a listing cut short by the vendor is
+    // likelier than most of an account leaving at once.
+    report.vanished = walk_vanished(store, saas, &run_id, false).await?;
+    let mut mark = mark && report.vanished > 0;
+    if mark {
+        let total = store.len(saas).await?;
+        let share = settings.inventory.max_marked_share;
+        if crate::sor::too_many_to_mark(report.vanished, total, share) {
+            warn!(
+                saas,
+                run_id,
+                vanished = report.vanished,
+                records = total,
+                max_share = share,
+                "More users vanished than inventory.max_marked_share allows; none is marked gone."
+            );
+            report.held_back = true;
+            mark = false;
+        }
+    }
+    if mark {
+        report.vanished = walk_vanished(store, saas, &run_id, true).await?;
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     let c = &report.counts;
@@ -340,6 +363,29 @@ async fn list_with_retries(
             }
         }
     }
+}
+
+/// One batched walk of the index: the users import `run` did not see, marked
+/// gone when `mark`.
+async fn walk_vanished(
+    store: &InventoryStore,
+    saas: &str,
+    run: &str,
+    mark: bool,
+) -> Result<u64, InventoryStoreError> {
+    let mut found = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let keys = store
+            .keys_after(saas, after.as_deref(), VANISH_BATCH)
+            .await?;
+        let Some(last) = keys.last().cloned() else {
+            break;
+        };
+        found += store.vanished(saas, &keys, run, mark).await?.len() as u64;
+        after = Some(last);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -251,6 +251,7 @@ async fn inventory(action: InventoryAction, settings: Settings) -> anyhow::Resul
                 sync_key: sync_key(key, &settings)?,
                 preference: parse_preference(asked)?.unwrap_or(Preference::CreateAndUpdate),
                 missing: parse_missing(gone)?.unwrap_or(settings.inventory.sor_missing),
+                max_marked_share: settings.inventory.max_marked_share,
             };
             let report = sor::load(
                 &store(&settings).await?,
@@ -276,6 +277,7 @@ async fn inventory(action: InventoryAction, settings: Settings) -> anyhow::Resul
                 preference: parse_preference(asked)?.unwrap_or(Preference::CreateAndUpdate),
                 missing: parse_missing(gone)?
                     .unwrap_or(http.missing(settings.inventory.sor_missing)),
+                max_marked_share: settings.inventory.max_marked_share,
             };
             let report = http.sync(&store(&settings).await?, &options).await?;
             print!("{}", report.render(&format!("synced {source}")));

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use rolecall_common::config::{Preference, SorMissing, SyncKey};
+use rolecall_common::config::{DEFAULT_MAX_MARKED_SHARE, Preference, SorMissing, SyncKey};
 use rolecall_common::inventory::{InventoryStore, Record, Upsert, UpsertCounts, email_key};
 use tracing::warn;
 
@@ -23,7 +23,7 @@ const PAGE: usize = 500;
 const MISSING_BATCH: usize = 500;
 
 /// How a load writes, and what it does to records it did not see.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadOptions {
     /// How rows are joined to records.
     pub sync_key: SyncKey,
@@ -31,6 +31,25 @@ pub struct LoadOptions {
     pub preference: Preference,
     /// What a complete load does to its source's records it did not see.
     pub missing: SorMissing,
+    /// The largest share of an app's records the load may mark
+    /// (`inventory.max_marked_share`).
+    pub max_marked_share: f64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            sync_key: SyncKey::default(),
+            preference: Preference::default(),
+            missing: SorMissing::default(),
+            max_marked_share: DEFAULT_MAX_MARKED_SHARE,
+        }
+    }
+}
+
+/// Whether marking `found` of an app's `total` records exceeds `share`.
+pub fn too_many_to_mark(found: u64, total: u64, share: f64) -> bool {
+    found as f64 > share * total as f64
 }
 
 /// What a load did, per run of the command.
@@ -51,6 +70,9 @@ pub struct LoadReport {
     pub missing: u64,
     /// Whether the missing records were marked.
     pub marked: bool,
+    /// Apps whose missing records were too many to mark
+    /// (`inventory.max_marked_share`): counted, left as they were.
+    pub held_back: Vec<String>,
     /// Rows the load read for the apps asked (a load that read none
     /// proves nobody missing: an empty answer is more likely a fault).
     pub listed: u64,
@@ -72,6 +94,12 @@ impl LoadReport {
             "missing not checked (incomplete load)".to_owned()
         } else if self.listed == 0 {
             "missing not checked (nobody listed)".to_owned()
+        } else if !self.held_back.is_empty() {
+            format!(
+                "missing {} (not marked in {}: more than inventory.max_marked_share of the records)",
+                self.missing,
+                self.held_back.join(", ")
+            )
         } else if self.marked {
             format!("missing {} (marked)", self.missing)
         } else {
@@ -104,6 +132,42 @@ pub async fn find_missing(
         _ => options.missing.status(),
     };
     report.marked = mark.is_some();
+    // Counted first, marked in a second walk only when few enough: a
+    // source answering part of its users must not mark the rest.
+    let found = walk_missing(store, saas, source, &report.run_id, mark, false).await?;
+    if mark.is_none() || found == 0 {
+        report.missing += found;
+        return Ok(());
+    }
+    let total = store.len(saas).await?;
+    if too_many_to_mark(found, total, options.max_marked_share) {
+        warn!(
+            saas,
+            source,
+            missing = found,
+            records = total,
+            max_share = options.max_marked_share,
+            "More records missing than inventory.max_marked_share allows; none is marked."
+        );
+        report.missing += found;
+        report.held_back.push(saas.to_owned());
+        return Ok(());
+    }
+    report.missing += walk_missing(store, saas, source, &report.run_id, mark, true).await?;
+    Ok(())
+}
+
+/// One batched walk of the index: the records of `source` missing from
+/// load `run`, marked with `mark` when `write`.
+async fn walk_missing(
+    store: &InventoryStore,
+    saas: &str,
+    source: &str,
+    run: &str,
+    mark: Option<&str>,
+    write: bool,
+) -> anyhow::Result<u64> {
+    let mut found = 0;
     let mut after: Option<String> = None;
     loop {
         let keys = store
@@ -112,13 +176,13 @@ pub async fn find_missing(
         let Some(last) = keys.last().cloned() else {
             break;
         };
-        report.missing += store
-            .sor_missing(saas, &keys, &report.run_id, source, mark)
+        found += store
+            .sor_missing(saas, &keys, run, source, mark, write)
             .await?
             .len() as u64;
         after = Some(last);
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The system-of-record fields of a row, keyed by the sync key.

@@ -550,3 +550,69 @@ async fn inventory_scheduled_imports_run_once_per_slot_across_two_serving_replic
     assert_eq!(store.len("lever").await.unwrap(), 50);
     env.cleanup(&settings).await;
 }
+
+/// `count` vendor records an earlier import saw, which the sim does not have.
+async fn earlier_vendor_users(store: &InventoryStore, count: usize) {
+    let vanished: Vec<Upsert> = (0..count)
+        .map(|i| Upsert {
+            key: format!("left{i}@example.com"),
+            fields: vec![("vendor_status".into(), "active".into())],
+        })
+        .collect();
+    store
+        .upsert(
+            "lever",
+            &vanished,
+            Preference::CreateAndUpdate,
+            "vendor:lever",
+            &[("vendor_run", EARLIER_IMPORT)],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_import_marks_nobody_gone_when_more_than_max_marked_share_of_the_records_vanished()
+ {
+    let sim = sim(Vendor::Lever, 100).await;
+    let env = TestEnv::new().await;
+    let app = app_table("lever", Vendor::Lever, &sim);
+    let settings = config::from_toml(&env.config_text(&[], &app)).expect("valid configuration");
+    assert_eq!(settings.inventory.max_marked_share, 0.5, "the default");
+    let vault = vault(&settings);
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    // 120 users an earlier import saw, against the 100 the vendor lists:
+    // 120 of 220 records (55 %) vanished at once.
+    earlier_vendor_users(&store, 120).await;
+    let report = run_import(&settings, &vault, "lever", Preference::CreateAndUpdate).await;
+    assert_eq!((report.listed, report.vanished), (100, 120));
+    assert!(report.held_back, "{report:?}");
+    assert!(
+        report
+            .render()
+            .contains("120 vanished users not marked gone")
+    );
+    let gone = all_records(&store, "lever")
+        .await
+        .iter()
+        .filter(|r| r.get("vendor_status") == Some("gone"))
+        .count();
+    assert_eq!(gone, 0, "nobody marked gone");
+
+    // With the limit raised to 1 (no limit) the same import marks them.
+    let settings = config::from_toml(&env.config_text(
+        &[],
+        &format!("{app}\n[inventory]\nmax_marked_share = 1.0\n"),
+    ))
+    .expect("valid configuration");
+    let report = run_import(&settings, &vault, "lever", Preference::CreateAndUpdate).await;
+    assert_eq!(report.vanished, 120);
+    assert!(!report.held_back);
+    let gone = all_records(&store, "lever")
+        .await
+        .iter()
+        .filter(|r| r.get("vendor_status") == Some("gone"))
+        .count();
+    assert_eq!(gone, 120);
+    env.cleanup_keys().await;
+}

@@ -333,7 +333,7 @@ async fn inventory_missing_walks_leave_records_a_later_concurrent_run_has_seen()
         .unwrap();
     let keys = vec!["ada@example.com".to_string()];
     let by_a = store
-        .sor_missing("lever", &keys, a, "", Some("removed"))
+        .sor_missing("lever", &keys, a, "", Some("removed"), true)
         .await
         .unwrap();
     assert!(by_a.is_empty(), "a later run saw it: {by_a:?}");
@@ -343,7 +343,7 @@ async fn inventory_missing_walks_leave_records_a_later_concurrent_run_has_seen()
     );
     // A still later run that did not see it finds it missing.
     let by_c = store
-        .sor_missing("lever", &keys, c, "", Some("removed"))
+        .sor_missing("lever", &keys, c, "", Some("removed"), true)
         .await
         .unwrap();
     assert_eq!(by_c, keys);
@@ -439,6 +439,44 @@ async fn inventory_load_command_applies_missing_and_preference_and_refuses_bad_v
     );
     assert!(stdout.contains("refused 1, missing 2 (marked)"), "{stdout}");
     assert_eq!(store.len("lever").await.unwrap(), 10);
+    assert_eq!(status_of(&store, 8).await.as_deref(), Some("removed"));
+    env.cleanup_keys().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_load_marks_nobody_when_more_than_max_marked_share_of_the_records_are_missing() {
+    let env = TestEnv::new().await;
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    load(&store, &first_file(), LoadOptions::default()).await;
+    // A file cut short: 3 of the 10 users, so 7 of 10 records (70 %) missing.
+    let mut short = String::from("saas,user_id,email,status,last_login\n");
+    for i in 0..3 {
+        short.push_str(&row(i, "active"));
+    }
+    let options = LoadOptions {
+        missing: SorMissing::Removed,
+        ..Default::default()
+    };
+    let held = load(&store, &short, options).await;
+    assert_eq!(
+        (held.missing, held.held_back.clone()),
+        (7, vec!["lever".to_string()])
+    );
+    assert!(
+        held.render("loaded")
+            .contains("missing 7 (not marked in lever: more than inventory.max_marked_share"),
+        "{}",
+        held.render("loaded")
+    );
+    assert_eq!(status_of(&store, 8).await.as_deref(), Some("active"));
+    // Allowed everything, the same load marks them.
+    let all = LoadOptions {
+        max_marked_share: 1.0,
+        ..options
+    };
+    let marked = load(&store, &short, all).await;
+    assert_eq!((marked.missing, marked.marked), (7, true));
+    assert!(marked.held_back.is_empty());
     assert_eq!(status_of(&store, 8).await.as_deref(), Some("removed"));
     env.cleanup_keys().await;
 }

@@ -8,12 +8,17 @@
 //! sor_missing = "keep"            # or "inactive", "removed": what a complete
 //!                                 # system-of-record load does to records it
 //!                                 # did not see (per source: `missing`)
+//! max_marked_share = 0.5          # the most of an app's records one import
+//!                                 # or load may mark gone or missing
 //! ```
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use url::Url;
+
+/// `inventory.max_marked_share` unless configured.
+pub const DEFAULT_MAX_MARKED_SHARE: f64 = 0.5;
 
 /// Which field joins a vendor's (or a system of record's) user to an
 /// inventory record.
@@ -130,6 +135,7 @@ pub struct RawInventory {
     pub preference: Option<String>,
     pub stale_after_days: Option<u32>,
     pub sor_missing: Option<String>,
+    pub max_marked_share: Option<f64>,
     pub sources: BTreeMap<String, RawHttpSource>,
     pub imports: BTreeMap<String, RawImportSchedule>,
 }
@@ -260,6 +266,11 @@ pub struct InventorySettings {
     pub stale_after_days: u32,
     /// What a complete system-of-record load does to records it did not see.
     pub sor_missing: SorMissing,
+    /// The largest share of an app's records one import or load may mark
+    /// gone or missing; above it nothing is marked (the count is still
+    /// reported), as a listing cut short is likelier than half the
+    /// company leaving at once.
+    pub max_marked_share: f64,
     /// HTTP systems of record, by name.
     pub sources: BTreeMap<String, HttpSourceSettings>,
     /// Scheduled imports, by name.
@@ -273,6 +284,7 @@ impl Default for InventorySettings {
             preference: Preference::CreateAndUpdate,
             stale_after_days: 90,
             sor_missing: SorMissing::Keep,
+            max_marked_share: DEFAULT_MAX_MARKED_SHARE,
             sources: BTreeMap::new(),
             imports: BTreeMap::new(),
         }
@@ -320,6 +332,16 @@ pub(crate) fn validate(
                 "inventory.sor_missing".into(),
                 format!("`{text}` is not `keep`, `inactive` or `removed`"),
             ),
+        }
+    }
+    if let Some(share) = raw.max_marked_share {
+        if share > 0.0 && share <= 1.0 {
+            settings.max_marked_share = share;
+        } else {
+            bad(
+                "inventory.max_marked_share".into(),
+                format!("{share} is not above 0 and at most 1 (1: no limit)"),
+            );
         }
     }
     for (name, import) in raw.imports {
@@ -521,6 +543,7 @@ mod tests {
             sync_key: Some("phone".into()),
             preference: Some("upsert".into()),
             stale_after_days: Some(0),
+            max_marked_share: Some(1.5),
             ..Default::default()
         };
         validate(raw, &[], &mut |k, _| problems.push(k));
@@ -529,7 +552,8 @@ mod tests {
             [
                 "inventory.sync_key",
                 "inventory.preference",
-                "inventory.stale_after_days"
+                "inventory.stale_after_days",
+                "inventory.max_marked_share"
             ]
         );
     }

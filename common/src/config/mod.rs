@@ -35,8 +35,8 @@ pub mod workflow;
 pub use brokers::{DEFAULT_AMQP_URL, DelayQueues};
 pub use criteria::{Criteria, Fields, RawCriteria, Rule};
 pub use inventory::{
-    HttpSourceSettings, InventorySettings, Paging, Preference, SorMissing, SyncKey,
-    WriteBackSettings,
+    DEFAULT_MAX_MARKED_SHARE, HttpSourceSettings, InventorySettings, Paging, Preference,
+    SorMissing, SyncKey, WriteBackSettings,
 };
 pub use notifier::{ChannelSettings, EmailSettings, NotifierSettings, RawNotifier, SmtpTls};
 pub use rate::{
