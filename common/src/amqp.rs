@@ -179,6 +179,43 @@ fn durable_queue_args(settings: &AmqpSettings) -> FieldTable {
     args
 }
 
+/// Declares the topology (as [`declare_topology`]) on a new confirmed
+/// channel of `conn` and returns the channel. Processes start together and
+/// declare the same queues: a quorum queue declared by another process a
+/// moment earlier answers `NOT_FOUND - home node … is down or inaccessible`
+/// until its Raft leader is elected (milliseconds), and that error closes
+/// the channel; the declaration is then tried again on a new channel, a
+/// few times, before the error counts.
+pub async fn declare_topology_on(
+    conn: &Connection,
+    names: &Names,
+    settings: &AmqpSettings,
+    saas: &[String],
+    retry_delays: &[Duration],
+) -> Result<Channel, AmqpError> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        let channel = confirmed_channel(conn).await?;
+        match declare_topology(&channel, names, settings, saas, retry_delays).await {
+            Ok(()) => return Ok(channel),
+            Err(e) if attempt < ATTEMPTS && queue_still_starting(&e) => {
+                tracing::debug!(attempt, error = %e, "A queue is still starting; declaring again.");
+                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The broker's answer while a quorum queue declared by someone else has no
+/// leader yet. lapin gives the reply text only, so the text is matched.
+fn queue_still_starting(e: &AmqpError) -> bool {
+    matches!(e, AmqpError::Broker(inner)
+        if inner.to_string().contains("NOT_FOUND - home node"))
+}
+
 /// Declares the exchanges and queues every process relies on.
 ///
 /// Per SaaS app: a quorum job queue (bounded redeliveries, dead-lettered to
@@ -453,4 +490,34 @@ pub async fn publish_alert(
         .with_content_type("application/json".into())
         .with_message_id(alert.id.as_str().into());
     publish_confirmed(channel, "", &names.alerts_queue(), &alert.encode(), props).await
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    use super::*;
+
+    fn soft(kind: AMQPSoftError, text: &str) -> AmqpError {
+        AmqpError::Broker(
+            lapin::ErrorKind::ProtocolError(AMQPError::new(AMQPErrorKind::Soft(kind), text.into()))
+                .into(),
+        )
+    }
+
+    #[test]
+    fn only_a_quorum_queue_without_its_leader_yet_is_declared_again() {
+        assert!(queue_still_starting(&soft(
+            AMQPSoftError::NOTFOUND,
+            "NOT_FOUND - home node 'rabbit@localhost' of durable queue 'q' in vhost '/' is down or inaccessible"
+        )));
+        assert!(!queue_still_starting(&soft(
+            AMQPSoftError::PRECONDITIONFAILED,
+            "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q'"
+        )));
+        assert!(!queue_still_starting(&soft(
+            AMQPSoftError::NOTFOUND,
+            "NOT_FOUND - no exchange 'x' in vhost '/'"
+        )));
+    }
 }

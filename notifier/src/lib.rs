@@ -204,10 +204,9 @@ impl Notifier {
             .context("connecting to RabbitMQ")?;
         *broker = index + 1;
         self.readiness.set(checks::AMQP, true);
-        let channel = conn.create_channel().await?;
         // Exchanges and the alert queue (no SaaS app's queues: the
         // notifier consumes none of them).
-        amqp::declare_topology(&channel, names, &settings.amqp, &[], &[])
+        let channel = amqp::declare_topology_on(&conn, names, &settings.amqp, &[], &[])
             .await
             .context("declaring the RabbitMQ topology")?;
         self.readiness.set(checks::TOPOLOGY, true);

@@ -162,10 +162,9 @@ impl Connections {
         let conn = amqp::connect(&settings.amqp, "rolecall-scheduler")
             .await
             .context("connecting to RabbitMQ")?;
-        let channel = amqp::confirmed_channel(&conn).await?;
         let all_saas: Vec<String> = settings.saas.keys().cloned().collect();
-        amqp::declare_topology(
-            &channel,
+        let channel = amqp::declare_topology_on(
+            &conn,
             names,
             &settings.amqp,
             &all_saas,

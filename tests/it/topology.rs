@@ -53,3 +53,49 @@ async fn declare(env: &TestEnv, settings: &config::Settings) -> Result<(), AmqpE
     let _ = conn.close(200, "done".into()).await;
     declared
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_declaring_the_same_new_topology_at_once_all_succeed() {
+    // A scheduler, workers and a notifier start together: each declares
+    // the same quorum queues, and a queue another one declared a moment
+    // earlier answers NOT_FOUND until its leader is elected.
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig::default()).await.unwrap();
+    let apps = [AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 5.0,
+        burst: 5,
+    }];
+    let settings = env.settings(&apps);
+    let saas = vec!["lever".to_string()];
+    let mut declaring = Vec::new();
+    // Connected first, then released together, so the declarations overlap.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    for round in 0..8 {
+        let (settings, names, saas) = (settings.clone(), env.names.clone(), saas.clone());
+        let start = start.clone();
+        declaring.push(tokio::spawn(async move {
+            let conn = amqp::connect(&settings.amqp, "test").await?;
+            start.wait().await;
+            let declared = amqp::declare_topology_on(
+                &conn,
+                &names,
+                &settings.amqp,
+                &saas,
+                &settings.worker.delay_queues(),
+            )
+            .await
+            .map(|_| round);
+            let _ = conn.close(200, "done".into()).await;
+            declared
+        }));
+    }
+    for task in declaring {
+        task.await
+            .unwrap()
+            .expect("every process declares the topology");
+    }
+    env.cleanup(&settings).await;
+    sim.shutdown().await;
+}

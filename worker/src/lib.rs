@@ -218,9 +218,8 @@ impl Worker {
             .context("connecting to RabbitMQ")?;
         self.next_broker.store(broker + 1, Ordering::Relaxed);
         self.readiness.set(checks::AMQP, true);
-        let publisher = amqp::confirmed_channel(&conn).await?;
-        amqp::declare_topology(
-            &publisher,
+        let publisher = amqp::declare_topology_on(
+            &conn,
             &names,
             &settings.amqp,
             &self.saas(),

@@ -62,9 +62,8 @@ async fn session(
 ) -> anyhow::Result<()> {
     let conn = amqp::connect(&settings.amqp, "rolecall-scheduler serve").await?;
     readiness.set(checks::AMQP, true);
-    let channel = conn.create_channel().await?;
-    amqp::declare_topology(
-        &channel,
+    amqp::declare_topology_on(
+        &conn,
         names,
         &settings.amqp,
         saas,
