@@ -222,6 +222,34 @@ return out
     )
 });
 
+/// Records checked per script call of a [`InventoryStore::walk`].
+const WALK_BATCH: usize = 500;
+
+/// What a walk of an app's whole index asks of each batch of records.
+#[derive(Debug, Clone, Copy)]
+pub enum Walk<'a> {
+    /// [`InventoryStore::vanished`]: records import `run` did not see,
+    /// marked gone when `mark`.
+    Vanished {
+        /// The import run.
+        run: &'a str,
+        /// Mark them `vendor_status = gone`.
+        mark: bool,
+    },
+    /// [`InventoryStore::sor_missing`]: records of `source` load `run` did
+    /// not see, marked `mark` when `write`.
+    SorMissing {
+        /// The load run.
+        run: &'a str,
+        /// The source (`""`: files).
+        source: &'a str,
+        /// The status to mark with.
+        mark: Option<&'a str>,
+        /// Mark them (else only count).
+        write: bool,
+    },
+}
+
 /// The Redis inventory.
 #[derive(Clone)]
 pub struct InventoryStore {
@@ -344,6 +372,33 @@ impl InventoryStore {
             .filter(|(_, fields)| !fields.is_empty())
             .map(|(key, fields)| Record { key, fields })
             .collect())
+    }
+
+    /// Applies `walk` to an app's whole index a batch at a time (memory:
+    /// one batch, whatever the number of users); returns the records found.
+    pub async fn walk(&self, saas: &str, walk: Walk<'_>) -> Result<u64, InventoryStoreError> {
+        let mut found = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let keys = self.keys_after(saas, after.as_deref(), WALK_BATCH).await?;
+            let Some(last) = keys.last().cloned() else {
+                return Ok(found);
+            };
+            let batch = match walk {
+                Walk::Vanished { run, mark } => self.vanished(saas, &keys, run, mark).await?,
+                Walk::SorMissing {
+                    run,
+                    source,
+                    mark,
+                    write,
+                } => {
+                    self.sor_missing(saas, &keys, run, source, mark, write)
+                        .await?
+                }
+            };
+            found += batch.len() as u64;
+            after = Some(last);
+        }
     }
 
     /// Up to `count` record keys after `after` (exclusive), in order.

@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rolecall_common::config::{Preference, SaasSettings, SyncKey};
 use rolecall_common::credentials::Vault;
-use rolecall_common::inventory::{
-    InventoryStore, InventoryStoreError, Upsert, UpsertCounts, email_key,
-};
+use rolecall_common::inventory::{InventoryStore, Upsert, UpsertCounts, Walk, email_key};
 use rolecall_common::{Names, Settings};
 use rolecall_worker::connectors::{self, Connector, ConnectorError, ListedUser, VendorClient};
 use rolecall_worker::error::ErrorClass;
@@ -32,8 +30,6 @@ const PAGE_ATTEMPTS: u32 = 8;
 /// How long one page request may wait for a fleet slot: an import is
 /// background work, paced behind the lookups.
 const IMPORT_HOLD: Duration = Duration::from_secs(600);
-/// Records checked per vanish call.
-const VANISH_BATCH: usize = 500;
 /// Refused keys kept in the report (all are counted).
 const MAX_REFUSED_SHOWN: usize = 20;
 
@@ -243,7 +239,15 @@ pub async fn import_with(
     // Counted first, marked in a second walk only when few enough
     // (`inventory.max_marked_share`): a listing cut short by the vendor is
     // likelier than most of an account leaving at once.
-    report.vanished = walk_vanished(store, saas, &run_id, false).await?;
+    report.vanished = store
+        .walk(
+            saas,
+            Walk::Vanished {
+                run: &run_id,
+                mark: false,
+            },
+        )
+        .await?;
     let mut mark = mark && report.vanished > 0;
     if mark {
         let total = store.len(saas).await?;
@@ -262,7 +266,15 @@ pub async fn import_with(
         }
     }
     if mark {
-        report.vanished = walk_vanished(store, saas, &run_id, true).await?;
+        report.vanished = store
+            .walk(
+                saas,
+                Walk::Vanished {
+                    run: &run_id,
+                    mark: true,
+                },
+            )
+            .await?;
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     let c = &report.counts;
@@ -363,29 +375,6 @@ async fn list_with_retries(
             }
         }
     }
-}
-
-/// One batched walk of the index: the users import `run` did not see, marked
-/// gone when `mark`.
-async fn walk_vanished(
-    store: &InventoryStore,
-    saas: &str,
-    run: &str,
-    mark: bool,
-) -> Result<u64, InventoryStoreError> {
-    let mut found = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let keys = store
-            .keys_after(saas, after.as_deref(), VANISH_BATCH)
-            .await?;
-        let Some(last) = keys.last().cloned() else {
-            break;
-        };
-        found += store.vanished(saas, &keys, run, mark).await?.len() as u64;
-        after = Some(last);
-    }
-    Ok(found)
 }
 
 #[cfg(test)]

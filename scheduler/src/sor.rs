@@ -12,15 +12,13 @@ use std::io::Write;
 use std::path::Path;
 
 use rolecall_common::config::{DEFAULT_MAX_MARKED_SHARE, Preference, SorMissing, SyncKey};
-use rolecall_common::inventory::{InventoryStore, Record, Upsert, UpsertCounts, email_key};
+use rolecall_common::inventory::{InventoryStore, Record, Upsert, UpsertCounts, Walk, email_key};
 use tracing::warn;
 
 use crate::inventory::{self, Format, InventoryRow};
 
 /// Rows written per script call.
 const PAGE: usize = 500;
-/// Records checked per missing-detection call.
-const MISSING_BATCH: usize = 500;
 
 /// How a load writes, and what it does to records it did not see.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,7 +132,13 @@ pub async fn find_missing(
     report.marked = mark.is_some();
     // Counted first, marked in a second walk only when few enough: a
     // source answering part of its users must not mark the rest.
-    let found = walk_missing(store, saas, source, &report.run_id, mark, false).await?;
+    let walk = |write| Walk::SorMissing {
+        run: &report.run_id,
+        source,
+        mark,
+        write,
+    };
+    let found = store.walk(saas, walk(false)).await?;
     if mark.is_none() || found == 0 {
         report.missing += found;
         return Ok(());
@@ -153,36 +157,8 @@ pub async fn find_missing(
         report.held_back.push(saas.to_owned());
         return Ok(());
     }
-    report.missing += walk_missing(store, saas, source, &report.run_id, mark, true).await?;
+    report.missing += store.walk(saas, walk(true)).await?;
     Ok(())
-}
-
-/// One batched walk of the index: the records of `source` missing from
-/// load `run`, marked with `mark` when `write`.
-async fn walk_missing(
-    store: &InventoryStore,
-    saas: &str,
-    source: &str,
-    run: &str,
-    mark: Option<&str>,
-    write: bool,
-) -> anyhow::Result<u64> {
-    let mut found = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let keys = store
-            .keys_after(saas, after.as_deref(), MISSING_BATCH)
-            .await?;
-        let Some(last) = keys.last().cloned() else {
-            break;
-        };
-        found += store
-            .sor_missing(saas, &keys, run, source, mark, write)
-            .await?
-            .len() as u64;
-        after = Some(last);
-    }
-    Ok(found)
 }
 
 /// The system-of-record fields of a row, keyed by the sync key.

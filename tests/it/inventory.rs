@@ -291,16 +291,7 @@ async fn prepared_mix(env: &TestEnv, sim: &SimHandle) -> (Settings, Vault, Inven
             ],
         })
         .collect();
-    store
-        .upsert(
-            "lever",
-            &vanished,
-            Preference::CreateAndUpdate,
-            "vendor:lever",
-            &[("vendor_run", EARLIER_IMPORT)],
-        )
-        .await
-        .unwrap();
+    seen_by_an_earlier_import(&store, &vanished).await;
     (settings, vault, store)
 }
 
@@ -551,18 +542,12 @@ async fn inventory_scheduled_imports_run_once_per_slot_across_two_serving_replic
     env.cleanup(&settings).await;
 }
 
-/// `count` vendor records an earlier import saw, which the sim does not have.
-async fn earlier_vendor_users(store: &InventoryStore, count: usize) {
-    let vanished: Vec<Upsert> = (0..count)
-        .map(|i| Upsert {
-            key: format!("left{i}@example.com"),
-            fields: vec![("vendor_status".into(), "active".into())],
-        })
-        .collect();
+/// Writes `records` as vendor records an earlier import saw.
+async fn seen_by_an_earlier_import(store: &InventoryStore, records: &[Upsert]) {
     store
         .upsert(
             "lever",
-            &vanished,
+            records,
             Preference::CreateAndUpdate,
             "vendor:lever",
             &[("vendor_run", EARLIER_IMPORT)],
@@ -583,7 +568,13 @@ async fn inventory_import_marks_nobody_gone_when_more_than_max_marked_share_of_t
     let store = InventoryStore::new(env.redis.clone(), &env.names);
     // 120 users an earlier import saw, against the 100 the vendor lists:
     // 120 of 220 records (55 %) vanished at once.
-    earlier_vendor_users(&store, 120).await;
+    let left: Vec<Upsert> = (0..120)
+        .map(|i| Upsert {
+            key: format!("left{i}@example.com"),
+            fields: vec![("vendor_status".into(), "active".into())],
+        })
+        .collect();
+    seen_by_an_earlier_import(&store, &left).await;
     let report = run_import(&settings, &vault, "lever", Preference::CreateAndUpdate).await;
     assert_eq!((report.listed, report.vanished), (100, 120));
     assert!(report.held_back, "{report:?}");

@@ -692,14 +692,7 @@ async fn one_jobs_publish_span_is_the_parent_of_its_process_span_across_processe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_serve_is_ready_once_connected_and_reports_queue_depths_on_metrics() {
     let env = TestEnv::new().await;
-    let extra = r#"
-[saas.lever]
-connector = "lever"
-base_url = "http://127.0.0.1:9"
-credential = "lever"
-rate = { per_second = 10 }
-"#;
-    let text = env.config_text(&[], extra);
+    let text = env.config_text(&[], crate::scheduler_service::APP);
     let settings = rolecall_common::config::from_toml(&text).expect("valid");
     let ops = format!("127.0.0.1:{}", free_port());
     let server = SchedulerProcess::spawn_with_env(
