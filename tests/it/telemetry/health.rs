@@ -1,0 +1,204 @@
+//! `/readyz` and `/metrics` of the processes' ops servers: ready once
+//! connected, unready while Redis or the RabbitMQ connection is lost.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_goes_unready_while_redis_is_down_and_ready_again_after() {
+    let env = TestEnv::new().await;
+    let sim = sim(5, 3).await;
+    let apps = app(&sim);
+    let mut redis = RedisProcess::start().await;
+    let text = env.config_text_with_redis(&apps, "", &redis.url());
+    let settings = rolecall_common::config::from_toml(&text).expect("valid");
+    let ops = format!("127.0.0.1:{}", free_port());
+    let worker = WorkerProcess::spawn_with_env(
+        &text,
+        &settings,
+        &[("ROLECALL__TELEMETRY__HTTP_LISTEN", ops.as_str())],
+    );
+    let readyz = format!("http://{ops}/readyz");
+    wait_for_status(
+        &format!("http://{ops}/healthz"),
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        wait_for_status(&readyz, 200, Duration::from_secs(30)).await,
+        "ready\n"
+    );
+    redis.kill();
+    let body = wait_for_status(&readyz, 503, Duration::from_secs(15)).await;
+    assert!(body.contains("redis"), "{body}");
+    assert!(!body.contains("amqp"), "RabbitMQ is still up: {body}");
+    // Alive all the while: a restart would not bring Redis back.
+    assert_eq!(
+        http_get(&format!("http://{ops}/healthz"))
+            .await
+            .map(|r| r.0),
+        Some(200)
+    );
+    redis.restart().await;
+    wait_for_status(&readyz, 200, Duration::from_secs(30)).await;
+    worker.stop();
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_serve_is_ready_once_connected_and_reports_queue_depths_on_metrics() {
+    let env = TestEnv::new().await;
+    let text = env.config_text(&[], crate::scheduler_service::APP);
+    let settings = rolecall_common::config::from_toml(&text).expect("valid");
+    let ops = format!("127.0.0.1:{}", free_port());
+    let server = SchedulerProcess::spawn_with_env(
+        &text,
+        &["serve"],
+        &[("ROLECALL__TELEMETRY__HTTP_LISTEN", ops.as_str())],
+    );
+    wait_for_status(
+        &format!("http://{ops}/healthz"),
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        wait_for_status(
+            &format!("http://{ops}/readyz"),
+            200,
+            Duration::from_secs(30)
+        )
+        .await,
+        "ready\n",
+        "{}",
+        server.log()
+    );
+    // Depths are read every few seconds, for every configured SaaS app.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = http_get(&format!("http://{ops}/metrics"))
+            .await
+            .map(|r| r.1)
+            .unwrap_or_default();
+        let depth = body.lines().any(|l| {
+            l.starts_with("rolecall_queue_depth{")
+                && l.contains(r#"queue="jobs""#)
+                && l.contains(r#"saas="lever""#)
+        });
+        if depth {
+            assert!(
+                body.contains(r#"service_name="rolecall-scheduler""#),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no queue depth on /metrics:\n{body}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(server);
+    env.cleanup(&settings).await;
+}
+
+/// A TCP proxy in front of RabbitMQ that a test can cut: the worker behind
+/// it loses its AMQP connection as in a network failure, while the shared
+/// broker (and every other test) goes on undisturbed.
+struct CuttableProxy {
+    addr: SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> CuttableProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (open, links) = (open.clone(), links.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropped: connection refused, in effect
+                    }
+                    let upstream = upstream.clone();
+                    links.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    }));
+                }
+            })
+        };
+        CuttableProxy {
+            addr,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    /// Closes every proxied connection and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_goes_unready_when_the_rabbitmq_connection_is_lost_and_ready_after_reconnecting() {
+    let env = TestEnv::new().await;
+    let sim = sim(5, 4).await;
+    let apps = app(&sim);
+    let text = env.config_text(&apps, "");
+    let settings = env.settings(&apps);
+    let broker = reqwest::Url::parse(&rolecall_tests::amqp_url()).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        broker.host_str().unwrap(),
+        broker.port().unwrap_or(5672)
+    );
+    let proxy = CuttableProxy::start(upstream).await;
+    let mut via_proxy = broker.clone();
+    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let ops = format!("127.0.0.1:{}", free_port());
+    let worker = WorkerProcess::spawn_with_env(
+        &text,
+        &settings,
+        &[
+            ("ROLECALL__TELEMETRY__HTTP_LISTEN", ops.as_str()),
+            ("ROLECALL__AMQP__URL", via_proxy.as_str()),
+        ],
+    );
+    let readyz = format!("http://{ops}/readyz");
+    wait_for_status(&readyz, 200, Duration::from_secs(30)).await;
+    proxy.cut();
+    let body = wait_for_status(&readyz, 503, Duration::from_secs(15)).await;
+    assert!(body.contains("amqp"), "{body}");
+    // Short: the worker's reconnect backoff stays at a second or two.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.restore();
+    wait_for_status(&readyz, 200, Duration::from_secs(30)).await;
+    worker.stop();
+    env.cleanup(&settings).await;
+}
