@@ -579,12 +579,37 @@ impl Drop for WorkerProcess {
     }
 }
 
-/// A free TCP port on loopback.
+/// Ports `free_port` hands out: below Linux's ephemeral range (32768 and
+/// up), above the services' own ports (RabbitMQ 5672 and 25672 are outside
+/// it too).
+const TEST_PORTS: std::ops::Range<u16> = 11_000..20_000;
+
+/// A free TCP port on loopback for a process the test starts.
+///
+/// Not one the kernel picks for port 0: those come from the ephemeral
+/// range, where any outgoing connection of a full parallel run (AMQP, Redis,
+/// HTTP) may take it as its local port before the child binds, and the
+/// child then fails to listen or, worse, the test talks to another test's
+/// process. Ports come from [`TEST_PORTS`] instead, each handed out once
+/// per test binary, starting at a place that differs per process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}")
 }
 
 /// A private `redis-server` (installed by scripts/services.sh) that a test
