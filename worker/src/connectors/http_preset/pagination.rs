@@ -25,7 +25,7 @@ pub(super) const DEFAULT_MAX_PAGES: u64 = 20;
 pub(super) enum Pagination {
     /// One request per lookup.
     None {},
-    /// `offset + items` until a page has fewer than `limit`.
+    /// `offset + items` until an empty page.
     Offset {
         #[serde(default = "offset_param")]
         offset_param: String,
@@ -37,7 +37,7 @@ pub(super) enum Pagination {
         start: u64,
         max_pages: Option<NonZeroU64>,
     },
-    /// `page + 1` until an empty page or one shorter than `size`.
+    /// `page + 1` until an empty page.
     Page {
         #[serde(default = "page_param")]
         page_param: String,
@@ -179,6 +179,13 @@ impl Pagination {
 
     /// The next page's URL, or `None` when the vendor says `current` was
     /// the last page. The caller checks the URL's origin.
+    ///
+    /// Offset and page styles end only at an empty page, never at one
+    /// shorter than `limit`/`size`: vendors cap page sizes below what was
+    /// asked (the cap is rarely documented), and a walk that took a capped
+    /// page for the last would answer "not found" for a user on the next
+    /// one (a deactivation) or import a fraction of a listing. The price is
+    /// one more request when a walk reaches its end.
     pub(super) fn next(
         &self,
         current: &Url,
@@ -191,22 +198,18 @@ impl Pagination {
             Pagination::None {} => None,
             Pagination::Offset {
                 offset_param,
-                limit,
                 start,
                 ..
-            } => (count > 0 && count >= limit.get()).then(|| {
+            } => (count > 0).then(|| {
                 let offset = param_u64(current, offset_param).unwrap_or(*start);
                 with_param(current, offset_param, &(offset + count).to_string())
             }),
             Pagination::Page {
                 page_param, start, ..
-            } => {
-                let full = self.size().is_none_or(|(_, size)| count >= size);
-                (count > 0 && full).then(|| {
-                    let page = param_u64(current, page_param).unwrap_or(*start);
-                    with_param(current, page_param, &(page + 1).to_string())
-                })
-            }
+            } => (count > 0).then(|| {
+                let page = param_u64(current, page_param).unwrap_or(*start);
+                with_param(current, page_param, &(page + 1).to_string())
+            }),
             Pagination::Cursor {
                 next,
                 param,
@@ -357,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn each_pagination_style_finds_the_next_page() {
+    fn each_pagination_style_finds_the_next_page_and_offsets_and_pages_end_only_when_empty() {
         let url = Url::parse("https://vendor.example/api/users?email=a%2Bb%40x.com").unwrap();
         let none = HeaderMap::new();
         let body = serde_json::json!({"next": "abc", "hasNext": true});
@@ -367,7 +370,10 @@ mod tests {
         assert_eq!(first.query(), Some("email=a%2Bb%40x.com&offset=0&limit=2"));
         let second = offset.next(&first, &none, &body, 2).unwrap().unwrap();
         assert_eq!(param_u64(&second, "offset"), Some(2));
-        assert!(offset.next(&second, &none, &body, 1).unwrap().is_none());
+        // A short page is not the last (the vendor may cap pages); an empty one is.
+        let third = offset.next(&second, &none, &body, 1).unwrap().unwrap();
+        assert_eq!(param_u64(&third, "offset"), Some(3));
+        assert!(offset.next(&third, &none, &body, 0).unwrap().is_none());
 
         let paged = pagination("style = \"page\"\nsize_param = \"per_page\"\nsize = 100");
         let first = paged.first(url.clone());
@@ -375,7 +381,9 @@ mod tests {
         assert_eq!(param_u64(&first, "per_page"), Some(100));
         let second = paged.next(&first, &none, &body, 100).unwrap().unwrap();
         assert_eq!(param_u64(&second, "page"), Some(2));
-        assert!(paged.next(&second, &none, &body, 3).unwrap().is_none());
+        let third = paged.next(&second, &none, &body, 3).unwrap().unwrap();
+        assert_eq!(param_u64(&third, "page"), Some(3));
+        assert!(paged.next(&third, &none, &body, 0).unwrap().is_none());
 
         let cursor = pagination(
             "style = \"cursor\"\nnext = \"/next\"\nparam = \"offset\"\nhas_more = \"/hasNext\"",

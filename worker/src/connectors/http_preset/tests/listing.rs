@@ -4,6 +4,7 @@
 
 use super::lookups::{Scripted, http};
 use super::{AUTH, REQUEST, RESPONSE, build_at, error, inline};
+use crate::connectors::http_preset::HttpPreset;
 use crate::connectors::{Connector, ConnectorError, ListedUser};
 
 /// A list by status (swept), paged by a cursor in the body.
@@ -189,4 +190,66 @@ async fn a_cursor_leading_to_another_origin_is_refused_before_any_request() {
     assert!(err.to_string().contains("another origin"), "{err}");
     assert_eq!(elsewhere.requests(), 0, "the credential never left");
     assert_eq!(vendor.requests(), 0);
+}
+
+/// Every page of a listing, following `next` until the listing ends.
+async fn list_all(preset: &HttpPreset) -> Vec<ListedUser> {
+    let mut users = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = preset.list_page(cursor.as_deref()).await.unwrap();
+        users.extend(page.users);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return users,
+        }
+    }
+}
+
+#[tokio::test]
+async fn offset_and_page_listings_read_past_pages_the_vendor_caps_below_the_size_asked() {
+    // Five users; the vendor answers at most two per page whatever the
+    // request asks for (100), as vendors with an undocumented cap do.
+    let vendor = Scripted::start(|target| {
+        let param = |name: &str| {
+            target
+                .split(['?', '&', ' '])
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        let start = param("offset").unwrap_or_else(|| (param("page").unwrap_or(1) - 1) * 2);
+        let users: Vec<String> = (start..5.min(start + 2))
+            .map(|i| format!(r#"{{"id": "{i}", "email": "u{i}@x.com", "status": "active"}}"#))
+            .collect();
+        http(
+            "200 OK",
+            &[],
+            &format!(r#"{{"users": [{}]}}"#, users.join(",")),
+        )
+    })
+    .await;
+    for pagination in [
+        "style = \"offset\"\nlimit = 100",
+        "style = \"page\"\nsize_param = \"per_page\"\nsize = 100",
+    ] {
+        let list = LIST
+            .replace(
+                "sweep = { param = \"status\", values = [\"active\", \"inactive\"] }\n",
+                "",
+            )
+            .replace(
+                "style = \"cursor\"\n    next = \"/next\"\n    param = \"token\"",
+                pagination,
+            );
+        let preset = build_at(&vendor.base_url(), &with_list(&list), "t").unwrap();
+        let before = vendor.requests();
+        let ids: Vec<String> = list_all(&preset)
+            .await
+            .into_iter()
+            .map(|u| u.vendor_id)
+            .collect();
+        assert_eq!(ids, ["0", "1", "2", "3", "4"], "{pagination}");
+        // Three pages with users, then the empty page that ends the listing.
+        assert_eq!(vendor.requests() - before, 4, "{pagination}");
+    }
 }

@@ -139,6 +139,39 @@ async fn the_last_page_without_the_user_is_not_found() {
 }
 
 #[tokio::test]
+async fn a_user_past_a_page_the_vendor_capped_below_the_limit_is_found_not_missing() {
+    // Asked for 100 per page, the vendor answers one: the short first page
+    // is not the last, and the user on the second is found. Past the end
+    // comes an empty page, which is the vendor's "no more".
+    let vendor = Scripted::start(|target| {
+        let body = if target.contains("offset=0") {
+            SOMEONE_ELSE
+        } else if target.contains("offset=1") {
+            r#"[{"id": 2, "email": "Wanted@example.com", "role": "admin"}]"#
+        } else {
+            "[]"
+        };
+        http("200 OK", &[], body)
+    })
+    .await;
+    let offset = LINKED.replace("style = \"link\"", "style = \"offset\"\nlimit = 100");
+    let preset = build_at(&vendor.base_url(), &offset, "token").unwrap();
+    match preset.lookup(&user("wanted@example.com")).await.unwrap() {
+        Lookup::Found(found) => assert_eq!(found.vendor_id, "2"),
+        other => panic!("expected the user on page two, got {other:?}"),
+    }
+    assert_eq!(
+        preset.lookup(&user("absent@example.com")).await.unwrap(),
+        Lookup::NotFound
+    );
+    assert_eq!(
+        vendor.requests(),
+        2 + 3,
+        "the absent user's walk ends at the empty page"
+    );
+}
+
+#[tokio::test]
 async fn a_next_link_to_another_origin_is_an_error_and_never_a_request() {
     let elsewhere = Scripted::start(|_| http("200 OK", &[], "[]")).await;
     let away = format!("<{}/members?page=2>; rel=\"next\"", elsewhere.base_url());
