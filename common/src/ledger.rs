@@ -619,6 +619,52 @@ impl Ledger {
         Ok(RunCounters::from_hash(&h))
     }
 
+    /// The newest finished run of each of `apps` (those with none among the
+    /// `scan` newest runs are left out): the run whose seats the seat gauges
+    /// report. A run still in progress is passed over, so the gauges do not
+    /// drop to zero whenever a run starts and climb back as it records.
+    pub async fn latest_finished_runs(
+        &self,
+        apps: &[String],
+        scan: usize,
+    ) -> Result<HashMap<String, String>, LedgerError> {
+        const PAGE: usize = 25;
+        let mut conn = self.conn.clone();
+        let mut out: HashMap<String, String> = HashMap::new();
+        let mut start = 0;
+        while start < scan && out.len() < apps.len() {
+            let ids: Vec<String> = redis::cmd("ZREVRANGE")
+                .arg(self.names.runs_index())
+                .arg(start)
+                .arg((start + PAGE).min(scan) - 1)
+                .query_async(&mut conn)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            start += PAGE;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HMGET")
+                    .arg(self.names.run_key(id))
+                    .arg("apps")
+                    .arg("finished_at");
+            }
+            let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
+            for (id, (run_apps, finished)) in ids.into_iter().zip(rows) {
+                if finished.is_none() {
+                    continue;
+                }
+                for app in run_apps.as_deref().unwrap_or_default().split(',') {
+                    if apps.iter().any(|a| a == app) && !out.contains_key(app) {
+                        out.insert(app.to_string(), id.clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A run's seats by SaaS app and role, sorted by cost then users.
     pub async fn role_tallies(&self, run_id: &str) -> Result<Vec<RoleTally>, LedgerError> {
         let mut conn = self.conn.clone();

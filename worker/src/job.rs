@@ -366,19 +366,7 @@ impl JobContext {
             }
         };
         let what = match &finding {
-            Finding::Found {
-                role,
-                seat_price,
-                active: true,
-                ..
-            } => {
-                // Counted as the ledger tallies a run's seats: active users
-                // by normalized role, each job once.
-                if !recorded.duplicate {
-                    self.metrics.seat(&job.saas, &job.run_id, role, *seat_price);
-                }
-                "found"
-            }
+            Finding::Found { active: true, .. } => "found",
             Finding::Found { .. } => "inactive",
             Finding::NotFound => "not_found",
             Finding::Acted { .. } => "acted",

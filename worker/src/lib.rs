@@ -39,7 +39,7 @@ use rolecall_common::credentials::Vault;
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_common::telemetry::Readiness;
 use rolecall_common::telemetry::health::checks;
-use rolecall_common::telemetry::metrics::{JobMetrics, QueueDepths};
+use rolecall_common::telemetry::metrics::{JobMetrics, QueueDepths, SeatGauges};
 use rolecall_common::{Names, Settings, amqp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,16 +64,25 @@ pub struct Worker {
     next_broker: AtomicUsize,
     /// What `/readyz` reports: connected to RabbitMQ and Redis, topology declared.
     readiness: Readiness,
-    /// Job counts, durations, seats.
+    /// Job counts and durations.
     jobs: JobMetrics,
-    /// Depths of this worker's queues, polled while connected.
+    /// Gauges read from the broker and the ledger while connected.
+    gauges: Gauges,
+}
+
+/// What a worker's session polls for its SaaS apps' gauges.
+#[derive(Clone, Default)]
+struct Gauges {
+    /// Depths of the job and dead-letter queues.
     depths: QueueDepths,
+    /// Seats of each app's latest finished run, from the ledger.
+    seats: SeatGauges,
 }
 
 /// How often a session checks its connections for `/readyz`.
 const READINESS_EVERY: Duration = Duration::from_secs(1);
-/// How often it reads its queues' depths (in readiness checks).
-const DEPTH_EVERY_CHECKS: u32 = 5;
+/// How often it reads its queues' depths and its apps' seats (in readiness checks).
+const GAUGES_EVERY_CHECKS: u32 = 5;
 
 /// What a SaaS app keeps across reconnections; its pipeline (and limiter,
 /// which holds a Redis connection) is rebuilt per session.
@@ -129,8 +138,9 @@ impl Worker {
         if !problems.is_empty() {
             anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
         }
-        let depths = QueueDepths::default();
-        depths.register();
+        let gauges = Gauges::default();
+        gauges.depths.register();
+        gauges.seats.register();
         let write_back = writeback::WriteBack::build(&settings, vault)
             .await
             .map_err(|e| anyhow::anyhow!("invalid configuration:\n  - {e}"))?;
@@ -142,7 +152,7 @@ impl Worker {
             next_broker: AtomicUsize::new(0),
             readiness: Readiness::new(&[checks::AMQP, checks::REDIS, checks::TOPOLOGY]),
             jobs: JobMetrics::default(),
-            depths,
+            gauges,
         })
     }
 
@@ -256,7 +266,7 @@ impl Worker {
             depth_channel.clone(),
             context.ledger.clone(),
             self.readiness.clone(),
-            self.depths.clone(),
+            self.gauges.clone(),
             names.clone(),
             self.saas(),
         )));
@@ -367,13 +377,13 @@ impl Drop for AbortOnDrop {
 /// Keeps `/readyz` current while a session runs: RabbitMQ connected (a
 /// lost connection also ends the session), Redis answering (a lost Redis
 /// does not: its connection reconnects by itself); and reads the queues'
-/// depths for the `rolecall.queue.depth` gauge.
+/// depths and the apps' seats for their gauges.
 async fn monitor(
     channel: lapin::Channel,
     depth_channel: lapin::Channel,
     ledger: Ledger,
     readiness: rolecall_common::telemetry::Readiness,
-    depths: QueueDepths,
+    gauges: Gauges,
     names: Names,
     saas: Vec<String>,
 ) {
@@ -391,12 +401,19 @@ async fn monitor(
         readiness.set(checks::REDIS, redis_up);
         // A channel of its own: a failed passive declare closes it, and
         // must not read as a lost connection.
-        if amqp_up
+        let gauges_due = checks_done.is_multiple_of(GAUGES_EVERY_CHECKS);
+        if gauges_due
+            && amqp_up
             && depth_channel.status().connected()
-            && checks_done.is_multiple_of(DEPTH_EVERY_CHECKS)
-            && let Err(e) = depths.poll(&depth_channel, &names, &saas).await
+            && let Err(e) = gauges.depths.poll(&depth_channel, &names, &saas).await
         {
             tracing::debug!(error = %e, "Could not read queue depths.");
+        }
+        if gauges_due
+            && redis_up
+            && let Err(e) = gauges.seats.poll(&ledger, &saas).await
+        {
+            tracing::debug!(error = %e, "Could not read seats.");
         }
         checks_done = checks_done.wrapping_add(1);
     }

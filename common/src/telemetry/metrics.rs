@@ -52,7 +52,7 @@ pub const ADAPTIVE_FACTOR: &str = "rolecall.limiter.adaptive_factor";
 pub const LIMITER_WAIT: &str = "rolecall.limiter.wait";
 /// Ready messages in a SaaS app's queue, by `saas`, `queue` (`jobs`, `dead`).
 pub const QUEUE_DEPTH: &str = "rolecall.queue.depth";
-/// Active seats per role recorded by this process in the SaaS app's latest run, by `saas`, `role`.
+/// Active seats per role in the SaaS app's latest finished run (from the ledger), by `saas`, `role`.
 pub const SEATS: &str = "rolecall.seats";
 /// Their summed seat price, by `saas`, `role`.
 pub const SEAT_COST: &str = "rolecall.seat_cost";
@@ -149,16 +149,6 @@ pub struct JobMetrics {
     retried: Counter<u64>,
     deferred: Counter<u64>,
     dead_lettered: Counter<u64>,
-    seats: Gauge<u64>,
-    seat_cost: Gauge<f64>,
-    /// Per SaaS app: the run being tallied and its seats by role.
-    tallies: Arc<Mutex<HashMap<String, RunTally>>>,
-}
-
-#[derive(Default)]
-struct RunTally {
-    run_id: String,
-    roles: HashMap<String, (u64, f64)>,
 }
 
 impl Default for JobMetrics {
@@ -186,17 +176,6 @@ impl Default for JobMetrics {
                 .u64_counter(JOBS_DEAD_LETTERED)
                 .with_description("Jobs sent to the dead-letter queue")
                 .build(),
-            seats: m
-                .u64_gauge(SEATS)
-                .with_description(
-                    "Active seats per role this process recorded in the SaaS app's latest run",
-                )
-                .build(),
-            seat_cost: m
-                .f64_gauge(SEAT_COST)
-                .with_description("Summed seat price of those seats (role map's seat_price)")
-                .build(),
-            tallies: Arc::default(),
         }
     }
 }
@@ -233,31 +212,6 @@ impl JobMetrics {
     /// A job went to the dead-letter queue (`decode`, `permanent`, `auth`, …).
     pub fn dead_lettered(&self, saas: &str, reason: &str) {
         self.dead_lettered.add(1, &labels(saas, "reason", reason));
-    }
-
-    /// An active user holding `role` at `seat_price` was recorded for run
-    /// `run_id`. A new run of the SaaS app starts its tally from zero, so
-    /// the gauges show the latest run this process took part in; summed
-    /// over a fleet's processes, they give the run's seats by role.
-    pub fn seat(&self, saas: &str, run_id: &str, role: &str, seat_price: f64) {
-        let mut tallies = self.tallies.lock().expect("never poisoned");
-        let tally = tallies.entry(saas.to_string()).or_default();
-        if tally.run_id != run_id {
-            // Roles of the old run fall to zero rather than linger.
-            for (old_role, counts) in tally.roles.iter_mut() {
-                *counts = (0, 0.0);
-                let attrs = labels(saas, "role", old_role);
-                self.seats.record(0, &attrs);
-                self.seat_cost.record(0.0, &attrs);
-            }
-            tally.run_id = run_id.to_string();
-        }
-        let counts = tally.roles.entry(role.to_string()).or_default();
-        counts.0 += 1;
-        counts.1 += seat_price;
-        let attrs = labels(saas, "role", role);
-        self.seats.record(counts.0, &attrs);
-        self.seat_cost.record(counts.1, &attrs);
     }
 }
 
@@ -410,6 +364,75 @@ impl QueueDepths {
                     .insert((app.clone(), kind), u64::from(depth.messages));
             }
         }
+        Ok(())
+    }
+}
+
+/// Seats and seat cost by role of each SaaS app's latest finished run, read
+/// from the ledger and reported as the observable gauges [`SEATS`] and
+/// [`SEAT_COST`].
+///
+/// Read, not counted: a process that tallied the results it recorded
+/// itself forgot its share when it restarted, and a fleet's figure was a
+/// sum over processes. The ledger's tally counts every recorded job once,
+/// so every process that reports it reports the whole figure (aggregate
+/// with `max`, as queue depths).
+#[derive(Clone, Default)]
+pub struct SeatGauges {
+    /// What the latest poll read.
+    seats: Arc<Mutex<HashMap<SaasRole, (u64, f64)>>>,
+}
+
+/// `(saas, role)`.
+type SaasRole = (String, String);
+
+/// Runs looked at for each app's latest finished one: a SaaS app checked
+/// less often than one run in this many has no seat gauges until its next.
+const SEAT_RUNS_SCANNED: usize = 200;
+
+impl SeatGauges {
+    /// Registers the gauges (once per process).
+    pub fn register(&self) {
+        let m = meter();
+        let seats = self.seats.clone();
+        let _seats = m
+            .u64_observable_gauge(SEATS)
+            .with_description("Active seats per role in the SaaS app's latest finished run")
+            .with_callback(move |observer| {
+                for ((saas, role), (users, _)) in seats.lock().expect("never poisoned").iter() {
+                    observer.observe(*users, &labels(saas, "role", role));
+                }
+            })
+            .build();
+        let seats = self.seats.clone();
+        let _cost = m
+            .f64_observable_gauge(SEAT_COST)
+            .with_description("Summed seat price of those seats (role map's seat_price)")
+            .with_callback(move |observer| {
+                for ((saas, role), (_, cost)) in seats.lock().expect("never poisoned").iter() {
+                    observer.observe(*cost, &labels(saas, "role", role));
+                }
+            })
+            .build();
+    }
+
+    /// Reads the seats of the latest finished run of each of `saas`. Roles
+    /// the new figures lack are no longer reported.
+    pub async fn poll(
+        &self,
+        ledger: &crate::ledger::Ledger,
+        saas: &[String],
+    ) -> Result<(), crate::ledger::LedgerError> {
+        let runs = ledger.latest_finished_runs(saas, SEAT_RUNS_SCANNED).await?;
+        let mut fresh = HashMap::new();
+        for (app, run_id) in &runs {
+            for tally in ledger.role_tallies(run_id).await? {
+                if &tally.saas == app {
+                    fresh.insert((tally.saas, tally.role), (tally.users, tally.cost));
+                }
+            }
+        }
+        *self.seats.lock().expect("never poisoned") = fresh;
         Ok(())
     }
 }

@@ -70,7 +70,7 @@ impl Drop for Prometheus {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_per_outcome() {
+async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_and_the_ledgers_seats() {
     let _shared = rolecall_tests::TIMING.read().await;
     let env = TestEnv::new().await;
     let sim = sim(60, 7).await;
@@ -126,7 +126,8 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_per_out
         tokio::time::sleep(Duration::from_millis(500)).await;
         seen = prometheus.query(query, "outcome").await;
     }
-    // Seats and seat cost by role agree with the run's tally in the ledger.
+    // Seats and seat cost by role agree with the run's tally in the ledger
+    // (read from it: every worker reports the whole figure).
     let tallies = env
         .ledger(&settings)
         .role_tallies(&report.run_id)
@@ -142,11 +143,11 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_per_out
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let seats = prometheus
-            .query(r#"sum by (role) (rolecall_seats{saas="lever"})"#, "role")
+            .query(r#"max by (role) (rolecall_seats{saas="lever"})"#, "role")
             .await;
         let cost = prometheus
             .query(
-                r#"sum by (role) (rolecall_seat_cost{saas="lever"})"#,
+                r#"max by (role) (rolecall_seat_cost{saas="lever"})"#,
                 "role",
             )
             .await;
@@ -248,5 +249,38 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_per_out
     }
     drop(prometheus);
     worker.stop();
+
+    // A worker started after the run, which recorded none of it (as one
+    // restarted would), reports the same seats: they come from the ledger.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let fresh = WorkerProcess::spawn_with_env(
+        &text,
+        &settings,
+        &[("ROLECALL__TELEMETRY__HTTP_LISTEN", listen.as_str())],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = http_get(&format!("http://{listen}/metrics"))
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        let seats: BTreeMap<String, f64> = body
+            .lines()
+            .filter(|l| l.starts_with("rolecall_seats{") && l.contains("saas=\"lever\""))
+            .filter_map(|l| {
+                let role = l.split("role=\"").nth(1)?.split('"').next()?;
+                Some((role.to_string(), l.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect();
+        if seats == want_seats {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a fresh worker reports seats {seats:?}, the ledger says {want_seats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    fresh.stop();
     env.cleanup(&settings).await;
 }
