@@ -7,7 +7,7 @@ use std::time::Duration;
 use rolecall_common::config;
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_sim::SimConfig;
-use rolecall_tests::tls::TlsServers;
+use rolecall_tests::tls::{TlsRedisCluster, TlsServers};
 use rolecall_tests::{AppSpec, TestEnv, active_rows, publish};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,4 +74,60 @@ client_cert_file = "/nonexistent/client.pem"
     .to_string();
     assert!(err.contains("amqp.tls.ca_file"), "{err}");
     assert!(err.contains("amqp.tls.client_key_file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_through_a_redis_cluster_that_speaks_only_tls_with_client_certificates() {
+    let env = TestEnv::new().await;
+    let cluster = TlsRedisCluster::start().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 40,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let apps = [AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }];
+    let text = format!(
+        "{}\n{}",
+        env.config_text_with_redis_cluster(&apps, &cluster.urls()),
+        cluster.tls_toml()
+    );
+    let settings = config::from_toml(&text).expect("the TLS cluster configuration is valid");
+    assert!(settings.redis.cluster);
+
+    // The worker's limiter, ledger scripts and the scheduler's run record
+    // all go to masters the client found through CLUSTER SLOTS, over TLS.
+    let worker = env.spawn_worker(&settings).await;
+    let report = publish(&settings, &active_rows(&sim, "lever", 30)).await;
+    assert_eq!(report.published, 30);
+    let conn = ledger::connect(&settings.redis)
+        .await
+        .expect("the Redis Cluster over TLS");
+    let ledger = Ledger::new(conn, env.names.clone(), &settings.redis);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let run = ledger.run(&report.run_id).await.unwrap();
+        if run.finished_at.is_some() {
+            break run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{run:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    worker.stop().await;
+    assert_eq!(run.outcomes(), 30);
+    assert_eq!(run.failed, 0);
+    // Every user's result is in the cluster, none in the shared Redis.
+    let shared = env.ledger(&settings);
+    for i in 0..30 {
+        let user_id = format!("u{i}");
+        let result = ledger.user_result("lever", &user_id).await.unwrap();
+        assert!(!result.is_empty(), "no result for {user_id} in the cluster");
+        let elsewhere = shared.user_result("lever", &user_id).await.unwrap();
+        assert!(elsewhere.is_empty(), "{user_id} in the shared Redis");
+    }
 }

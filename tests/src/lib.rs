@@ -158,6 +158,12 @@ impl TestEnv {
         self.config_text_for(apps, extra, &amqp_line(), redis, false)
     }
 
+    /// Like [`TestEnv::config_text`], with another Redis Cluster (seed URLs,
+    /// comma-separated).
+    pub fn config_text_with_redis_cluster(&self, apps: &[AppSpec<'_>], urls: &str) -> String {
+        self.config_text_for(apps, "", &amqp_line(), urls, true)
+    }
+
     /// Like [`TestEnv::config_text`], on the brokers of a cluster (`amqp.urls`).
     pub fn config_text_on_cluster(&self, apps: &[AppSpec<'_>], urls: &[String]) -> String {
         let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
