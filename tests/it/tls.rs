@@ -8,7 +8,7 @@ use rolecall_common::config;
 use rolecall_common::ledger::{self, Ledger};
 use rolecall_sim::SimConfig;
 use rolecall_tests::tls::{TlsRedisCluster, TlsServers};
-use rolecall_tests::{AppSpec, TestEnv, active_rows, publish};
+use rolecall_tests::{AppSpec, TestEnv, active_rows, publish, wait_until_finished};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_goes_through_rabbitmq_and_redis_over_tls_with_client_certificates() {
@@ -45,15 +45,7 @@ async fn a_run_goes_through_rabbitmq_and_redis_over_tls_with_client_certificates
         .await
         .expect("Redis over TLS");
     let ledger = Ledger::new(conn, env.names.clone(), &settings.redis);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let run = ledger.run(&report.run_id).await.unwrap();
-        if run.finished_at.is_some() {
-            break run;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{run:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let run = wait_until_finished(&ledger, &report.run_id, Duration::from_secs(60)).await;
     worker.stop().await;
     assert_eq!(run.outcomes(), 12);
     assert_eq!(run.failed, 0);
@@ -109,15 +101,7 @@ async fn a_run_goes_through_a_redis_cluster_that_speaks_only_tls_with_client_cer
         .await
         .expect("the Redis Cluster over TLS");
     let ledger = Ledger::new(conn, env.names.clone(), &settings.redis);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let run = ledger.run(&report.run_id).await.unwrap();
-        if run.finished_at.is_some() {
-            break run;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{run:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let run = wait_until_finished(&ledger, &report.run_id, Duration::from_secs(60)).await;
     worker.stop().await;
     assert_eq!(run.outcomes(), 30);
     assert_eq!(run.failed, 0);

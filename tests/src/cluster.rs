@@ -234,7 +234,13 @@ fn master_of_slot(nodes: &str, slot: u16) -> Option<u16> {
 
 /// `redis-cli` against one node; its output, or `None` when it failed.
 fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
+    cli_on(Command::new("redis-cli"), port, args)
+}
+
+/// `redis_cli` (a `redis-cli` command with its connection flags) against
+/// the node on `port`: its output, or `None` when it failed.
+pub(crate) fn cli_on(mut redis_cli: Command, port: u16, args: &[&str]) -> Option<String> {
+    let out = redis_cli
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()

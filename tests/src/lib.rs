@@ -279,19 +279,7 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
         run_id: &str,
         timeout: Duration,
     ) -> RunCounters {
-        let ledger = self.ledger(settings);
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let counters = ledger.run(run_id).await.expect("Redis answers");
-            if counters.finished_at.is_some() {
-                return counters;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "run {run_id} did not finish in {timeout:?}: {counters:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until_finished(&self.ledger(settings), run_id, timeout).await
     }
 
     /// The ids of the runs recorded, oldest first.
@@ -721,6 +709,22 @@ pub fn active_rows(sim: &SimHandle, saas: &str, n: usize) -> String {
         csv.push_str(&format!("{saas},u{i},{},active\n", user.email));
     }
     csv
+}
+
+/// Polls `ledger` until run `run_id` finished; panics after `timeout`.
+pub async fn wait_until_finished(ledger: &Ledger, run_id: &str, timeout: Duration) -> RunCounters {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let counters = ledger.run(run_id).await.expect("Redis answers");
+        if counters.finished_at.is_some() {
+            return counters;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run_id} did not finish in {timeout:?}: {counters:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Writes `csv` as an inventory file and publishes it with the scheduler.

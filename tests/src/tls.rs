@@ -279,15 +279,7 @@ impl TlsRedisCluster {
     }
 
     fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
-        let out = self
-            .redis_cli()
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::cluster::cli_on(self.redis_cli(), port, args)
     }
 }
 
