@@ -35,10 +35,11 @@ pub async fn connect(settings: &RedisSettings) -> Result<RedisConnection, Ledger
 const COMPLETE_FN: &str = r#"
 local function complete(run_key, now)
   local r = redis.call('HMGET', run_key, 'publishing_done', 'published',
-    'succeeded', 'inactive', 'not_found', 'failed', 'finished_at', 'acted')
+    'succeeded', 'inactive', 'not_found', 'failed', 'finished_at', 'acted', 'duplicates')
   if r[1] ~= '1' or r[7] then return 0 end
   local done = (tonumber(r[3]) or 0) + (tonumber(r[4]) or 0)
              + (tonumber(r[5]) or 0) + (tonumber(r[6]) or 0) + (tonumber(r[8]) or 0)
+             + (tonumber(r[9]) or 0)
   if done >= (tonumber(r[2]) or 0) then
     redis.call('HSET', run_key, 'finished_at', now)
     return 1
@@ -47,20 +48,56 @@ local function complete(run_key, now)
 end
 "#;
 
+/// A job whose done marker exists: a redelivery, or another inventory
+/// line for the same user in the run (same job id). The marker holds the
+/// lines counted (`l<line>`, comma-separated); a line not among them is a
+/// copy, counted once in `duplicates` so the run's outcomes still reach
+/// its published count. Returns -1 for a redelivery (or a job without a
+/// line), else 2 + whether the copy finished the run.
+const COPY_FN: &str = r#"
+local function copy(done_key, run_key, mark, now)
+  local seen = redis.call('GET', done_key)
+  if string.sub(mark, 1, 1) ~= 'l' or not seen
+     or string.find(',' .. seen .. ',', ',' .. mark .. ',', 1, true) then
+    return -1
+  end
+  redis.call('APPEND', done_key, ',' .. mark)
+  redis.call('HINCRBY', run_key, 'duplicates', 1)
+  return 2 + complete(run_key, now)
+end
+"#;
+
+/// KEYS: done, run. ARGV: mark (`l<line>`, or the job id for a job without
+/// a line), now. Returns 0 when the job was never recorded, -1 for a
+/// redelivery, 2 or 3 for a copy counted now (3: it finished the run).
+static SEEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{COMPLETE_FN}{COPY_FN}
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return copy(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"#
+    ))
+});
+
 /// KEYS: done, role, run, roles tally, unknown roles, events.
-/// ARGV: job_id, done_ttl_s, now, counters (comma list), tally role
+/// ARGV: mark (see [`SEEN`]), done_ttl_s, now, counters (comma list), tally role
 /// ("saas:role" or ""), seat price, unknown raw role ("" or "saas:raw"),
 /// new raw role ("" when not found), number of role-hash pairs N, whether
 /// the hash is replaced (1) or updated (0), N pairs, then event pairs (none
 /// when no event).
-/// Returns {-1, 0} for a duplicate, else {1 when this outcome finished the
-/// run (else 0), 1 when it deactivated the user (else 0)}. A user already
+/// Returns {-1, 0} for a redelivery, {2, 1 when it finished the run} for
+/// another line's copy (counted in `duplicates`), else {1 when this outcome
+/// finished the run (else 0), 1 when it deactivated the user (else 0)}. A user already
 /// deactivated by an earlier run is not deactivated (counted, announced)
 /// again.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{COMPLETE_FN}
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return {{-1, 0}} end
+        r#"{COMPLETE_FN}{COPY_FN}
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  local c = copy(KEYS[1], KEYS[3], ARGV[1], ARGV[3])
+  if c < 0 then return {{-1, 0}} end
+  return {{2, c - 2}}
+end
 local marks = string.find(',' .. ARGV[4] .. ',', ',deactivated,', 1, true) ~= nil
 local again = marks and redis.call('HGET', KEYS[2], 'deactivated') == '1'
 for c in string.gmatch(ARGV[4], '[^,]+') do
@@ -187,6 +224,31 @@ pub struct Recorded {
     pub deactivated: bool,
 }
 
+/// What the done marker says about a delivered job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Never recorded: run it.
+    New,
+    /// Recorded before: a redelivery, nothing to do.
+    Redelivered,
+    /// Another inventory line's copy of a recorded job, counted now in the
+    /// run's `duplicates`.
+    Copy {
+        /// Counting it finished the run.
+        run_finished: bool,
+    },
+}
+
+/// The done marker's entry for `job`: its inventory line, or (a job
+/// without one) its id, which no copy can share.
+fn done_mark(job: &JobV1) -> String {
+    if job.line == 0 {
+        job.job_id.clone()
+    } else {
+        format!("l{}", job.line)
+    }
+}
+
 /// A run's counters, as stored in its hash.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunCounters {
@@ -211,6 +273,9 @@ pub struct RunCounters {
     /// Deactivations written back to the user's system of record
     /// (`worker/src/writeback.rs`), once per user.
     pub written_back: u64,
+    /// Jobs for another inventory line of a user already recorded in the
+    /// run (a repeated row): counted once each, with no outcome of their own.
+    pub duplicates: u64,
     /// Whether the scheduler has published every job.
     pub publishing_done: bool,
     /// When the run started (RFC 3339).
@@ -241,6 +306,7 @@ impl RunCounters {
             failed: n("failed"),
             acted: n("acted"),
             written_back: n("written_back"),
+            duplicates: n("duplicates"),
             publishing_done: h.get("publishing_done").is_some_and(|v| v == "1"),
             started_at: h.get("started_at").cloned(),
             finished_at: h.get("finished_at").cloned(),
@@ -524,7 +590,7 @@ impl Ledger {
             .key(self.names.run_roles_key(&job.run_id))
             .key(self.names.run_unknown_roles_key(&job.run_id))
             .key(self.names.events_stream())
-            .arg(&job.job_id)
+            .arg(done_mark(job))
             .arg(self.done_ttl_s)
             .arg(&now)
             .arg(&counters)
@@ -572,11 +638,19 @@ impl Ledger {
             }
         }
         let mut conn = self.conn.clone();
-        let (result, deactivated_now): (i64, i64) = invocation.invoke_async(&mut conn).await?;
-        Ok(Recorded {
-            duplicate: result == -1,
-            run_finished: result == 1,
-            deactivated: deactivated_now == 1,
+        let (result, flag): (i64, i64) = invocation.invoke_async(&mut conn).await?;
+        Ok(match result {
+            // Another line's copy: `flag` says whether it finished the run.
+            2 => Recorded {
+                duplicate: true,
+                run_finished: flag == 1,
+                deactivated: false,
+            },
+            _ => Recorded {
+                duplicate: result == -1,
+                run_finished: result == 1,
+                deactivated: flag == 1,
+            },
         })
     }
 
@@ -599,14 +673,24 @@ impl Ledger {
         Ok(())
     }
 
-    /// Whether a job's outcome is already recorded.
-    pub async fn is_done(&self, job_id: &str) -> Result<bool, LedgerError> {
+    /// Whether a job's outcome is already recorded: a copy of it for
+    /// another inventory line is counted now (see `duplicates`).
+    pub async fn seen(&self, job: &JobV1) -> Result<Seen, LedgerError> {
         let mut conn = self.conn.clone();
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(self.names.done_key(job_id))
-            .query_async(&mut conn)
+        let seen: i64 = SEEN
+            .key(self.names.done_key(&job.job_id))
+            .key(self.names.run_key(&job.run_id))
+            .arg(done_mark(job))
+            .arg(Utc::now().to_rfc3339())
+            .invoke_async(&mut conn)
             .await?;
-        Ok(exists)
+        Ok(match seen {
+            0 => Seen::New,
+            -1 => Seen::Redelivered,
+            n => Seen::Copy {
+                run_finished: n == 3,
+            },
+        })
     }
 
     /// A run's counters.

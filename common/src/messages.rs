@@ -92,6 +92,17 @@ pub struct JobV1 {
     pub attributes: std::collections::BTreeMap<String, String>,
     /// When the scheduler published it.
     pub enqueued_at: DateTime<Utc>,
+    /// The inventory line it was published for (0: a source without
+    /// lines, such as the Redis inventory, which holds one record per
+    /// user). Two lines for one user in a run give two jobs with one job
+    /// id; the line tells the second copy from a redelivery of the first,
+    /// so the run counts it once and still finishes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub line: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a message body is not a job this build can run.
@@ -300,6 +311,7 @@ mod tests {
             deactivate_missing: true,
             attributes: Default::default(),
             enqueued_at: "2026-11-23T02:00:01Z".parse().unwrap(),
+            line: 0,
         }
     }
 

@@ -254,6 +254,7 @@ pub async fn enqueue_action(settings: &Settings, request: ActionRequest) -> anyh
         deactivate_missing: false,
         attributes: request.attributes,
         enqueued_at: started_at,
+        line: 0,
     };
     // Traced like a run's jobs: the span ends after the confirm.
     let exchange = names.jobs_exchange();

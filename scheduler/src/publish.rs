@@ -694,6 +694,7 @@ pub fn job_for(run_id: &str, row: &InventoryRow, deactivate_missing: bool) -> Jo
         deactivate_missing,
         attributes: Default::default(),
         enqueued_at: Utc::now(),
+        line: row.line,
     }
 }
 

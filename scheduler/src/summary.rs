@@ -61,7 +61,7 @@ pub fn render(
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Run {run_id}");
-    let rows = [
+    let mut rows = vec![
         ("published jobs", counters.published.to_string()),
         ("users checked", counters.outcomes().to_string()),
         ("  found, active", counters.succeeded.to_string()),
@@ -74,6 +74,12 @@ pub fn render(
         ("malformed inventory rows", counters.rejected.to_string()),
         ("rows not selected", counters.skipped.to_string()),
     ];
+    if counters.duplicates > 0 {
+        rows.push((
+            "users listed again (checked once)",
+            counters.duplicates.to_string(),
+        ));
+    }
     table(
         &mut out,
         &["", "count"],

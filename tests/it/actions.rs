@@ -146,6 +146,7 @@ async fn actions_are_off_unless_the_app_enables_them() {
         deactivate_missing: false,
         attributes: Default::default(),
         enqueued_at: chrono::Utc::now(),
+        line: 0,
     };
     let channel = rolecall_common::amqp::confirmed_channel(&env.amqp)
         .await

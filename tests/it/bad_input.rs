@@ -2,10 +2,14 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use rolecall_common::amqp::header_str;
+use rolecall_common::ledger::{Finding, Seen};
 use rolecall_common::messages::ERROR_HEADER;
+use rolecall_scheduler::inventory::InventoryRow;
+use rolecall_scheduler::publish::job_for;
 use rolecall_scheduler::{RunOnceOptions, run_once};
 use rolecall_sim::SimConfig;
 use rolecall_tests::{AppSpec, TestEnv, active_rows, publish, temp_file};
@@ -56,6 +60,124 @@ async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
     assert_eq!(counters.outcomes(), 50, "no good row was lost");
     assert_eq!(counters.rejected, 3);
     assert_eq!(env.results().await.len(), 50);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_listed_twice_is_checked_once_and_the_run_still_finishes() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 40,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 100.0,
+        burst: 10,
+    }]);
+    // 30 users; u3 listed three times and u7 twice (an export that joins a
+    // user to each of their departments), one repeat at the very end.
+    let users = &sim.population().users;
+    let mut csv = String::from("saas,user_id,email,status\n");
+    let row = |i: usize| format!("lever,u{i},{},active\n", users[i].email);
+    for i in 0..30 {
+        csv.push_str(&row(i));
+        if i == 3 || i == 7 || i == 12 {
+            csv.push_str(&row(if i == 12 { 3 } else { i }));
+        }
+    }
+    csv.push_str(&row(7));
+    let worker = env.spawn_worker(&settings).await;
+    let report = publish(&settings, &csv).await;
+    assert_eq!(report.published, 34, "every line is published");
+    let counters = env
+        .wait_for_run(&settings, &report.run_id, Duration::from_secs(30))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.outcomes(), 30, "one outcome per user");
+    assert_eq!(counters.duplicates, 4, "{counters:?}");
+    assert_eq!(env.results().await.len(), 30);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test]
+async fn the_ledger_counts_another_lines_copy_once_and_a_redelivery_never() {
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(SimConfig {
+        users: 1,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = env.settings(&[AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 10.0,
+        burst: 1,
+    }]);
+    let ledger = env.ledger(&settings);
+    let run = "r-repeats";
+    ledger.start_run(run, Utc::now(), "test").await.unwrap();
+    let job = |user: &str, line: u64| {
+        let row = InventoryRow {
+            line,
+            saas: "lever".into(),
+            user_id: user.into(),
+            email: format!("{user}@example.com"),
+            ..Default::default()
+        };
+        job_for(run, &row, false)
+    };
+    // u1 on lines 2 and 3, u2 on lines 4 and 5: four published, two users.
+    assert!(!ledger.finish_publishing(run, 4, 0, 0).await.unwrap());
+    let first = ledger
+        .record(&job("u1", 2), &Finding::NotFound)
+        .await
+        .unwrap();
+    assert!(!first.duplicate && !first.run_finished);
+    assert_eq!(ledger.seen(&job("u1", 2)).await.unwrap(), Seen::Redelivered);
+    assert_eq!(
+        ledger.seen(&job("u1", 3)).await.unwrap(),
+        Seen::Copy {
+            run_finished: false
+        }
+    );
+    assert_eq!(
+        ledger.seen(&job("u1", 3)).await.unwrap(),
+        Seen::Redelivered,
+        "a copy's redelivery is not counted again"
+    );
+    assert!(
+        !ledger
+            .record(&job("u2", 4), &Finding::NotFound)
+            .await
+            .unwrap()
+            .run_finished
+    );
+    // u2's copy passed `seen` while u2 was being checked: its record counts
+    // it as the copy, and that finishes the run.
+    let copy = ledger
+        .record(&job("u2", 5), &Finding::NotFound)
+        .await
+        .unwrap();
+    assert!(
+        copy.duplicate && copy.run_finished && !copy.deactivated,
+        "{copy:?}"
+    );
+    let again = ledger
+        .record(&job("u2", 5), &Finding::NotFound)
+        .await
+        .unwrap();
+    assert!(again.duplicate && !again.run_finished);
+    let counters = ledger.run(run).await.unwrap();
+    assert_eq!(
+        (counters.outcomes(), counters.duplicates, counters.not_found),
+        (2, 2, 2)
+    );
+    assert!(counters.finished_at.is_some());
     env.cleanup(&settings).await;
 }
 

@@ -12,7 +12,7 @@ use lapin::Channel;
 use lapin::message::Delivery;
 use rolecall_common::amqp;
 use rolecall_common::config::SaasSettings;
-use rolecall_common::ledger::{Finding, Ledger, Recorded};
+use rolecall_common::ledger::{Finding, Ledger, Recorded, Seen};
 use rolecall_common::messages::{ATTEMPT_HEADER, Action, JobV1};
 use rolecall_common::names::Names;
 use rolecall_common::telemetry::metrics::JobMetrics;
@@ -238,18 +238,28 @@ impl JobContext {
         span.record("rolecall.job_id", job.job_id.as_str());
         span.record("rolecall.run_id", job.run_id.as_str());
         span.record("rolecall.user_id", job.user.id.as_str());
-        let done = loop {
-            match self.ledger.is_done(&job.job_id).await {
-                Ok(done) => break done,
+        let seen = loop {
+            match self.ledger.seen(&job).await {
+                Ok(seen) => break seen,
                 Err(e) => self.hold_for_redis(app, &e.to_string()).await,
             }
         };
-        if done {
-            debug!(job_id = %job.job_id, "Job already recorded; acknowledging the redelivery.");
-            // The delivery that recorded it may have died before it
-            // announced the run it finished.
-            self.announce_if_lost(&job.run_id).await?;
-            return Ok(JobOutcome::Duplicate);
+        match seen {
+            Seen::New => {}
+            Seen::Redelivered => {
+                debug!(job_id = %job.job_id, "Job already recorded; acknowledging the redelivery.");
+                // The delivery that recorded it may have died before it
+                // announced the run it finished.
+                self.announce_if_lost(&job.run_id).await?;
+                return Ok(JobOutcome::Duplicate);
+            }
+            Seen::Copy { run_finished } => {
+                info!(job_id = %job.job_id, line = job.line, "The run's inventory lists this user again; counted once, not checked twice.");
+                if run_finished {
+                    self.announce_run_finished(&job.run_id).await?;
+                }
+                return Ok(JobOutcome::Duplicate);
+            }
         }
         // A refused credential is an incident for the whole SaaS app: while
         // it lasts, jobs wait for the probe instead of calling the vendor.
@@ -374,6 +384,11 @@ impl JobContext {
         };
         if recorded.run_finished {
             self.announce_run_finished(&job.run_id).await?;
+        } else if recorded.duplicate {
+            // Recorded already: maybe by this very call, retried after a
+            // lost reply, whose first answer said it finished the run (the
+            // notifier keeps one digest per run, so a second is harmless).
+            self.announce_if_lost(&job.run_id).await?;
         }
         Ok(JobOutcome::Recorded(recorded, what))
     }

@@ -187,6 +187,8 @@ fn sample_job() -> rolecall_common::messages::JobV1 {
         email: "user123456@example.com".into(),
         external_id: Some("ext-123456".into()),
         status: "active".into(),
+        // As the scheduler's jobs carry their inventory line.
+        line: 123_457,
         ..Default::default()
     };
     rolecall_scheduler::publish::job_for("20261130T172000Z-ABCDEF", &row, false)
