@@ -218,9 +218,10 @@ impl Server {
             }
             None => false,
         };
+        let redis = self.redis.clone();
         let set = |fields: Vec<(&'static str, String)>| {
             let key = key.clone();
-            let mut conn = self.redis.clone();
+            let mut conn = redis.clone();
             async move {
                 let mut cmd = redis::cmd("HSET");
                 cmd.arg(&key);
@@ -253,25 +254,36 @@ impl Server {
                 ])
                 .await?;
             }
-            Decision::Start { slot, queued } => {
+            Decision::Start {
+                slot,
+                queued,
+                clears_queue,
+            } => {
                 let plan = workflow_plan(w, &slots::run_id(&w.name, slot));
                 let mut fields = vec![("current_run", plan.run_id.clone())];
                 if !queued {
                     fields.push(("last_slot", slot.timestamp().to_string()));
                 }
-                // The slot is consumed whatever happens next: a slot that
-                // cannot start (say, a missing inventory) is not retried
-                // every tick.
-                set(fields).await?;
-                if queued {
-                    let () = redis::cmd("HDEL")
-                        .arg(&key)
-                        .arg("queued_slot")
-                        .query_async(&mut conn)
-                        .await?;
+                let consume = || async {
+                    set(fields.clone()).await?;
+                    if clears_queue {
+                        let () = redis::cmd("HDEL")
+                            .arg(&key)
+                            .arg("queued_slot")
+                            .query_async(&mut conn.clone())
+                            .await?;
+                    }
+                    anyhow::Ok(())
+                };
+                // A slot that cannot start (say, a missing inventory) is
+                // consumed, not retried every tick.
+                if let Err(e) = inventory::check_source(&plan.inventory, plan.format) {
+                    consume().await?;
+                    return Err(e).with_context(|| format!("workflow `{}`", w.name));
                 }
-                inventory::check_source(&plan.inventory, plan.format)
-                    .with_context(|| format!("workflow `{}`", w.name))?;
+                // A Redis error here consumes nothing: the next tick starts
+                // the slot again, and its run id (one per slot) makes a
+                // start that did happen answer "exists already".
                 let ttl = self.settings.scheduler.lease;
                 match publish::start(&self.redis, &self.names, &plan, ttl).await? {
                     Some(lease) => {
@@ -290,6 +302,7 @@ impl Server {
                         );
                     }
                 }
+                consume().await?;
             }
         }
         Ok(())

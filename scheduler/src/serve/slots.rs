@@ -20,6 +20,10 @@ pub enum Decision {
         slot: DateTime<Utc>,
         /// Whether it had been queued behind a previous run.
         queued: bool,
+        /// Whether a queued slot is to be dropped: it started now, or a
+        /// newer slot came due meanwhile and stands for it (several slots
+        /// behind one run are one run; the older one must not start after).
+        clears_queue: bool,
     },
     /// The slot is due but the previous run is in progress: drop it.
     Skip(DateTime<Utc>),
@@ -45,11 +49,16 @@ pub fn decide(
         (Some(slot), false, _) => Decision::Start {
             slot,
             queued: false,
+            clears_queue: queued.is_some(),
         },
         (Some(slot), true, Overlap::Skip) => Decision::Skip(slot),
         (Some(slot), true, Overlap::Queue) => Decision::Queue(slot),
         (None, false, _) => match queued {
-            Some(slot) => Decision::Start { slot, queued: true },
+            Some(slot) => Decision::Start {
+                slot,
+                queued: true,
+                clears_queue: true,
+            },
             None => Decision::Idle,
         },
         (None, true, _) => Decision::Idle,
@@ -88,7 +97,8 @@ mod tests {
             d,
             Decision::Start {
                 slot: utc("2026-11-27T01:00:00Z"),
-                queued: false
+                queued: false,
+                clears_queue: false,
             }
         );
     }
@@ -133,7 +143,25 @@ mod tests {
             decide(&daily(), Overlap::Queue, last, Some(last), false, now),
             Decision::Start {
                 slot: last,
-                queued: true
+                queued: true,
+                clears_queue: true,
+            }
+        );
+    }
+
+    #[test]
+    fn a_slot_due_after_the_run_finished_replaces_the_one_queued_behind_it() {
+        // 02:00 was queued behind a run that finished only after 02:00 the
+        // next day had passed: that slot starts, and the queued one is
+        // dropped rather than started after it, out of order.
+        let queued = utc("2026-11-27T01:00:00Z");
+        let now = utc("2026-11-28T01:30:00Z");
+        assert_eq!(
+            decide(&daily(), Overlap::Queue, queued, Some(queued), false, now),
+            Decision::Start {
+                slot: utc("2026-11-28T01:00:00Z"),
+                queued: false,
+                clears_queue: true,
             }
         );
     }
