@@ -370,3 +370,52 @@ async fn a_user_deleted_between_the_list_and_its_roles_call_is_left_out_of_the_p
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "the list and two roles calls: {seen:?}");
 }
+
+#[tokio::test]
+async fn a_user_whose_login_is_the_email_is_found_though_the_email_search_finds_nobody() {
+    // Ada's primary e-mail changed; her login is still the inventory's
+    // e-mail. The search by `profile.email` answers `[]`, the login fetch
+    // finds her. Nobody has bob@: `[]` and 404, so he is not found.
+    let (base, seen) = scripted_okta(|line| {
+        if line.starts_with("GET /api/v1/users?") {
+            (200, "[]".to_string())
+        } else if line.starts_with("GET /api/v1/users/ada@example.com ")
+            || line.starts_with("GET /api/v1/users/ada%40example.com ")
+        {
+            let ada = serde_json::json!({
+                "id": "00uADA",
+                "status": "ACTIVE",
+                "profile": {"login": "Ada@Example.com", "email": "ada.lovelace@example.com"},
+            });
+            (200, ada.to_string())
+        } else if line.starts_with("GET /api/v1/users/00uADA/roles ") {
+            (
+                200,
+                r#"[{"type": "ORG_ADMIN", "status": "ACTIVE"}]"#.to_string(),
+            )
+        } else {
+            (404, r#"{"errorCode": "E0000007"}"#.to_string())
+        }
+    })
+    .await;
+    let okta = build(&base, "", TOKEN).await.unwrap();
+    let ada = found(okta.lookup(&user("ada@example.com")).await.unwrap());
+    assert_eq!(ada.vendor_id, "00uADA");
+    assert_eq!(ada.raw_role, "ORG_ADMIN");
+    assert_eq!(
+        okta.lookup(&user("bob@example.com")).await.unwrap(),
+        Lookup::NotFound
+    );
+    let lines: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(l, _)| l.clone())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        5,
+        "search, login, roles; search, login: {lines:?}"
+    );
+    assert!(lines[4].starts_with("GET /api/v1/users/bob"), "{lines:?}");
+}

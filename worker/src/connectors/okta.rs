@@ -115,7 +115,8 @@ impl Okta {
         url
     }
 
-    /// The user whose e-mail or login is `email`, ignoring case.
+    /// The user whose e-mail or login is `email`, ignoring case: searched by
+    /// e-mail, then fetched by login when the search finds nobody.
     async fn find(&self, email: &str) -> Result<Option<Value>, ConnectorError> {
         let search = format!("profile.email eq \"{}\"", escape(email));
         let request = self
@@ -139,7 +140,21 @@ impl Okta {
         // Two accounts may share an e-mail (an old deprovisioned one and its
         // successor): the one holding access is the one that costs a seat.
         candidates.sort_by_key(|u| !is_active(status(u)));
-        Ok(candidates.into_iter().next())
+        if let Some(user) = candidates.into_iter().next() {
+            return Ok(Some(user));
+        }
+        // Nobody has it as `profile.email`, but it may be a login (kept
+        // when the primary e-mail changed, or a UPN alias): "not found" is
+        // what deactivates, so it needs both of Okta's answers for it,
+        // `[]` on the search and 404 on `/users/{login}` (VENDORS.md §5, §9).
+        match self.client.send(self.get(self.user_url(email, &[]))).await {
+            Ok(reply) => {
+                let user = reply.json()?;
+                Ok((matches(&user, "login") || matches(&user, "email")).then_some(user))
+            }
+            Err(ConnectorError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A user's roles; `None` when Okta answers 404 (the user was deleted

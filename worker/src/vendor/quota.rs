@@ -88,12 +88,16 @@ impl Quota {
 
     /// Whether a response with this status is the vendor throttling us:
     /// 429 everywhere; 503 with `Retry-After`; 403 with no quota left
-    /// (GitHub's primary limit).
+    /// (GitHub's primary limit) or with `Retry-After` (GitHub's secondary
+    /// limits, which leave the primary quota untouched: read as a refused
+    /// credential, they would raise an incident and set no fleet pause
+    /// while GitHub warns that requests during the limit may get the
+    /// integration banned).
     pub fn is_throttle(&self, status: StatusCode) -> bool {
         match status.as_u16() {
             429 => true,
             503 => self.retry_after.is_some(),
-            403 => self.remaining == Some(0),
+            403 => self.remaining == Some(0) || self.retry_after.is_some(),
             _ => false,
         }
     }
@@ -202,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn throttles_are_429s_503s_with_a_wait_and_403s_with_no_quota() {
+    fn throttles_are_429s_503s_with_a_wait_and_403s_with_no_quota_or_a_wait() {
         let none = Quota::default();
         assert!(none.is_throttle(StatusCode::TOO_MANY_REQUESTS));
         assert!(!none.is_throttle(StatusCode::SERVICE_UNAVAILABLE));
@@ -211,6 +215,18 @@ mod tests {
         assert!(spent.is_throttle(StatusCode::FORBIDDEN));
         let wait = Quota::read(&headers(&[("retry-after", "2")]));
         assert!(wait.is_throttle(StatusCode::SERVICE_UNAVAILABLE));
+        // GitHub's secondary limit: quota left, but a wait named.
+        let secondary = Quota::read(&headers(&[
+            ("x-ratelimit-remaining", "4990"),
+            ("retry-after", "60"),
+        ]));
+        assert!(secondary.is_throttle(StatusCode::FORBIDDEN));
+        assert_eq!(secondary.throttle_wait(), Some(Duration::from_secs(60)));
+        let refused = Quota::read(&headers(&[("x-ratelimit-remaining", "4990")]));
+        assert!(
+            !refused.is_throttle(StatusCode::FORBIDDEN),
+            "a plain 403 is a refusal"
+        );
     }
 
     proptest::proptest! {

@@ -230,11 +230,12 @@ pub(super) fn parse_page(mut reply: Value) -> Result<Page, ConnectorError> {
             page_size,
         }),
         Some(Value::Null) | None => match status_of(&inner) {
-            // Device lookups answer DEVICES_NOTFOUND for "nothing" (§1.8);
-            // read a user-list equivalent the same way.
-            Some(code) if is_ok(code) || code.to_ascii_uppercase().contains("NOTFOUND") => {
-                Ok(Page::empty())
-            }
+            // Device lookups answer DEVICES_NOTFOUND for "nothing" (§1.8), so
+            // a user list may say USERS_NOTFOUND. Any other NOTFOUND
+            // (ACCOUNT_NOTFOUND, an error example of §1.8) is an error: read
+            // as an empty page, it would end the list and report everyone
+            // after it not found, and so deactivate them.
+            Some(code) if is_ok(code) || names_no_users(code) => Ok(Page::empty()),
             Some(code) => Err(vendor_status(code, &inner)),
             None => Err(ConnectorError::Decode(
                 "a user list page has no `users`".into(),
@@ -252,4 +253,10 @@ impl Page {
             page_size: None,
         }
     }
+}
+
+/// `USERS_NOTFOUND`, `USER_NOT_FOUND`: a status saying the list has no users.
+fn names_no_users(code: &str) -> bool {
+    let code = code.to_ascii_uppercase().replace('_', "");
+    code == "USERSNOTFOUND" || code == "USERNOTFOUND"
 }

@@ -48,6 +48,15 @@ fn both_page_shapes_are_read() {
     assert_eq!((page.users.len(), page.total), (0, Some(0)));
     let missing = json!({"status": "OK", "response": [{"status": "USERS_NOTFOUND"}]});
     assert!(parse_page(missing).unwrap().users.is_empty());
+    // Not "no users": an error, never an empty page (which ends a scan and
+    // makes everyone after it not found).
+    for code in ["ACCOUNT_NOTFOUND", "DEVICES_NOTFOUND"] {
+        let error = json!({"status": "OK", "response": {"status": code}});
+        assert!(
+            matches!(parse_page(error), Err(ConnectorError::VendorStatus(s)) if s == code),
+            "{code}"
+        );
+    }
     let refused = json!({"status": "OK", "response": [{"status": "NOT_ALLOWED", "info": "no"}]});
     assert!(
         matches!(parse_page(refused), Err(ConnectorError::VendorStatus(s)) if s == "NOT_ALLOWED: no")
