@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use redis::Script;
 use rolecall_common::RedisConnection;
+use tokio::time::Instant;
 
 /// KEYS: lease, fence. ARGV: ttl ms. Returns the new token, or 0 when held.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
@@ -124,8 +125,15 @@ impl Lease {
 
     /// Renews the lease every third of its TTL until `stop` fires; flips
     /// `lost` (and returns) when the lease is gone, so the holder stops
-    /// acting on it. A Redis error is retried at the next renewal: the
-    /// lease still has two thirds of its TTL.
+    /// acting on it.
+    ///
+    /// Also when it may be about to lapse: the lease is known to last until
+    /// the start of its last successful renewal plus the TTL, and once a
+    /// renewal cannot succeed in that time (Redis slow, unreachable or
+    /// frozen) the holder gives it up before a successor can take it,
+    /// rather than publish beside the successor until a fenced write
+    /// fails. A failed renewal is retried at once, not a third of the TTL
+    /// later.
     pub fn keep_alive(
         &self,
         conn: RedisConnection,
@@ -138,19 +146,43 @@ impl Lease {
         let lease = self.clone();
         let handle = tokio::spawn(async move {
             let every = lease.ttl / 3;
+            let margin = (lease.ttl / 10).max(Duration::from_millis(100));
+            let retry = (lease.ttl / 30).max(Duration::from_millis(50));
+            // Taken (or renewed) a moment before this call: count it from
+            // a third of the TTL back.
+            let mut valid_until = Instant::now() + lease.ttl - every;
+            let mut wait = every;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return,
                 }
-                match lease.renew(&conn).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                let sent = Instant::now();
+                let left = valid_until.saturating_duration_since(sent);
+                if left <= margin {
+                    tracing::warn!(
+                        key = lease.key,
+                        "Gave up a lease that could not be renewed before it lapses."
+                    );
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+                match tokio::time::timeout(left - margin, lease.renew(&conn)).await {
+                    Ok(Ok(true)) => {
+                        valid_until = sent + lease.ttl;
+                        wait = every;
+                    }
+                    Ok(Ok(false)) => {
                         let _ = lost_tx.send(true);
                         return;
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::warn!(key = lease.key, error = %e, "Could not renew a lease; retrying.");
+                        wait = retry;
+                    }
+                    Err(_) => {
+                        tracing::warn!(key = lease.key, "A lease renewal got no answer in time.");
+                        wait = Duration::ZERO;
                     }
                 }
             }

@@ -5,8 +5,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use rolecall_common::config;
+use rolecall_scheduler::lease::Lease;
 use rolecall_scheduler::publish::job_id;
-use rolecall_tests::{SchedulerProcess, TestEnv, consume_all, temp_file};
+use rolecall_tests::{RedisProcess, SchedulerProcess, TestEnv, consume_all, temp_file};
 
 /// A SaaS app no worker talks to in these tests: they look at what was
 /// published, not at vendors.
@@ -512,4 +513,33 @@ async fn a_resumed_run_finishes_with_exactly_one_result_per_user_when_workers_co
         assert_eq!(result["job_id"], job_id(&run_id, saas, user));
     }
     env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_lease_that_cannot_be_renewed_in_time_is_given_up_before_it_lapses() {
+    // A private Redis, frozen: renewals get no answer at all.
+    let redis = RedisProcess::start().await;
+    let settings = config::from_toml(&format!("[redis]\nurl = \"{}\"\n", redis.url()))
+        .expect("a Redis URL is a whole configuration");
+    let conn = rolecall_common::redis_conn::connect(&settings.redis)
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(3);
+    let lease = Lease::acquire(&conn, "run:lease", "fence", ttl)
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (mut lost, keeper) = lease.keep_alive(conn.clone(), stop_rx);
+    let frozen = tokio::time::Instant::now();
+    redis.freeze();
+    let gave_up = tokio::time::timeout(ttl, lost.wait_for(|lost| *lost)).await;
+    let after = frozen.elapsed();
+    redis.thaw();
+    assert!(
+        gave_up.is_ok(),
+        "the holder still held on {after:?} after Redis froze (TTL {ttl:?})"
+    );
+    assert!(after < ttl, "{after:?}");
+    keeper.await.unwrap();
 }

@@ -649,6 +649,27 @@ impl RedisProcess {
         }
     }
 
+    /// Freezes it (SIGSTOP): connections stay open and nothing answers, as
+    /// a server stalled by a long command or a saturated host.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let sent = std::process::Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill {signal} failed");
+        }
+    }
+
     /// Starts it again on the same port with the same data.
     pub async fn restart(&mut self) {
         self.try_restart().await.expect("redis-server restarts");
