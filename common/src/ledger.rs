@@ -63,6 +63,7 @@ local function copy(done_key, run_key, mark, now)
   end
   redis.call('APPEND', done_key, ',' .. mark)
   redis.call('HINCRBY', run_key, 'duplicates', 1)
+  redis.call('HSET', run_key, 'last_outcome_at', now)
   return 2 + complete(run_key, now)
 end
 "#;
@@ -98,6 +99,7 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   if c < 0 then return {{-1, 0}} end
   return {{2, c - 2}}
 end
+redis.call('HSET', KEYS[3], 'last_outcome_at', ARGV[3])
 local marks = string.find(',' .. ARGV[4] .. ',', ',deactivated,', 1, true) ~= nil
 local again = marks and redis.call('HGET', KEYS[2], 'deactivated') == '1'
 for c in string.gmatch(ARGV[4], '[^,]+') do
@@ -284,6 +286,8 @@ pub struct RunCounters {
     pub finished_at: Option<String>,
     /// Whether `run_finished` was announced (confirmed by the broker).
     pub announced: bool,
+    /// When an outcome was last recorded (RFC 3339).
+    pub last_outcome_at: Option<String>,
 }
 
 impl RunCounters {
@@ -311,6 +315,7 @@ impl RunCounters {
             started_at: h.get("started_at").cloned(),
             finished_at: h.get("finished_at").cloned(),
             announced: h.get("announced").is_some_and(|v| v == "1"),
+            last_outcome_at: h.get("last_outcome_at").cloned(),
         }
     }
 }

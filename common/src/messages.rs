@@ -180,6 +180,9 @@ pub enum AlertKind {
     /// A run's publisher stopped and the run could not be resumed (its
     /// inventory is gone): it ends with the jobs it had published.
     RunAbandoned,
+    /// A workflow's run published every job but recorded no outcome for
+    /// `scheduler.stalled_run_after_s`: it no longer holds back the slots.
+    RunStalled,
 }
 
 impl AlertKind {
@@ -194,6 +197,7 @@ impl AlertKind {
             AlertKind::PauseCapped => "pause_capped",
             AlertKind::AuthRecovered => "auth_recovered",
             AlertKind::RunAbandoned => "run_abandoned",
+            AlertKind::RunStalled => "run_stalled",
         }
     }
 }
@@ -282,6 +286,15 @@ impl AlertV1 {
         Self {
             id: format!("run_abandoned:{run_id}"),
             kind: AlertKind::RunAbandoned,
+            ..Self::run_finished(run_id, why)
+        }
+    }
+
+    /// A workflow's run that stopped recording outcomes.
+    pub fn run_stalled(run_id: &str, why: String) -> Self {
+        Self {
+            id: format!("run_stalled:{run_id}"),
+            kind: AlertKind::RunStalled,
             ..Self::run_finished(run_id, why)
         }
     }

@@ -361,6 +361,63 @@ async fn slots_due_while_a_run_is_in_progress_are_skipped_with_overlap_skip() {
 }
 
 #[tokio::test]
+async fn a_run_with_no_outcome_for_stalled_run_after_no_longer_holds_back_the_slots() {
+    // No worker: the first run publishes its 20 jobs and records nothing.
+    let env = TestEnv::new().await;
+    let (_dir, path) = temp_file("users.csv", &inventory(20));
+    let text = every_second(&env, &path, "skip").replace(
+        "tick_ms = 200\n",
+        "tick_ms = 200\nstalled_run_after_s = 2\n",
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    assert_eq!(
+        settings.scheduler.stalled_run_after,
+        Some(Duration::from_secs(2))
+    );
+    let server = SchedulerProcess::spawn(&text, &["serve"]);
+    server
+        .wait_for_log("Skipped a slot", Duration::from_secs(15))
+        .await;
+    let first = env.run_ids().await;
+    assert_eq!(first.len(), 1, "{}", server.log());
+    let alerts = env
+        .alerts_until(Duration::from_secs(15), |a| {
+            a.iter().any(|a| a.kind.as_str() == "run_stalled")
+        })
+        .await;
+    let stalled: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind.as_str() == "run_stalled")
+        .collect();
+    assert_eq!(stalled.len(), 1, "one alert per run: {alerts:?}");
+    assert_eq!(stalled[0].run_id, first[0]);
+    assert!(
+        stalled[0].error.starts_with("run stalled: 0 of ")
+            && stalled[0].error.contains("none came for 2s"),
+        "{}",
+        stalled[0].error
+    );
+    // The next slot starts a run of its own.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while env.run_ids().await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run after the stalled one:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = env.run_hash(&first[0]).await;
+    assert!(run.contains_key("stalled_at"), "{run:?}");
+    assert!(
+        !run.contains_key("finished_at"),
+        "the run itself is left as it is"
+    );
+    drop(server);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test]
 async fn a_queued_slot_starts_once_the_run_in_progress_finishes_with_overlap_queue() {
     let env = TestEnv::new().await;
     let (_dir, path) = temp_file("users.csv", &inventory(20));

@@ -268,6 +268,10 @@ pub struct SchedulerSettings {
     pub max_queue_depth: u32,
     /// …and resumes once it holds fewer than this (low watermark).
     pub resume_queue_depth: u32,
+    /// A workflow's run that has published every job but recorded no
+    /// outcome for this long no longer holds back the workflow's slots
+    /// (an alert says so); `None`: never.
+    pub stalled_run_after: Option<Duration>,
 }
 
 /// Credential lookup settings.

@@ -136,6 +136,7 @@ pub struct RawScheduler {
     pub tick_ms: u64,
     pub max_queue_depth: u32,
     pub resume_queue_depth: Option<u32>,
+    pub stalled_run_after_s: u64,
 }
 
 impl Default for RawScheduler {
@@ -153,6 +154,10 @@ impl Default for RawScheduler {
             // the broker's memory and disk alarms to stay quiet.
             max_queue_depth: 100_000,
             resume_queue_depth: None,
+            // A day without one outcome: far beyond a vendor's longest
+            // pause or a retry's delay, short enough that a daily workflow
+            // misses at most one slot.
+            stalled_run_after_s: 86_400,
         }
     }
 }

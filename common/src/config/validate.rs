@@ -256,6 +256,8 @@ impl RawSettings {
                 tick: Duration::from_millis(self.scheduler.tick_ms),
                 max_queue_depth: max_depth,
                 resume_queue_depth: resume_depth.clamp(1, max_depth),
+                stalled_run_after: (self.scheduler.stalled_run_after_s > 0)
+                    .then(|| Duration::from_secs(self.scheduler.stalled_run_after_s)),
             },
             credentials: CredentialSettings {
                 env_prefix: self.credentials.env_prefix,

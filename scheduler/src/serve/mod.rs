@@ -214,7 +214,9 @@ impl Server {
         let in_progress = match state.get("current_run") {
             Some(run) => {
                 let c = self.ledger.run(run).await?;
-                c.started_at.is_some() && c.finished_at.is_none()
+                c.started_at.is_some()
+                    && c.finished_at.is_none()
+                    && !self.stalled(run, &c, now).await?
             }
             None => false,
         };
@@ -306,6 +308,65 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// Whether a workflow's unfinished run has stalled: every job
+    /// published, and no outcome recorded for `scheduler.stalled_run_after`
+    /// (a lost result, jobs purged by hand, a fleet long down). Such a run
+    /// no longer holds back the workflow's slots, or one lost write would
+    /// stop its checks for good; the first time, it is noted in the run
+    /// (`stalled_at`) and an alert says so. The run itself is left as it
+    /// is: late outcomes still count, and it may yet finish.
+    async fn stalled(
+        &self,
+        run_id: &str,
+        c: &ledger::RunCounters,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let Some(after) = self.settings.scheduler.stalled_run_after else {
+            return Ok(false);
+        };
+        let last = c
+            .last_outcome_at
+            .as_deref()
+            .or(c.started_at.as_deref())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let quiet = last.map(|t| now.signed_duration_since(t).to_std().unwrap_or_default());
+        if !c.publishing_done || quiet.is_none_or(|q| q < after) {
+            return Ok(false);
+        }
+        let mut conn = self.redis.clone();
+        let first: bool = redis::cmd("HSETNX")
+            .arg(self.names.run_key(run_id))
+            .arg("stalled_at")
+            .arg(now.to_rfc3339())
+            .query_async(&mut conn)
+            .await?;
+        if first {
+            let why = format!(
+                "run stalled: {} of {} published jobs have an outcome and none came for {}s; the workflow's next slots start regardless",
+                c.outcomes() + c.duplicates,
+                c.published,
+                after.as_secs()
+            );
+            warn!(run_id, "{why}");
+            let alert = AlertV1::run_stalled(run_id, why);
+            let sent = async {
+                let conn = amqp::connect(&self.settings.amqp, "rolecall-scheduler").await?;
+                let channel = amqp::confirmed_channel(&conn).await?;
+                amqp::publish_alert(&channel, &self.names, &alert).await?;
+                let _ = conn.close(200, "alert sent".into()).await;
+                anyhow::Ok(())
+            };
+            if let Err(e) = sent.await {
+                error!(
+                    run_id,
+                    error = format!("{e:#}"),
+                    "Could not send the run_stalled alert."
+                );
+            }
+        }
+        Ok(true)
     }
 
     fn spawn(&mut self, run: Adopted) {
