@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use lapin::options::BasicPublishOptions;
@@ -349,7 +349,18 @@ async fn publish_rows(
     }
     let mut next_channel = 0usize;
     let exchange = names.jobs_exchange();
-    let now = Utc::now();
+    // Dates in the criteria (`older_than 90d`) are judged against the run's
+    // start, not this publisher's: a successor resuming the run hours later
+    // selects exactly the rows its predecessor did, so `published` keeps
+    // matching the jobs sent.
+    let started: Option<String> = redis::cmd("HGET")
+        .arg(names.run_key(&plan.run_id))
+        .arg("started_at")
+        .query_async(&mut redis.clone())
+        .await?;
+    let now = started
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
     let apps: Vec<&str> = selection.keys().map(String::as_str).collect();
     let mut published_by_app = Published::new(apps.len());
     let mut in_flight = FuturesOrdered::new();

@@ -220,6 +220,58 @@ async fn criteria_select_exactly_the_expected_users_of_ten_thousand() {
 }
 
 #[tokio::test]
+async fn a_resumed_run_judges_criteria_dates_against_the_runs_start_not_the_publishers() {
+    use rolecall_scheduler::inventory::Format;
+    use rolecall_scheduler::publish::{self, RunPlan};
+
+    let env = TestEnv::new().await;
+    // The run started 30 days ago (a successor resumes it now). u1 logged
+    // in 100 days before that start, u2 70: against the start only u1 is
+    // older than 90 days; against now both would be.
+    let started = chrono::Utc::now() - chrono::TimeDelta::days(30);
+    let day = |back: i64| {
+        (started - chrono::TimeDelta::days(back))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let csv = format!(
+        "saas,user_id,email,status,last_login\nlever,u1,u1@example.com,active,{}\nlever,u2,u2@example.com,active,{}\n",
+        day(100),
+        day(70)
+    );
+    let (_dir, path) = temp_file("users.csv", &csv);
+    let extra = format!("{APP}criteria = [\"status == active\", \"last_login older_than 90d\"]\n");
+    let settings = config::from_toml(&env.config_text(&[], &extra)).expect("valid");
+    let plan = RunPlan {
+        run_id: "r-dates".into(),
+        inventory: path,
+        format: Format::Csv,
+        apps: vec!["lever".into()],
+        workflow: None,
+    };
+    let lease = publish::start(&env.redis, &env.names, &plan, Duration::from_secs(15))
+        .await
+        .unwrap()
+        .expect("a new run");
+    let () = redis::cmd("HSET")
+        .arg(env.names.run_key(&plan.run_id))
+        .arg("started_at")
+        .arg(started.to_rfc3339())
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    let conns = rolecall_scheduler::Connections::open(&settings, &env.names)
+        .await
+        .unwrap();
+    let report = publish::publish(&settings, &conns, &plan, &lease, Default::default())
+        .await
+        .expect("the run publishes");
+    conns.close().await;
+    assert_eq!((report.published, report.skipped), (1, 1), "{report:?}");
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test]
 async fn a_rule_naming_a_column_the_inventory_lacks_fails_at_start_naming_the_rule() {
     let env = TestEnv::new().await;
     let (_dir, path) = temp_file("users.csv", &inventory(10));
