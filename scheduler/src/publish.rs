@@ -305,10 +305,26 @@ pub async fn publish(
     lease: &Lease,
     from: PublishCounts,
 ) -> anyhow::Result<RunReport> {
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    publish_until(settings, conns, plan, lease, from, stop).await
+}
+
+/// As [`publish`], stopping early when `stop` turns true (the scheduler
+/// shuts down): it settles the confirms in flight and checkpoints the last
+/// confirmed job before it gives the lease back, so the successor resends
+/// nothing this publisher had confirmed.
+pub async fn publish_until(
+    settings: &Settings,
+    conns: &Connections,
+    plan: &RunPlan,
+    lease: &Lease,
+    from: PublishCounts,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<RunReport> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let redis = conns.ledger.connection();
     let (lost, keeper) = lease.keep_alive(redis.clone(), stop_rx);
-    let result = publish_rows(settings, conns, plan, lease, from, lost).await;
+    let result = publish_rows(settings, conns, plan, lease, from, lost, stop).await;
     let _ = stop_tx.send(true);
     let _ = keeper.await;
     if result.is_err()
@@ -326,6 +342,7 @@ async fn publish_rows(
     lease: &Lease,
     from: PublishCounts,
     lost: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<RunReport> {
     let names = Names::new(&settings.namespace);
     let selection = selection(settings, plan)?;
@@ -373,6 +390,7 @@ async fn publish_rows(
         saved_at: Instant::now(),
         lost,
         pending: None,
+        last: None,
     };
     let mut offset = from.offset;
     let mut backpressure =
@@ -382,6 +400,29 @@ async fn publish_rows(
     // `index`: rows decided once this one is, the checkpoint's offset.
     let mut index = from.offset;
     while let Some(row) = rows.next().await? {
+        if *stop.borrow() {
+            settle(
+                &mut in_flight,
+                0,
+                &exchange,
+                &apps,
+                &mut published_by_app,
+                &mut report,
+                &mut progress,
+            )
+            .await?;
+            progress.save_last(&apps).await?;
+            for channel in &channels[1..] {
+                let _ = channel.close(200, "scheduler stopping".into()).await;
+            }
+            backpressure.close().await;
+            published_by_app.export(&apps);
+            bail!(
+                "run {}: stopped with the scheduler after {} published jobs, all checkpointed; the next leader resumes it",
+                plan.run_id,
+                report.published
+            );
+        }
         index += 1;
         offset = index;
         let mut row: InventoryRow = match row {
@@ -465,6 +506,8 @@ async fn publish_rows(
         )
         .await?;
         if let Some(full) = full {
+            // Everything is settled: checkpoint it, however long the pause.
+            progress.save_last(&apps).await?;
             backpressure.wait(full, &progress.lost).await?;
         }
     }
@@ -544,6 +587,9 @@ struct Progress<'a> {
     /// The checkpoint being written. Writes run beside publishing, one at
     /// a time: waiting for Redis in the loop stalled the publisher.
     pending: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The latest confirmed position (counts, index of its app, inventory
+    /// key), for a checkpoint on demand.
+    last: Option<(PublishCounts, usize, Option<String>)>,
 }
 
 impl Progress<'_> {
@@ -562,6 +608,11 @@ impl Progress<'_> {
         {
             return Ok(());
         }
+        self.write(counts, resume)
+    }
+
+    /// Starts writing `counts` once the previous checkpoint has landed.
+    fn write(&mut self, counts: PublishCounts, resume: Option<(&str, &str)>) -> anyhow::Result<()> {
         if let Some(pending) = &self.pending {
             if !pending.is_finished() {
                 // Still writing: the next confirm tries again.
@@ -599,6 +650,18 @@ impl Progress<'_> {
         }));
         self.saved = counts;
         self.saved_at = Instant::now();
+        Ok(())
+    }
+
+    /// Checkpoints the latest confirmed position now, and waits for it.
+    async fn save_last(&mut self, apps: &[&str]) -> anyhow::Result<()> {
+        self.flush().await?;
+        if let Some((counts, app, key)) = self.last.take()
+            && counts != self.saved
+        {
+            self.write(counts, key.as_deref().map(|key| (apps[app], key)))?;
+            self.flush().await?;
+        }
         Ok(())
     }
 
@@ -676,15 +739,17 @@ where
         }
         // Confirms are taken in publishing order: every row before this
         // one is decided and every job among them confirmed.
+        let counts = PublishCounts {
+            published: report.published,
+            rejected: mark.rejected,
+            skipped: mark.skipped,
+            offset: mark.offset,
+        };
         progress.save_at(
-            PublishCounts {
-                published: report.published,
-                rejected: mark.rejected,
-                skipped: mark.skipped,
-                offset: mark.offset,
-            },
+            counts,
             mark.resume_key.as_deref().map(|key| (apps[app], key)),
         )?;
+        progress.last = Some((counts, app, mark.resume_key));
     }
     Ok(())
 }

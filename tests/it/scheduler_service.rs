@@ -469,6 +469,33 @@ async fn a_run_with_no_outcome_for_stalled_run_after_no_longer_holds_back_the_sl
     env.cleanup(&settings).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stopped_mid_publish_checkpoints_every_confirmed_job_before_letting_go() {
+    const USERS: usize = 30_000;
+    let env = TestEnv::new().await;
+    let (_dir, path) = temp_file("users.csv", &inventory(USERS));
+    let text = every_second(&env, &path, "skip");
+    let settings = config::from_toml(&text).expect("valid");
+    let mut server = SchedulerProcess::spawn(&text, &["serve"]);
+    let (run_id, _) = server.wait_published(&env, None, 1_000).await;
+    // SIGTERM, as Kubernetes stops a pod.
+    let status = server.stop().expect("it stops within the grace");
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(
+        server.log().contains("stopped with the scheduler"),
+        "{}",
+        server.log()
+    );
+    let run = env.run_hash(&run_id).await;
+    let published: u64 = run["published"].parse().unwrap();
+    assert!(published < USERS as u64, "stopped mid-publish: {run:?}");
+    // Every job the broker holds is in the checkpoint: the successor
+    // resends none of them (a crash would leave up to a window unsaved).
+    let queued = consume_all(&env, &env.names.jobs_queue("lever"), Duration::from_secs(2)).await;
+    assert_eq!(queued.len() as u64, published, "{run:?}");
+    env.cleanup(&settings).await;
+}
+
 #[tokio::test]
 async fn a_queued_slot_starts_once_the_run_in_progress_finishes_with_overlap_queue() {
     let env = TestEnv::new().await;

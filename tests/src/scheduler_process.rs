@@ -81,6 +81,20 @@ impl SchedulerProcess {
         run_id: Option<&str>,
         at_least: u64,
     ) -> (String, u64) {
+        let seen = self.wait_published(env, run_id, at_least).await;
+        self.kill9();
+        seen
+    }
+
+    /// Waits until the first run recorded (or `run_id`) has checkpointed at
+    /// least `at_least` confirmed jobs; returns the run's id and its
+    /// `published` count then. Panics with the log after 20 s.
+    pub async fn wait_published(
+        &self,
+        env: &TestEnv,
+        run_id: Option<&str>,
+        at_least: u64,
+    ) -> (String, u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let run = match run_id {
@@ -95,7 +109,6 @@ impl SchedulerProcess {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 if published >= at_least {
-                    self.kill9();
                     return (run, published);
                 }
             }

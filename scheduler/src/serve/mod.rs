@@ -74,6 +74,7 @@ pub async fn serve(
         ledger,
         leader: None,
         tasks: HashMap::new(),
+        stopping: tokio::sync::watch::channel(false).0,
     };
     info!(
         workflows = server.settings.workflows.len(),
@@ -110,7 +111,13 @@ struct Server {
     leader: Option<Lease>,
     /// Runs this process publishes, with their leases (released on stop).
     tasks: HashMap<String, (tokio::task::JoinHandle<()>, Lease)>,
+    /// Turns true when the scheduler stops: publishers wind down.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long publishers get to settle and checkpoint when the scheduler
+/// stops: well inside the chart's 30 s termination grace.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
     async fn tick(&mut self) -> anyhow::Result<()> {
@@ -374,16 +381,26 @@ impl Server {
         let names = self.names.clone();
         let lease = run.lease.clone();
         let run_id = run.plan.run_id.clone();
+        let stop = self.stopping.subscribe();
         let task = tokio::spawn(async move {
-            publish_or_abandon(&settings, &names, run).await;
+            publish_or_abandon(&settings, &names, run, stop).await;
         });
         self.tasks.insert(run_id, (task, lease));
     }
 
     async fn stop(self) {
-        for (run_id, (task, lease)) in self.tasks {
-            task.abort();
-            let _ = task.await;
+        // Publishers settle their confirms and checkpoint before they give
+        // their leases back, so the successor resends nothing confirmed;
+        // one that cannot within the grace is cut off (its successor then
+        // resends from its last checkpoint, as after a crash).
+        let _ = self.stopping.send(true);
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for (run_id, (mut task, lease)) in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                warn!(run_id, "A publisher did not stop in time; cut off.");
+                task.abort();
+                let _ = task.await;
+            }
             if let Err(e) = lease.release(&self.redis).await {
                 warn!(run_id, error = %e, "Could not release a run's lease; it expires by itself.");
             }
@@ -409,7 +426,12 @@ fn workflow_plan(w: &WorkflowSettings, run_id: &str) -> RunPlan {
 
 /// Publishes a run; a run that can no longer be published as planned (its
 /// inventory or workflow is gone) ends with what it had, and an alert.
-async fn publish_or_abandon(settings: &Settings, names: &Names, run: Adopted) {
+async fn publish_or_abandon(
+    settings: &Settings,
+    names: &Names,
+    run: Adopted,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let Adopted { lease, plan, from } = run;
     let conns = match Connections::open(settings, names).await {
         Ok(c) => c,
@@ -470,7 +492,7 @@ async fn publish_or_abandon(settings: &Settings, names: &Names, run: Adopted) {
         }
         return;
     }
-    match publish::publish(settings, &conns, &plan, &lease, from).await {
+    match publish::publish_until(settings, &conns, &plan, &lease, from, stop).await {
         Ok(report) => info!(
             run_id = plan.run_id,
             published = report.published,
