@@ -124,7 +124,13 @@ end
 local interval = 1000000 / eff * (1 + tonumber(ARGV[8]) / tonumber(ARGV[7]))
 local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
 local new_tat = math.max(tat, now_us) + interval
-local wait = new_tat - burst * interval - now_us
+-- A token bucket's last token stays with the vendor: at saturation both
+-- buckets run empty in step, and a request that arrives a little earlier
+-- than the first of the burst did (network jitter) would find the vendor's
+-- empty. One token fuller, the vendor's absorbs up to one interval of it;
+-- the rate, and so the quota, is used whole.
+local usable = burst > 1 and burst - 1 or burst
+local wait = new_tat - usable * interval - now_us
 if wait > tonumber(ARGV[6]) then return reply(0, wait - tonumber(ARGV[6]), 'rate') end
 if wait < 0 then wait = 0 end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', new_tat), 'effective_per_second', tostring(eff))

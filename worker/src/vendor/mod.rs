@@ -409,7 +409,8 @@ impl VendorClient {
     ) -> Result<(Option<Lease>, Instant, Option<SendMark>), ConnectorError> {
         loop {
             // A window the vendor counts needs room for jitter; a token
-            // bucket with a burst absorbs it in the burst.
+            // bucket with a burst absorbs it in the token of its burst the
+            // limiter leaves to the vendor (ACQUIRE).
             let margin = if limit.burst.get() == 1 {
                 self.shared.margin.margin(limit.window)
             } else {
