@@ -146,6 +146,29 @@ pub fn check_source(path: &Path, format: Format) -> Result<(), InventoryError> {
     }
 }
 
+/// What tells an inventory file's content apart cheaply: its length and
+/// modification time. A run records it when it starts; a publisher that
+/// resumes the run from an offset needs the very same file, or the offset
+/// would skip or repeat arbitrary users. `None`: the Redis inventory (its
+/// runs resume after a record key), or a file that cannot be read.
+pub fn fingerprint(path: &Path, format: Format) -> Option<String> {
+    if format == Format::Redis {
+        return None;
+    }
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!(
+        "{}:{}.{:09}",
+        meta.len(),
+        modified.as_secs(),
+        modified.subsec_nanos()
+    ))
+}
+
 /// Opens an inventory file as a stream of rows. The Redis inventory is not
 /// a file: asking for it here is an error (its reader is async, in
 /// `run_source`), never an empty inventory.

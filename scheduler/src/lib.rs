@@ -121,7 +121,22 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
 
     let conns = Connections::open(settings, &names).await?;
     let redis = conns.ledger.connection();
-    let (lease, from) = match serve::find_orphan(&redis, &names, settings, &plan).await? {
+    let mut orphan = serve::find_orphan(&redis, &names, settings, &plan).await?;
+    if let Some(adopted) = orphan.take_if(|a| a.inventory_changed().is_some()) {
+        // Same path, other file: it cannot be resumed, and nobody else
+        // would end it. It ends with what it had; this run starts afresh.
+        let why = adopted.inventory_changed().unwrap_or_default();
+        serve::abandon(
+            &conns,
+            &names,
+            &adopted.plan,
+            &adopted.lease,
+            adopted.from,
+            &why,
+        )
+        .await;
+    }
+    let (lease, from) = match orphan {
         Some(adopted) => {
             info!(
                 run_id = adopted.plan.run_id,

@@ -167,7 +167,9 @@ pub async fn start(
         .arg("apps")
         .arg(plan.apps.join(","))
         .arg("workflow")
-        .arg(plan.workflow.as_deref().unwrap_or(""));
+        .arg(plan.workflow.as_deref().unwrap_or(""))
+        .arg("inventory_fp")
+        .arg(crate::inventory::fingerprint(&plan.inventory, plan.format).unwrap_or_default());
     let mut c = conn.clone();
     let token: u64 = invocation
         .invoke_async(&mut c)
@@ -184,6 +186,25 @@ pub struct Adopted {
     pub plan: RunPlan,
     /// Where the previous publisher got to.
     pub from: PublishCounts,
+    /// The inventory file's fingerprint when the run started (`None`: a
+    /// run from the Redis inventory, or one recorded before fingerprints).
+    pub fingerprint: Option<String>,
+}
+
+impl Adopted {
+    /// Why the run cannot be resumed from its checkpoint's offset: its
+    /// inventory file is not the one it started with (rewritten, replaced,
+    /// or gone).
+    pub fn inventory_changed(&self) -> Option<String> {
+        let recorded = self.fingerprint.as_deref()?;
+        let now = crate::inventory::fingerprint(&self.plan.inventory, self.plan.format);
+        (now.as_deref() != Some(recorded)).then(|| {
+            format!(
+                "the inventory {} is not the file the run started with (size or modification time differ), so its checkpoint's offset means nothing in it",
+                self.plan.inventory.display()
+            )
+        })
+    }
 }
 
 /// Takes over `run_id` if its publisher's lease is gone.
@@ -236,6 +257,7 @@ pub async fn adopt(
             skipped: n("skipped"),
             offset: n("offset"),
         },
+        fingerprint: Some(text("inventory_fp")).filter(|f| !f.is_empty()),
     }))
 }
 

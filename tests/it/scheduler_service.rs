@@ -372,6 +372,59 @@ async fn run_once_killed_mid_publish_is_resumed_by_the_next_run_once_not_started
     env.cleanup(&settings).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_inventory_file_was_rewritten_is_abandoned_not_resumed_by_offset() {
+    const USERS: usize = 30_000;
+    let env = TestEnv::new().await;
+    let (_dir, path) = temp_file("users.csv", &inventory(USERS));
+    let text = env.config_text(
+        &[],
+        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\n"),
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    let inventory_arg = path.display().to_string();
+    let mut first = SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
+    let (run_id, at_kill) = first.kill9_once_published(&env, None, 2_000).await;
+    assert!(at_kill < USERS as u64, "the run finished before the kill");
+    // Tomorrow's export lands at the same path before anyone resumes.
+    std::fs::write(&path, inventory(1_000)).unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let report = rolecall_scheduler::run_once(
+        &settings,
+        rolecall_scheduler::RunOnceOptions {
+            inventory: path.clone(),
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .expect("a new run publishes");
+    assert_ne!(
+        report.run_id, run_id,
+        "a new run, not the old one by offset"
+    );
+    assert_eq!(report.published, 1_000, "the whole new file");
+    let old = env.run_hash(&run_id).await;
+    assert_eq!(old["abandoned"], "1", "{old:?}");
+    assert_eq!(old["publishing_done"], "1");
+    assert!(
+        old["abandoned_reason"].contains("not the file the run started with"),
+        "{old:?}"
+    );
+    let alerts = env
+        .alerts_until(Duration::from_secs(10), |a| {
+            a.iter().any(|a| a.kind.as_str() == "run_abandoned")
+        })
+        .await;
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.kind.as_str() == "run_abandoned" && a.run_id == run_id)
+    );
+    env.cleanup(&settings).await;
+}
+
 /// A workflow firing every second over a small inventory, with no worker:
 /// its first run stays in progress (jobs without outcomes).
 fn every_second(env: &TestEnv, path: &std::path::Path, overlap: &str) -> String {

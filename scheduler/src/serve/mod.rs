@@ -301,6 +301,8 @@ impl Server {
                             lease,
                             plan,
                             from: PublishCounts::default(),
+                            // A new run reads its file from the start.
+                            fingerprint: None,
                         });
                     }
                     None => {
@@ -432,7 +434,10 @@ async fn publish_or_abandon(
     run: Adopted,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let Adopted { lease, plan, from } = run;
+    let changed = run.inventory_changed();
+    let Adopted {
+        lease, plan, from, ..
+    } = run;
     let conns = match Connections::open(settings, names).await {
         Ok(c) => c,
         Err(e) => {
@@ -447,49 +452,13 @@ async fn publish_or_abandon(
     };
     let resumable = publish::selection(settings, &plan).and_then(|_| {
         inventory::check_source(&plan.inventory, plan.format)?;
+        if let Some(why) = changed {
+            anyhow::bail!(why);
+        }
         Ok(())
     });
     if let Err(why) = resumable {
-        let why = format!("{why:#}");
-        let reason = format!(
-            "run abandoned after {} published jobs: {why}",
-            from.published
-        );
-        let ended = conns
-            .ledger
-            .finish_publishing_fenced(
-                &plan.run_id,
-                &lease.token().to_string(),
-                from,
-                &[("abandoned", "1"), ("abandoned_reason", &reason)],
-            )
-            .await;
-        let finished = match ended {
-            Ok(finished) => finished,
-            Err(e) => {
-                error!(run_id = plan.run_id, error = %e, "Could not mark the run abandoned; trying again once its lease expires.");
-                return;
-            }
-        };
-        error!(
-            run_id = plan.run_id,
-            reason = why,
-            "Run abandoned: it cannot be resumed; it ends with the jobs it had published."
-        );
-        let mut alerts = vec![AlertV1::run_abandoned(&plan.run_id, reason)];
-        if finished {
-            // Every published job already had its outcome: nobody else
-            // will see this run finish.
-            alerts.push(AlertV1::run_finished(
-                &plan.run_id,
-                format!("run finished: {} jobs published", from.published),
-            ));
-        }
-        for alert in alerts {
-            if let Err(e) = amqp::publish_alert(&conns.channel, names, &alert).await {
-                error!(run_id = plan.run_id, error = %e, kind = alert.kind.as_str(), "Could not send an alert.");
-            }
-        }
+        abandon(&conns, names, &plan, &lease, from, &format!("{why:#}")).await;
         return;
     }
     match publish::publish_until(settings, &conns, &plan, &lease, from, stop).await {
@@ -505,6 +474,58 @@ async fn publish_or_abandon(
         ),
     }
     let _ = conns.conn.close(200, "run published".into()).await;
+}
+
+/// Ends a run that cannot be published as planned with the jobs it had
+/// published (`abandoned = 1`), and says so in a `run_abandoned` alert (and
+/// `run_finished` when every one of them already has its outcome).
+pub async fn abandon(
+    conns: &Connections,
+    names: &Names,
+    plan: &RunPlan,
+    lease: &Lease,
+    from: PublishCounts,
+    why: &str,
+) {
+    let reason = format!(
+        "run abandoned after {} published jobs: {why}",
+        from.published
+    );
+    let ended = conns
+        .ledger
+        .finish_publishing_fenced(
+            &plan.run_id,
+            &lease.token().to_string(),
+            from,
+            &[("abandoned", "1"), ("abandoned_reason", &reason)],
+        )
+        .await;
+    let finished = match ended {
+        Ok(finished) => finished,
+        Err(e) => {
+            error!(run_id = plan.run_id, error = %e, "Could not mark the run abandoned; trying again once its lease expires.");
+            return;
+        }
+    };
+    error!(
+        run_id = plan.run_id,
+        reason = why,
+        "Run abandoned: it cannot be resumed; it ends with the jobs it had published."
+    );
+    let mut alerts = vec![AlertV1::run_abandoned(&plan.run_id, reason)];
+    if finished {
+        // Every published job already had its outcome: nobody else will
+        // see this run finish.
+        alerts.push(AlertV1::run_finished(
+            &plan.run_id,
+            format!("run finished: {} jobs published", from.published),
+        ));
+    }
+    for alert in alerts {
+        if let Err(e) = amqp::publish_alert(&conns.channel, names, &alert).await {
+            error!(run_id = plan.run_id, error = %e, kind = alert.kind.as_str(), "Could not send an alert.");
+        }
+    }
 }
 
 /// A run of exactly this plan (inventory, apps, no workflow) whose
