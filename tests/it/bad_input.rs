@@ -6,19 +6,20 @@ use chrono::Utc;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use rolecall_common::amqp::header_str;
+use rolecall_common::config::Settings;
 use rolecall_common::ledger::{Finding, Seen};
 use rolecall_common::messages::ERROR_HEADER;
 use rolecall_scheduler::inventory::InventoryRow;
 use rolecall_scheduler::publish::job_for;
 use rolecall_scheduler::{RunOnceOptions, run_once};
-use rolecall_sim::SimConfig;
+use rolecall_sim::{SimConfig, SimHandle};
 use rolecall_tests::{AppSpec, TestEnv, active_rows, publish, temp_file};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
-    let env = TestEnv::new().await;
+/// A simulated Lever of `users` users and settings for one app on it,
+/// paced well above what the tests here send.
+async fn lever(env: &TestEnv, users: usize) -> (SimHandle, Settings) {
     let sim = rolecall_sim::spawn(SimConfig {
-        users: 60,
+        users,
         ..SimConfig::default()
     })
     .await
@@ -29,6 +30,13 @@ async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
         per_second: 100.0,
         burst: 10,
     }]);
+    (sim, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
+    let env = TestEnv::new().await;
+    let (sim, settings) = lever(&env, 60).await;
     let users = &sim.population().users;
     let mut csv = String::from("saas,user_id,email,external_id,status\n");
     for (i, user) in users.iter().take(50).enumerate() {
@@ -66,18 +74,7 @@ async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_listed_twice_is_checked_once_and_the_run_still_finishes() {
     let env = TestEnv::new().await;
-    let sim = rolecall_sim::spawn(SimConfig {
-        users: 40,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let settings = env.settings(&[AppSpec {
-        name: "lever",
-        sim: &sim,
-        per_second: 100.0,
-        burst: 10,
-    }]);
+    let (sim, settings) = lever(&env, 40).await;
     // 30 users; u3 listed three times and u7 twice (an export that joins a
     // user to each of their departments), one repeat at the very end.
     let users = &sim.population().users;
@@ -106,18 +103,7 @@ async fn a_user_listed_twice_is_checked_once_and_the_run_still_finishes() {
 #[tokio::test]
 async fn the_ledger_counts_another_lines_copy_once_and_a_redelivery_never() {
     let env = TestEnv::new().await;
-    let sim = rolecall_sim::spawn(SimConfig {
-        users: 1,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let settings = env.settings(&[AppSpec {
-        name: "lever",
-        sim: &sim,
-        per_second: 10.0,
-        burst: 1,
-    }]);
+    let (_sim, settings) = lever(&env, 1).await;
     let ledger = env.ledger(&settings);
     let run = "r-repeats";
     ledger.start_run(run, Utc::now(), "test").await.unwrap();
@@ -184,18 +170,7 @@ async fn the_ledger_counts_another_lines_copy_once_and_a_redelivery_never() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_inventories_work_the_same() {
     let env = TestEnv::new().await;
-    let sim = rolecall_sim::spawn(SimConfig {
-        users: 20,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let settings = env.settings(&[AppSpec {
-        name: "lever",
-        sim: &sim,
-        per_second: 100.0,
-        burst: 10,
-    }]);
+    let (sim, settings) = lever(&env, 20).await;
     let mut text = String::new();
     for (i, user) in sim.population().users.iter().take(10).enumerate() {
         text.push_str(&format!(
@@ -231,18 +206,7 @@ async fn json_lines_inventories_work_the_same() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_go_to_the_dead_letter_queue_with_the_reason() {
     let env = TestEnv::new().await;
-    let sim = rolecall_sim::spawn(SimConfig {
-        users: 40,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let settings = env.settings(&[AppSpec {
-        name: "lever",
-        sim: &sim,
-        per_second: 100.0,
-        burst: 10,
-    }]);
+    let (sim, settings) = lever(&env, 40).await;
     let worker = env.spawn_worker(&settings).await;
 
     // Garbage first, so the worker meets it before the good jobs.

@@ -322,24 +322,47 @@ async fn a_rule_naming_a_column_the_inventory_lacks_fails_at_start_naming_the_ru
     );
 }
 
+/// `run-once` of `users` users killed (SIGKILL) once it confirmed 2,000 of
+/// them, with a 2 s lease: the run a next `run-once` finds orphaned.
+struct KilledRunOnce {
+    settings: config::Settings,
+    path: std::path::PathBuf,
+    run_id: String,
+    _dir: tempfile::TempDir,
+}
+
+impl KilledRunOnce {
+    async fn start(env: &TestEnv, users: usize) -> KilledRunOnce {
+        let (dir, path) = temp_file("users.csv", &inventory(users));
+        let text = env.config_text(
+            &[],
+            &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\n"),
+        );
+        let settings = config::from_toml(&text).expect("valid");
+        let inventory_arg = path.display().to_string();
+        let mut first =
+            SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
+        let (run_id, at_kill) = first.kill9_once_published(env, None, 2_000).await;
+        assert!(at_kill < users as u64, "the run finished before the kill");
+        KilledRunOnce {
+            settings,
+            path,
+            run_id,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test]
 async fn run_once_killed_mid_publish_is_resumed_by_the_next_run_once_not_started_again() {
     const USERS: usize = 30_000;
     let env = TestEnv::new().await;
-    let (_dir, path) = temp_file("users.csv", &inventory(USERS));
-    let text = env.config_text(
-        &[],
-        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\n"),
-    );
-    let settings = config::from_toml(&text).expect("valid");
-    let inventory_arg = path.display().to_string();
-    let mut first = SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
-    let (run_id, at_kill) = first.kill9_once_published(&env, None, 2_000).await;
-    assert!(at_kill < USERS as u64, "the run finished before the kill");
+    let killed = KilledRunOnce::start(&env, USERS).await;
+    let (settings, path, run_id) = (&killed.settings, &killed.path, killed.run_id.clone());
     // The dead publisher's lease expires; then the same command again.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let report = rolecall_scheduler::run_once(
-        &settings,
+        settings,
         rolecall_scheduler::RunOnceOptions {
             inventory: path.clone(),
             format: None,
@@ -369,28 +392,20 @@ async fn run_once_killed_mid_publish_is_resumed_by_the_next_run_once_not_started
         messages.len() - USERS
     );
     assert_eq!(env.run_ids().await.len(), 1);
-    env.cleanup(&settings).await;
+    env.cleanup(settings).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_inventory_file_was_rewritten_is_abandoned_not_resumed_by_offset() {
     const USERS: usize = 30_000;
     let env = TestEnv::new().await;
-    let (_dir, path) = temp_file("users.csv", &inventory(USERS));
-    let text = env.config_text(
-        &[],
-        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\n"),
-    );
-    let settings = config::from_toml(&text).expect("valid");
-    let inventory_arg = path.display().to_string();
-    let mut first = SchedulerProcess::spawn(&text, &["run-once", "--inventory", &inventory_arg]);
-    let (run_id, at_kill) = first.kill9_once_published(&env, None, 2_000).await;
-    assert!(at_kill < USERS as u64, "the run finished before the kill");
+    let killed = KilledRunOnce::start(&env, USERS).await;
+    let (settings, path, run_id) = (&killed.settings, &killed.path, killed.run_id.clone());
     // Tomorrow's export lands at the same path before anyone resumes.
-    std::fs::write(&path, inventory(1_000)).unwrap();
+    std::fs::write(path, inventory(1_000)).unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let report = rolecall_scheduler::run_once(
-        &settings,
+        settings,
         rolecall_scheduler::RunOnceOptions {
             inventory: path.clone(),
             format: None,
@@ -422,7 +437,7 @@ async fn a_run_whose_inventory_file_was_rewritten_is_abandoned_not_resumed_by_of
             .iter()
             .any(|a| a.kind.as_str() == "run_abandoned" && a.run_id == run_id)
     );
-    env.cleanup(&settings).await;
+    env.cleanup(settings).await;
 }
 
 /// A workflow firing every second over a small inventory, with no worker:

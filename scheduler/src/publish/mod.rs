@@ -400,29 +400,11 @@ async fn publish_rows(
 
     // `index`: rows decided once this one is, the checkpoint's offset.
     let mut index = from.offset;
+    let mut stopped = false;
     while let Some(row) = rows.next().await? {
         if *stop.borrow() {
-            settle(
-                &mut in_flight,
-                0,
-                &exchange,
-                &apps,
-                &mut published_by_app,
-                &mut report,
-                &mut progress,
-            )
-            .await?;
-            progress.save_last(&apps).await?;
-            for channel in &channels[1..] {
-                let _ = channel.close(200, "scheduler stopping".into()).await;
-            }
-            backpressure.close().await;
-            published_by_app.export(&apps);
-            bail!(
-                "run {}: stopped with the scheduler after {} published jobs, all checkpointed; the next leader resumes it",
-                plan.run_id,
-                report.published
-            );
+            stopped = true;
+            break;
         }
         index += 1;
         offset = index;
@@ -529,6 +511,14 @@ async fn publish_rows(
     }
     backpressure.close().await;
     published_by_app.export(&apps);
+    if stopped {
+        progress.save_last(&apps).await?;
+        bail!(
+            "run {}: stopped with the scheduler after {} published jobs, all checkpointed; the next leader resumes it",
+            plan.run_id,
+            report.published
+        );
+    }
     for (app, n) in apps.iter().zip(published_by_app.by_app) {
         if n > 0 {
             *report.published_by_saas.entry(app.to_string()).or_default() += n;
