@@ -171,7 +171,7 @@ pub async fn import_with(
     let started = Instant::now();
     let sync_key = options.sync_key.unwrap_or(settings.inventory.sync_key);
     let preference = options.preference.unwrap_or(settings.inventory.preference);
-    let run_id = format!("import-{}", ulid::Ulid::new());
+    let run_id = format!("import-{}", crate::ordered_ulid());
     let saas = options.saas.as_str();
     let source = format!("vendor:{saas}");
     let mut report = ImportReport {

@@ -80,7 +80,7 @@ impl LoadReport {
     /// A new load's report, with its run id.
     pub fn start() -> Self {
         Self {
-            run_id: format!("sor-{}", ulid::Ulid::new()),
+            run_id: format!("sor-{}", crate::ordered_ulid()),
             ..Default::default()
         }
     }
