@@ -10,10 +10,13 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 USERS="${DEMO_USERS:-5000}"
-# The simulated vendor's limit. The fleet is configured just under it.
+# The simulated vendor's limit (Lever's shape: a token bucket). The fleet is
+# configured at exactly that limit, as a user copies it from the vendor's
+# documentation: it uses it whole and never exceeds it, without headroom.
 SIM_RATE="${DEMO_SIM_RATE:-100}"
 SIM_BURST="${DEMO_SIM_BURST:-20}"
-FLEET_RATE="${DEMO_FLEET_RATE:-95}"
+FLEET_RATE="${DEMO_FLEET_RATE:-$SIM_RATE}"
+FLEET_BURST="${DEMO_FLEET_BURST:-$SIM_BURST}"
 WORKERS="${DEMO_WORKERS:-2}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -61,7 +64,7 @@ base_url = "http://127.0.0.1:$port"
 credential = "lever-demo"
 deactivate_missing = true
 # The whole fleet shares this limit (a GCRA in Redis), however many workers run.
-rate = { per_second = $FLEET_RATE, burst = 5, max_in_flight = 16 }
+rate = { per_second = $FLEET_RATE, burst = $FLEET_BURST, max_in_flight = 16 }
 default_role = { role = "unknown", seat_price = 0.0 }
 [saas.lever_demo.roles]
 "super admin" = { role = "admin", seat_price = 45.0 }
