@@ -122,10 +122,14 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
     let conns = Connections::open(settings, &names).await?;
     let redis = conns.ledger.connection();
     let mut orphan = serve::find_orphan(&redis, &names, settings, &plan).await?;
-    if let Some(adopted) = orphan.take_if(|a| a.inventory_changed().is_some()) {
+    let changed = orphan
+        .as_ref()
+        .and_then(publish::Adopted::inventory_changed);
+    if let Some(why) = changed
+        && let Some(adopted) = orphan.take()
+    {
         // Same path, other file: it cannot be resumed, and nobody else
         // would end it. It ends with what it had; this run starts afresh.
-        let why = adopted.inventory_changed().unwrap_or_default();
         serve::abandon(
             &conns,
             &names,

@@ -351,6 +351,21 @@ impl KilledRunOnce {
             _dir: dir,
         }
     }
+
+    /// The same `run-once` again, once the dead publisher's lease expired.
+    async fn run_again(&self) -> anyhow::Result<rolecall_scheduler::RunReport> {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        rolecall_scheduler::run_once(
+            &self.settings,
+            rolecall_scheduler::RunOnceOptions {
+                inventory: self.path.clone(),
+                format: None,
+                saas: vec![],
+                run_id: None,
+            },
+        )
+        .await
+    }
 }
 
 #[tokio::test]
@@ -358,20 +373,9 @@ async fn run_once_killed_mid_publish_is_resumed_by_the_next_run_once_not_started
     const USERS: usize = 30_000;
     let env = TestEnv::new().await;
     let killed = KilledRunOnce::start(&env, USERS).await;
-    let (settings, path, run_id) = (&killed.settings, &killed.path, killed.run_id.clone());
-    // The dead publisher's lease expires; then the same command again.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let report = rolecall_scheduler::run_once(
-        settings,
-        rolecall_scheduler::RunOnceOptions {
-            inventory: path.clone(),
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .expect("the run resumes");
+    let (settings, run_id) = (&killed.settings, killed.run_id.clone());
+    // The same command again, once the dead publisher's lease expired.
+    let report = killed.run_again().await.expect("the run resumes");
     assert_eq!(
         report.run_id, run_id,
         "the first run is resumed, not a new one started"
@@ -403,18 +407,7 @@ async fn a_run_whose_inventory_file_was_rewritten_is_abandoned_not_resumed_by_of
     let (settings, path, run_id) = (&killed.settings, &killed.path, killed.run_id.clone());
     // Tomorrow's export lands at the same path before anyone resumes.
     std::fs::write(path, inventory(1_000)).unwrap();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let report = rolecall_scheduler::run_once(
-        settings,
-        rolecall_scheduler::RunOnceOptions {
-            inventory: path.clone(),
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .expect("a new run publishes");
+    let report = killed.run_again().await.expect("a new run publishes");
     assert_ne!(
         report.run_id, run_id,
         "a new run, not the old one by offset"

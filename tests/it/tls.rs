@@ -6,26 +6,58 @@ use std::time::Duration;
 
 use rolecall_common::config;
 use rolecall_common::ledger::{self, Ledger};
-use rolecall_sim::SimConfig;
+use rolecall_sim::{SimConfig, SimHandle};
 use rolecall_tests::tls::{TlsRedisCluster, TlsServers};
 use rolecall_tests::{AppSpec, TestEnv, active_rows, publish, wait_until_finished};
+
+/// A simulated Lever of `users` users.
+async fn lever_sim(users: usize) -> SimHandle {
+    rolecall_sim::spawn(SimConfig {
+        users,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn lever(sim: &SimHandle) -> [AppSpec<'_>; 1] {
+    [AppSpec {
+        name: "lever",
+        sim,
+        per_second: 100.0,
+        burst: 10,
+    }]
+}
+
+/// Publishes `n` of the sim's users on `settings` (the TLS brokers), with a
+/// worker on them too, and waits for every outcome in the ledger those
+/// settings reach; returns that ledger.
+async fn run_through(
+    env: &TestEnv,
+    settings: &config::Settings,
+    sim: &SimHandle,
+    n: usize,
+) -> Ledger {
+    let worker = env.spawn_worker(settings).await;
+    let report = publish(settings, &active_rows(sim, "lever", n)).await;
+    assert_eq!(report.published, n as u64);
+    let conn = ledger::connect(&settings.redis)
+        .await
+        .expect("Redis over TLS");
+    let ledger = Ledger::new(conn, env.names.clone(), &settings.redis);
+    let run = wait_until_finished(&ledger, &report.run_id, Duration::from_secs(60)).await;
+    worker.stop().await;
+    assert_eq!(run.outcomes(), n as u64);
+    assert_eq!(run.failed, 0);
+    ledger
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_goes_through_rabbitmq_and_redis_over_tls_with_client_certificates() {
     let env = TestEnv::new().await;
     let tls = TlsServers::start().await;
-    let sim = rolecall_sim::spawn(SimConfig {
-        users: 20,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let apps = [AppSpec {
-        name: "lever",
-        sim: &sim,
-        per_second: 100.0,
-        burst: 10,
-    }];
+    let sim = lever_sim(20).await;
+    let apps = lever(&sim);
     let redis_url = format!("rediss://127.0.0.1:{}/0", tls.redis_port);
     let text = env.config_text_with_redis(&apps, "", &redis_url).replace(
         &rolecall_tests::amqp_url(),
@@ -38,17 +70,7 @@ async fn a_run_goes_through_rabbitmq_and_redis_over_tls_with_client_certificates
     );
     let settings = config::from_toml(&text).expect("the TLS configuration is valid");
 
-    let worker = env.spawn_worker(&settings).await;
-    let report = publish(&settings, &active_rows(&sim, "lever", 12)).await;
-    assert_eq!(report.published, 12);
-    let conn = ledger::connect(&settings.redis)
-        .await
-        .expect("Redis over TLS");
-    let ledger = Ledger::new(conn, env.names.clone(), &settings.redis);
-    let run = wait_until_finished(&ledger, &report.run_id, Duration::from_secs(60)).await;
-    worker.stop().await;
-    assert_eq!(run.outcomes(), 12);
-    assert_eq!(run.failed, 0);
+    run_through(&env, &settings, &sim, 12).await;
 }
 
 #[tokio::test]
@@ -72,18 +94,8 @@ client_cert_file = "/nonexistent/client.pem"
 async fn a_run_goes_through_a_redis_cluster_that_speaks_only_tls_with_client_certificates() {
     let env = TestEnv::new().await;
     let cluster = TlsRedisCluster::start().await;
-    let sim = rolecall_sim::spawn(SimConfig {
-        users: 40,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let apps = [AppSpec {
-        name: "lever",
-        sim: &sim,
-        per_second: 100.0,
-        burst: 10,
-    }];
+    let sim = lever_sim(40).await;
+    let apps = lever(&sim);
     let text = format!(
         "{}\n{}",
         env.config_text_with_redis_cluster(&apps, &cluster.urls()),
@@ -94,17 +106,7 @@ async fn a_run_goes_through_a_redis_cluster_that_speaks_only_tls_with_client_cer
 
     // The worker's limiter, ledger scripts and the scheduler's run record
     // all go to masters the client found through CLUSTER SLOTS, over TLS.
-    let worker = env.spawn_worker(&settings).await;
-    let report = publish(&settings, &active_rows(&sim, "lever", 30)).await;
-    assert_eq!(report.published, 30);
-    let conn = ledger::connect(&settings.redis)
-        .await
-        .expect("the Redis Cluster over TLS");
-    let ledger = Ledger::new(conn, env.names.clone(), &settings.redis);
-    let run = wait_until_finished(&ledger, &report.run_id, Duration::from_secs(60)).await;
-    worker.stop().await;
-    assert_eq!(run.outcomes(), 30);
-    assert_eq!(run.failed, 0);
+    let ledger = run_through(&env, &settings, &sim, 30).await;
     // Every user's result is in the cluster, none in the shared Redis.
     let shared = env.ledger(&settings);
     for i in 0..30 {

@@ -10,7 +10,7 @@
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use rolecall_common::amqp;
-use rolecall_common::ledger::{Finding, Seen};
+use rolecall_common::ledger::Finding;
 use rolecall_common::messages::{AlertKind, AlertV1, ERROR_HEADER, JobV1};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -41,16 +41,9 @@ async fn settle(context: &JobContext, delivery: &Delivery) -> anyhow::Result<()>
         // Not a job: nothing to count (the dead-letter queue keeps it).
         return Ok(());
     };
-    match context.ledger.seen(&job).await? {
-        Seen::New => {}
-        Seen::Redelivered => return Ok(()),
-        // Another line's copy of a job already recorded: counted now.
-        Seen::Copy { run_finished } => {
-            if run_finished {
-                context.announce_run_finished(&job.run_id).await?;
-            }
-            return Ok(());
-        }
+    let seen = context.ledger.seen(&job).await?;
+    if context.recorded_before(&job, seen).await? {
+        return Ok(());
     }
     let error = "dead-lettered by RabbitMQ after reaching the delivery limit (amqp.delivery_limit): it crashed or stalled every worker that took it";
     warn!(saas = %job.saas, job_id = %job.job_id, "A job was dead-lettered by the broker; counting it as failed.");

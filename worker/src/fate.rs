@@ -14,7 +14,7 @@ use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 use rolecall_common::amqp::{self, AmqpError};
-use rolecall_common::ledger::Finding;
+use rolecall_common::ledger::{Finding, Seen};
 use rolecall_common::messages::{
     ATTEMPT_HEADER, AlertKind, AlertV1, ERROR_HEADER, JobV1, PARKED_SINCE_HEADER,
     THROTTLED_SINCE_HEADER,
@@ -295,6 +295,33 @@ impl JobContext {
             warn!(run_id, error = %e, "Could not note that the run was announced.");
         }
         Ok(())
+    }
+
+    /// Settles a delivery whose job the done marker already knows: true
+    /// when there is nothing left to do (a redelivery, or another
+    /// inventory line's copy, which `seen` has just counted), announcing
+    /// the run when counting the copy finished it, or when a redelivered
+    /// job's run finished and its announcement was lost.
+    pub(crate) async fn recorded_before(
+        &self,
+        job: &JobV1,
+        seen: Seen,
+    ) -> Result<bool, InfraError> {
+        match seen {
+            Seen::New => Ok(false),
+            Seen::Redelivered => {
+                debug!(job_id = %job.job_id, "Job already recorded; acknowledging the redelivery.");
+                self.announce_if_lost(&job.run_id).await?;
+                Ok(true)
+            }
+            Seen::Copy { run_finished } => {
+                info!(job_id = %job.job_id, line = job.line, "The run's inventory lists this user again; counted once, not checked twice.");
+                if run_finished {
+                    self.announce_run_finished(&job.run_id).await?;
+                }
+                Ok(true)
+            }
+        }
     }
 
     /// Announces a finished run whose announcement was lost (the worker

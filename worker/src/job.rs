@@ -12,7 +12,7 @@ use lapin::Channel;
 use lapin::message::Delivery;
 use rolecall_common::amqp;
 use rolecall_common::config::SaasSettings;
-use rolecall_common::ledger::{Finding, Ledger, Recorded, Seen};
+use rolecall_common::ledger::{Finding, Ledger, Recorded};
 use rolecall_common::messages::{ATTEMPT_HEADER, Action, JobV1};
 use rolecall_common::names::Names;
 use rolecall_common::telemetry::metrics::JobMetrics;
@@ -244,22 +244,8 @@ impl JobContext {
                 Err(e) => self.hold_for_redis(app, &e.to_string()).await,
             }
         };
-        match seen {
-            Seen::New => {}
-            Seen::Redelivered => {
-                debug!(job_id = %job.job_id, "Job already recorded; acknowledging the redelivery.");
-                // The delivery that recorded it may have died before it
-                // announced the run it finished.
-                self.announce_if_lost(&job.run_id).await?;
-                return Ok(JobOutcome::Duplicate);
-            }
-            Seen::Copy { run_finished } => {
-                info!(job_id = %job.job_id, line = job.line, "The run's inventory lists this user again; counted once, not checked twice.");
-                if run_finished {
-                    self.announce_run_finished(&job.run_id).await?;
-                }
-                return Ok(JobOutcome::Duplicate);
-            }
+        if self.recorded_before(&job, seen).await? {
+            return Ok(JobOutcome::Duplicate);
         }
         // A refused credential is an incident for the whole SaaS app: while
         // it lasts, jobs wait for the probe instead of calling the vendor.

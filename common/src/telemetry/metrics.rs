@@ -424,10 +424,15 @@ impl SeatGauges {
         saas: &[String],
     ) -> Result<(), crate::ledger::LedgerError> {
         let runs = ledger.latest_finished_runs(saas, SEAT_RUNS_SCANNED).await?;
-        let mut fresh = HashMap::new();
+        // A workflow's run covers several apps: read its tallies once.
+        let mut by_run: HashMap<&str, Vec<&str>> = HashMap::new();
         for (app, run_id) in &runs {
+            by_run.entry(run_id).or_default().push(app);
+        }
+        let mut fresh = HashMap::new();
+        for (run_id, apps) in by_run {
             for tally in ledger.role_tallies(run_id).await? {
-                if &tally.saas == app {
+                if apps.contains(&tally.saas.as_str()) {
                     fresh.insert((tally.saas, tally.role), (tally.users, tally.cost));
                 }
             }

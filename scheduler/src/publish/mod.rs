@@ -402,7 +402,9 @@ async fn publish_rows(
     let mut index = from.offset;
     let mut stopped = false;
     while let Some(row) = rows.next().await? {
-        if *stop.borrow() {
+        // Only `true` is ever sent; `has_changed` reads one atomic, where
+        // `borrow` would take the channel's lock once per row.
+        if stop.has_changed().unwrap_or(false) {
             stopped = true;
             break;
         }
