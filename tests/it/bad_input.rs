@@ -240,11 +240,15 @@ async fn malformed_messages_go_to_the_dead_letter_queue_with_the_reason() {
         br#"{"v":2,"job_id":"x"}"#,
         br#"{"v":1,"job_id":"j","run_id":"r","saas":"lever","action":"lookup_role","user":{"id":"u","email":"nope"},"deactivate_missing":false,"enqueued_at":"2026-11-23T02:00:01Z"}"#,
     ];
+    // Straight into the queue (the default exchange routes by its name): the
+    // queue exists before the worker binds it to the jobs exchange, and a
+    // message sent there in between would be routed nowhere.
+    let queue = env.names.jobs_queue("lever");
     for body in bodies {
         channel
             .basic_publish(
-                env.names.jobs_exchange().as_str().into(),
-                "lever".into(),
+                "".into(),
+                queue.as_str().into(),
                 BasicPublishOptions::default(),
                 body,
                 BasicProperties::default().with_delivery_mode(2),
