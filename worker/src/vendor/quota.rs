@@ -136,9 +136,13 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+    // All three HTTP-date forms a server may still send (RFC 9110 §5.6.7):
+    // IMF-fixdate, the obsolete RFC 850 form and asctime.
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -201,6 +205,17 @@ mod tests {
         let read = |v: &str| retry_after(&headers(&[("retry-after", v)]));
         assert_eq!(read("7"), Some(Duration::from_secs(7)));
         assert_eq!(read("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            read("Wednesday, 21-Oct-15 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(read("Wed Oct 21 07:28:00 2015"), Some(Duration::ZERO));
+        let ahead = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(90));
+        let wait = read(&ahead).expect("a date ahead is a wait");
+        assert!(
+            wait > Duration::from_secs(85) && wait <= Duration::from_secs(90),
+            "{wait:?}"
+        );
         assert_eq!(read("soon"), None);
         assert_eq!(retry_after(&HeaderMap::new()), None);
     }
