@@ -13,6 +13,7 @@ use rolecall_worker::limiter::{
 };
 
 mod bucket;
+mod pause;
 
 fn rate(per_second: f64, burst: u32, max_in_flight: Option<u32>) -> FleetLimit {
     FleetLimit {

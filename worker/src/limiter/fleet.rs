@@ -128,7 +128,7 @@ impl FleetLimiter {
     /// with `adapt` lets the factor follow the vendor's real limit.
     async fn signal(
         &self,
-        pause: Duration,
+        (pause, capped): (Duration, bool),
         adapt: bool,
         throttled: Option<Option<SendMark>>,
         cooldown: Duration,
@@ -159,6 +159,7 @@ impl FleetLimiter {
             .arg(probe_ms(window))
             .arg(self.config.limit.per_second)
             .arg(self.config.limit.burst.get())
+            .arg(if capped { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         self.note_factor(factor);
@@ -285,7 +286,7 @@ impl Limiter for FleetLimiter {
             warn!(saas = %self.saas, pause_ms = pause.as_millis() as u64, "The vendor asked for a longer pause than rate.max_pause; pausing for the maximum.");
         }
         match self
-            .signal(pause, true, Some(throttle.sent), cooldown)
+            .signal((pause, capped), true, Some(throttle.sent), cooldown)
             .await
         {
             Ok(_) => ThrottleOutcome {
@@ -322,9 +323,12 @@ impl Limiter for FleetLimiter {
             .reset_at
             .and_then(|at| at.duration_since(SystemTime::now()).ok())
             .unwrap_or(Duration::from_secs(1));
-        let (pause, _) = self.capped(until_reset.max(Duration::from_millis(50)));
+        let (pause, capped) = self.capped(until_reset.max(Duration::from_millis(50)));
         info!(saas = %self.saas, pause_ms = pause.as_millis() as u64, "Vendor quota exhausted; pausing the fleet until it resets.");
-        if let Err(e) = self.signal(pause, false, None, MIN_COOLDOWN).await {
+        if let Err(e) = self
+            .signal((pause, capped), false, None, MIN_COOLDOWN)
+            .await
+        {
             warn!(saas = %self.saas, error = %e, "Could not record the vendor's quota in Redis.");
         }
     }

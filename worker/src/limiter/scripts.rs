@@ -184,7 +184,8 @@ return {{1, 0}}
 /// ARGV: pause ms (0 = none), adapt (1/0), min factor, cooldown ms, beta,
 /// cubic, min admitted share, is a throttle (1/0), the throttled send's
 /// mark µs (0 = none), window µs, requests per counted window (0 = none),
-/// probe interval ms, per_second, burst.
+/// probe interval ms, per_second, burst, the pause was cut short by
+/// `max_pause` (1/0).
 /// Returns {factor × 1000, pause until ms, ceiling × 1000}.
 pub(super) static THROTTLED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -196,11 +197,11 @@ local probe = tonumber(ARGV[12])
 local window = tonumber(ARGV[10])
 local sent = tonumber(ARGV[9])
 local bump = false
+local paused = false
 if pause_ms > 0 and now_ms + pause_ms > until_ms then
   until_ms = now_ms + pause_ms
   redis.call('SET', KEYS[2], until_ms, 'PX', pause_ms + 1000)
-  -- Slots booked before the pause are stale: pacing restarts at its end.
-  redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', until_ms * 1000))
+  paused = true
   bump = true
 end
 if ARGV[8] == '1' then
@@ -217,6 +218,13 @@ end
 local f = factor_now(KEYS[1], tonumber(ARGV[6]))
 local allowed = allowed_now(KEYS[1], n, probe)
 local ceiling = tonumber(redis.call('HGET', KEYS[1], 'ceiling') or '1') or 1
+-- The pace (requests per second) and burst the fleet restarts at.
+local function pace()
+  local ov = redis.call('HMGET', KEYS[5], 'per_second', 'burst')
+  local rate = (tonumber(ov[1]) or tonumber(ARGV[13])) * f
+  if n > 0 then rate = rate * allowed / n end
+  return rate, tonumber(ov[2]) or tonumber(ARGV[14])
+end
 if ARGV[2] == '1' then
   local last = tonumber(redis.call('HGET', KEYS[1], 'decreased_ms') or '0') or 0
   if now_ms - last >= tonumber(ARGV[4]) then
@@ -262,16 +270,31 @@ if ARGV[2] == '1' then
     -- fleet would fall silent for the booking horizon) and not with a
     -- fresh burst (a token bucket that just refused is empty).
     if pause_ms == 0 then
-      local ov = redis.call('HMGET', KEYS[5], 'per_second', 'burst')
-      local rate = (tonumber(ov[1]) or tonumber(ARGV[13])) * f
-      if n > 0 then rate = rate * allowed / n end
-      local burst = tonumber(ov[2]) or tonumber(ARGV[14])
+      local rate, burst = pace()
       local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
       local restart = now_us + burst * 1000000 / rate
       if tat > restart then redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', restart)) end
     end
     bump = true
   end
+end
+if paused then
+  -- Slots booked before the pause are stale. The vendor's bucket is empty
+  -- now (it refused, or said its quota is spent) and refills while the
+  -- fleet waits, so pacing restarts from an empty bucket at this moment:
+  -- the pause's end lets through what the vendor refilled meanwhile (a
+  -- whole burst only after a pause long enough to refill it), not a whole
+  -- burst after any pause. A pause cut short by max_pause ends before the
+  -- vendor said it would take requests again: one request goes first and
+  -- the rest follow at the pace, never a burst into a closed door.
+  local rate, burst = pace()
+  local interval = 1000000 / rate
+  local restart = now_us + burst * interval
+  if ARGV[15] == '1' then
+    local usable = burst > 1 and burst - 1 or burst
+    restart = math.max(restart, until_ms * 1000 + (usable - 1) * interval)
+  end
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', restart))
 end
 if bump then redis.call('HINCRBY', KEYS[1], 'gen', 1) end
 if n > 0 then
