@@ -183,6 +183,9 @@ pub enum AlertKind {
     /// A workflow's run published every job but recorded no outcome for
     /// `scheduler.stalled_run_after_s`: it no longer holds back the slots.
     RunStalled,
+    /// A workflow's slot came and its run could not start (its inventory is
+    /// missing or unreadable): nobody was checked for that slot.
+    RunNotStarted,
 }
 
 impl AlertKind {
@@ -198,6 +201,7 @@ impl AlertKind {
             AlertKind::AuthRecovered => "auth_recovered",
             AlertKind::RunAbandoned => "run_abandoned",
             AlertKind::RunStalled => "run_stalled",
+            AlertKind::RunNotStarted => "run_not_started",
         }
     }
 }
@@ -286,6 +290,16 @@ impl AlertV1 {
         Self {
             id: format!("run_abandoned:{run_id}"),
             kind: AlertKind::RunAbandoned,
+            ..Self::run_finished(run_id, why)
+        }
+    }
+
+    /// A workflow's slot whose run could not start; `run_id` is the id the
+    /// slot's run would have had, so the alert is sent once per slot.
+    pub fn run_not_started(run_id: &str, why: String) -> Self {
+        Self {
+            id: format!("run_not_started:{run_id}"),
+            kind: AlertKind::RunNotStarted,
             ..Self::run_finished(run_id, why)
         }
     }

@@ -23,10 +23,29 @@ pub struct Process {
 /// `service.name`); a bad configuration is printed, naming the binary,
 /// and ends the process with exit code 2.
 pub fn start(binary: &'static str, config: Option<&Path>) -> Result<Process, ExitCode> {
-    let settings = config::load(config).map_err(|e| {
+    start_quieting(binary, config, &[])
+}
+
+/// [`start`], with the log targets in `quiet` silenced: a one-shot command
+/// that expects a library's routine complaint (the broker closing a
+/// channel after a passive declare of a queue not yet declared, which
+/// lapin logs as an ERROR) would otherwise print it as a failure. The
+/// command still sees the error as a value and says what it means.
+pub fn start_quieting(
+    binary: &'static str,
+    config: Option<&Path>,
+    quiet: &[&str],
+) -> Result<Process, ExitCode> {
+    let mut settings = config::load(config).map_err(|e| {
         eprintln!("{binary}: {e}");
         ExitCode::from(2)
     })?;
+    for target in quiet {
+        settings
+            .telemetry
+            .log_level
+            .push_str(&format!(",{target}=off"));
+    }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let guard = runtime
         .block_on(async { telemetry::init(binary, &settings.telemetry) })

@@ -147,10 +147,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let process = match process::start("rolecall-scheduler", cli.args.config.as_deref()) {
-        Ok(p) => p,
-        Err(code) => return code,
+    // `status` declares each app's queue passively; a queue not declared
+    // yet closes the channel, which lapin logs as an ERROR, though `status`
+    // expects it and shows "no queue".
+    let quiet: &[&str] = match command {
+        Command::Status => &["lapin::channel", "lapin::channels"],
+        _ => &[],
     };
+    let process =
+        match process::start_quieting("rolecall-scheduler", cli.args.config.as_deref(), quiet) {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
     let (settings, guard, runtime) = (process.settings, &process.guard, &process.runtime);
     match runtime.block_on(run(command, settings, guard.registry().clone())) {
         Ok(()) => ExitCode::SUCCESS,

@@ -268,6 +268,9 @@ pub struct Status {
     pub apps: Vec<AppStatus>,
     /// The current leader.
     pub leader: Option<Leader>,
+    /// Workflows whose latest slot could not start its run: (workflow,
+    /// when, why). Cleared by the next run that starts.
+    pub failed_starts: Vec<(String, String, String)>,
 }
 
 /// Reads queue depths (passive declares), the workflows' next slots and the
@@ -316,15 +319,53 @@ pub async fn status(
         .await?;
     let leader = token.map(|token| Leader {
         token,
-        // A note left by an earlier leader names someone else.
-        holder: holder.and_then(|h| {
-            h.split_once(' ')
-                .filter(|(t, _)| *t == token.to_string())
-                .map(|(_, who)| who.to_string())
-        }),
+        holder: holder_of(token, holder),
         expires_in_ms: ttl,
     });
-    Ok(Status { apps, leader })
+    let mut failed_starts = Vec::new();
+    for w in settings.workflows.values() {
+        let (why, at): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(names.workflow_key(&w.name))
+            .arg("last_error")
+            .arg("last_error_at")
+            .query_async(&mut c)
+            .await?;
+        if let Some(why) = why {
+            failed_starts.push((w.name.clone(), at.unwrap_or_default(), why));
+        }
+    }
+    Ok(Status {
+        apps,
+        leader,
+        failed_starts,
+    })
+}
+
+/// Who holds the leader lease now (host and pid), when its holder has
+/// noted it.
+pub async fn leader_holder(
+    redis: &RedisConnection,
+    names: &Names,
+) -> Result<Option<String>, OpsError> {
+    let mut c = redis.clone();
+    let (token, holder): (Option<u64>, Option<String>) = redis::pipe()
+        .cmd("GET")
+        .arg(names.leader_key())
+        .cmd("GET")
+        .arg(names.leader_holder_key())
+        .query_async(&mut c)
+        .await?;
+    Ok(token.and_then(|t| holder_of(t, holder)))
+}
+
+/// The holder named in the note, if the note is the current leader's: a
+/// note left by an earlier leader names someone else.
+fn holder_of(token: u64, note: Option<String>) -> Option<String> {
+    note.and_then(|h| {
+        h.split_once(' ')
+            .filter(|(t, _)| *t == token.to_string())
+            .map(|(_, who)| who.to_string())
+    })
 }
 
 /// Notes who holds the leader lease (host and pid), for `status`; the
@@ -388,6 +429,12 @@ pub fn render_status(status: &Status) -> String {
         ),
         None => writeln!(out, "leader: none (no `serve` replica holds the lease)"),
     };
+    for (workflow, at, why) in &status.failed_starts {
+        let _ = writeln!(
+            out,
+            "workflow {workflow}: its last slot did not start ({at}): {why}"
+        );
+    }
     out
 }
 

@@ -250,3 +250,44 @@ async fn check_config_connect_reports_each_backend_and_a_refused_credential_with
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("FAILED  Redis"), "{out}");
 }
+
+#[tokio::test]
+async fn status_before_any_queue_exists_prints_no_error_and_names_a_workflows_failed_slot() {
+    let env = TestEnv::new().await;
+    let sim = sim(1).await;
+    let apps = [AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 10.0,
+        burst: 5,
+    }];
+    let text = env.config_text(
+        &apps,
+        "[workflow.nightly]\nschedule = \"0 2 * * *\"\napps = [\"lever\"]\ninventory = \"/nonexistent/users.csv\"\n",
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    // Nothing declared the queue yet: the broker closes the channel of the
+    // passive declare, which `status` expects ("no queue").
+    let (code, out, err) = run("rolecall-scheduler", &text, &[], &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("| no queue "), "{out}");
+    assert!(!err.contains("ERROR"), "nothing failed: {err}");
+    // What `serve` notes when a slot cannot start its run.
+    let mut conn = env.redis.clone();
+    let () = redis::cmd("HSET")
+        .arg(env.names.workflow_key("nightly"))
+        .arg("last_error")
+        .arg("the run did not start: cannot read inventory /nonexistent/users.csv")
+        .arg("last_error_at")
+        .arg("2026-12-01T02:00:00+00:00")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (code, out, err) = run("rolecall-scheduler", &text, &[], &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("workflow nightly: its last slot did not start (2026-12-01T02:00:00+00:00): the run did not start: cannot read inventory /nonexistent/users.csv"),
+        "{out}"
+    );
+    env.cleanup(&settings).await;
+}

@@ -67,6 +67,11 @@ inventory = "{}"
     first
         .wait_for_log("Run started", Duration::from_secs(15))
         .await;
+    // The replica that did not win says so, naming the leader's host.
+    second
+        .wait_for_log("Following: another replica leads", Duration::from_secs(10))
+        .await;
+    assert!(second.log().contains(" pid "), "{}", second.log());
     let runs = env.run_ids().await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     let run_id = runs[0].clone();
@@ -739,4 +744,55 @@ async fn a_run_lease_that_cannot_be_renewed_in_time_is_given_up_before_it_lapses
     );
     assert!(after < ttl, "{after:?}");
     keeper.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slot_whose_inventory_is_missing_alerts_once_per_slot_and_the_next_run_clears_it() {
+    let env = TestEnv::new().await;
+    let (dir, _) = temp_file("other.csv", "");
+    let path = dir.path().join("users.csv");
+    let text = every_second(&env, &path, "skip");
+    let settings = config::from_toml(&text).expect("valid");
+    let server = SchedulerProcess::spawn(&text, &["serve"]);
+    // Nothing else runs here: serve declares the alert queue itself. The
+    // second failed slot is logged after the first slot's alert went out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while server.log().matches("could not start its run").count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alerts = env
+        .alerts_until(Duration::from_secs(15), |a| {
+            a.iter()
+                .filter(|a| a.kind.as_str() == "run_not_started")
+                .count()
+                >= 2
+        })
+        .await;
+    let failed: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind.as_str() == "run_not_started")
+        .collect();
+    assert!(failed.len() >= 2, "{alerts:?}\n{}", server.log());
+    // One alert per slot: each names the run its slot would have started.
+    let ids: HashSet<_> = failed.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids.len(), failed.len(), "{failed:?}");
+    assert!(
+        failed[0].error.contains("nobody was checked")
+            && failed[0].error.contains(&path.display().to_string()),
+        "{}",
+        failed[0].error
+    );
+    let workflow = env.workflow_hash("often").await;
+    assert!(workflow.contains_key("last_error"), "{workflow:?}");
+    assert!(env.run_ids().await.is_empty(), "no run started");
+    // The file appears: the next slot starts its run and the error is gone.
+    std::fs::write(&path, inventory(5)).unwrap();
+    server
+        .wait_for_log("Run started", Duration::from_secs(10))
+        .await;
+    let workflow = env.workflow_hash("often").await;
+    assert!(!workflow.contains_key("last_error"), "{workflow:?}");
+    drop(server);
+    env.cleanup(&settings).await;
 }

@@ -304,6 +304,16 @@ default_role = {{ role = "unknown", seat_price = 10.0 }}
             .expect("Redis answers")
     }
 
+    /// A workflow's scheduling state (`serve`'s bookkeeping of its slots).
+    pub async fn workflow_hash(&self, workflow: &str) -> HashMap<String, String> {
+        let mut conn = self.redis.clone();
+        redis::cmd("HGETALL")
+            .arg(self.names.workflow_key(workflow))
+            .query_async(&mut conn)
+            .await
+            .expect("Redis answers")
+    }
+
     /// Every key matching `pattern`.
     pub async fn scan(&self, pattern: &str) -> Vec<String> {
         let mut conn = self.redis.clone();

@@ -73,6 +73,7 @@ pub async fn serve(
         redis,
         ledger,
         leader: None,
+        said_following: false,
         tasks: HashMap::new(),
         stopping: tokio::sync::watch::channel(false).0,
     };
@@ -109,10 +110,20 @@ struct Server {
     redis: RedisConnection,
     ledger: Ledger,
     leader: Option<Lease>,
+    /// Whether this replica said it is following (once per spell as a
+    /// follower, not every tick).
+    said_following: bool,
     /// Runs this process publishes, with their leases (released on stop).
     tasks: HashMap<String, (tokio::task::JoinHandle<()>, Lease)>,
     /// Turns true when the scheduler stops: publishers wind down.
     stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// A workflow's next slot for a log line (RFC 3339, or "never").
+fn next_slot(w: &WorkflowSettings) -> String {
+    w.schedule
+        .next_after(Utc::now())
+        .map_or_else(|| "never".into(), |at| at.to_rfc3339())
 }
 
 /// How long publishers get to settle and checkpoint when the scheduler
@@ -135,12 +146,27 @@ impl Server {
                 {
                     info!(token = lease.token(), "Became the scheduler leader.");
                     self.leader = Some(lease);
+                    self.said_following = false;
+                    for w in self.settings.workflows.values() {
+                        info!(workflow = w.name, schedule = %w.schedule, next = next_slot(w), "Workflow scheduled.");
+                    }
+                } else if !self.said_following {
+                    self.said_following = true;
+                    let holder = crate::ops::leader_holder(&self.redis, &self.names)
+                        .await
+                        .unwrap_or_default()
+                        .unwrap_or_else(|| "another replica".into());
+                    info!(
+                        leader = holder,
+                        "Following: another replica leads and runs the workflows; this one takes over if its lease lapses."
+                    );
                 }
             }
             Some(lease) => {
                 if !lease.renew(&self.redis).await? {
                     warn!("Lost the scheduler leadership (the lease expired); following.");
                     self.leader = None;
+                    self.said_following = true;
                 }
             }
         }
@@ -215,7 +241,7 @@ impl Server {
                 .arg(now.timestamp())
                 .query_async(&mut conn)
                 .await?;
-            info!(workflow = w.name, schedule = %w.schedule, next = ?w.schedule.next_after(now), "Workflow scheduled.");
+            info!(workflow = w.name, schedule = %w.schedule, next = next_slot(w), "Workflow scheduled.");
             return Ok(());
         };
         let in_progress = match state.get("current_run") {
@@ -288,7 +314,23 @@ impl Server {
                 // consumed, not retried every tick.
                 if let Err(e) = inventory::check_source(&plan.inventory, plan.format) {
                     consume().await?;
-                    return Err(e).with_context(|| format!("workflow `{}`", w.name));
+                    let why = format!(
+                        "workflow `{}`: the run of slot {slot} did not start, nobody was checked: {e:#}",
+                        w.name
+                    );
+                    error!(workflow = w.name, run_id = plan.run_id, slot = %slot, error = format!("{e:#}"),
+                        "A workflow's slot could not start its run; alerting.");
+                    let () = redis::cmd("HSET")
+                        .arg(&key)
+                        .arg("last_error")
+                        .arg(&why)
+                        .arg("last_error_at")
+                        .arg(now.to_rfc3339())
+                        .query_async(&mut self.redis.clone())
+                        .await?;
+                    self.send_alert(AlertV1::run_not_started(&plan.run_id, why))
+                        .await;
+                    return Ok(());
                 }
                 // A Redis error here consumes nothing: the next tick starts
                 // the slot again, and its run id (one per slot) makes a
@@ -297,6 +339,12 @@ impl Server {
                 match publish::start(&self.redis, &self.names, &plan, ttl).await? {
                     Some(lease) => {
                         info!(workflow = w.name, run_id = plan.run_id, slot = %slot, "Run started.");
+                        let () = redis::cmd("HDEL")
+                            .arg(&key)
+                            .arg("last_error")
+                            .arg("last_error_at")
+                            .query_async(&mut self.redis.clone())
+                            .await?;
                         self.spawn(Adopted {
                             lease,
                             plan,
@@ -359,23 +407,35 @@ impl Server {
                 after.as_secs()
             );
             warn!(run_id, "{why}");
-            let alert = AlertV1::run_stalled(run_id, why);
-            let sent = async {
-                let conn = amqp::connect(&self.settings.amqp, "rolecall-scheduler").await?;
-                let channel = amqp::confirmed_channel(&conn).await?;
-                amqp::publish_alert(&channel, &self.names, &alert).await?;
-                let _ = conn.close(200, "alert sent".into()).await;
-                anyhow::Ok(())
-            };
-            if let Err(e) = sent.await {
-                error!(
-                    run_id,
-                    error = format!("{e:#}"),
-                    "Could not send the run_stalled alert."
-                );
-            }
+            self.send_alert(AlertV1::run_stalled(run_id, why)).await;
         }
         Ok(true)
+    }
+
+    /// Sends one alert on a connection of its own: alerts from the leader's
+    /// tick are rare (once per stalled run or failed slot), and the tick
+    /// holds no channel. A broker error is logged, never fatal to the tick.
+    async fn send_alert(&self, alert: AlertV1) {
+        let sent = async {
+            let conn = amqp::connect(&self.settings.amqp, "rolecall-scheduler").await?;
+            // The alert queue may not exist yet (no run has declared the
+            // topology, no notifier has started): declared, it keeps the
+            // alert until a notifier reads it.
+            let channel =
+                amqp::declare_topology_on(&conn, &self.names, &self.settings.amqp, &[], &[])
+                    .await?;
+            amqp::publish_alert(&channel, &self.names, &alert).await?;
+            let _ = conn.close(200, "alert sent".into()).await;
+            anyhow::Ok(())
+        };
+        if let Err(e) = sent.await {
+            error!(
+                run_id = alert.run_id,
+                kind = alert.kind.as_str(),
+                error = format!("{e:#}"),
+                "Could not send an alert."
+            );
+        }
     }
 
     fn spawn(&mut self, run: Adopted) {
