@@ -13,7 +13,9 @@ use rolecall_common::{Names, Settings, amqp, probe, process, shutdown, telemetry
 use rolecall_scheduler::inventory::Format;
 mod inventory_cli;
 
-use rolecall_scheduler::{ActionRequest, RunOnceOptions, enqueue_action, ops, run_once, summary};
+use rolecall_scheduler::{
+    ActionRequest, RunOnceOptions, enqueue_action, ops, publish, run_once, serve, summary,
+};
 
 #[derive(Parser)]
 #[command(
@@ -164,7 +166,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rolecall-scheduler: {e:#}");
-            ExitCode::FAILURE
+            // A rule naming a field its inventory lacks is a configuration
+            // error, found only once the inventory is read.
+            if e.chain().any(|c| c.is::<publish::RuleMismatch>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -176,7 +184,19 @@ async fn run(
 ) -> anyhow::Result<()> {
     match command {
         Command::CheckConfig { connect } => {
-            println!("configuration is valid ({} SaaS apps)", settings.saas.len());
+            // The workflows' rules against their inventories, as `serve`
+            // checks them at start: a config `serve` refuses is not valid.
+            let missing = serve::check_workflows(&settings)?;
+            println!(
+                "configuration is valid (SaaS apps: {})",
+                settings.saas.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            for w in missing {
+                println!(
+                    "warning: workflow {w}: its inventory {} does not exist yet; a slot without it alerts and checks nobody",
+                    settings.workflows[&w].inventory.display()
+                );
+            }
             if connect {
                 let checks = probe::backends(&settings, "rolecall-scheduler check-config").await;
                 probe::report(&checks)?;
@@ -309,9 +329,7 @@ async fn run(
             }
             Ok(())
         }
-        Command::Serve => {
-            rolecall_scheduler::serve::serve(settings, shutdown::signalled(), Some(metrics)).await
-        }
+        Command::Serve => serve::serve(settings, shutdown::signalled(), Some(metrics)).await,
         Command::Inventory(command) => inventory_cli::run(command, settings).await,
         Command::Summary {
             run_id,

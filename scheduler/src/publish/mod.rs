@@ -267,6 +267,12 @@ pub fn selection(
     Ok(out)
 }
 
+/// A rule names a field its inventory does not have: a configuration
+/// error (the binaries exit with 2, as for any bad configuration).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleMismatch(pub String);
+
 /// Fails when a rule names a field the inventory does not have (CSV: its
 /// header; JSON Lines rows carry their own fields, so only known ones can
 /// be checked), naming the rule, its key and the file.
@@ -285,12 +291,13 @@ pub fn check_fields(
                     .iter()
                     .any(|c| c == &rule.field.to_ascii_lowercase())
             {
-                bail!(
+                return Err(RuleMismatch(format!(
                     "{key}: rule `{rule}` names field `{}`, which inventory {} does not have (columns: {})",
                     rule.field,
                     path.display(),
                     columns.join(", ")
-                );
+                ))
+                .into());
             }
         }
     }

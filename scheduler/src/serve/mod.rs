@@ -46,17 +46,11 @@ pub async fn serve(
             .await?;
     // Criteria naming a field the inventory lacks fail here, at start,
     // rather than at 02:00.
-    for w in settings.workflows.values() {
-        let plan = workflow_plan(w, "check");
-        if plan.format == Format::Redis || w.inventory.exists() {
-            check_fields(
-                &publish::selection(&settings, &plan)?,
-                &plan.inventory,
-                plan.format,
-            )?;
-        } else {
-            warn!(workflow = w.name, inventory = %w.inventory.display(), "The workflow's inventory does not exist yet.");
-        }
+    for missing in check_workflows(&settings)? {
+        warn!(
+            workflow = missing,
+            "The workflow's inventory does not exist yet."
+        );
     }
     let redis = ledger::connect(&settings.redis)
         .await
@@ -117,6 +111,27 @@ struct Server {
     tasks: HashMap<String, (tokio::task::JoinHandle<()>, Lease)>,
     /// Turns true when the scheduler stops: publishers wind down.
     stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// Checks each workflow against its inventory as `serve` does at start:
+/// a rule naming a field the inventory lacks is an error. Returns the
+/// workflows whose inventory file does not exist yet (a warning: it may
+/// appear before the first slot; a slot without it alerts).
+pub fn check_workflows(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for w in settings.workflows.values() {
+        let plan = workflow_plan(w, "check");
+        if plan.format == Format::Redis || w.inventory.exists() {
+            check_fields(
+                &publish::selection(settings, &plan)?,
+                &plan.inventory,
+                plan.format,
+            )?;
+        } else {
+            missing.push(w.name.clone());
+        }
+    }
+    Ok(missing)
 }
 
 /// A workflow's next slot for a log line (RFC 3339, or "never").
