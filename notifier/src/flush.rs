@@ -206,33 +206,17 @@ impl Flusher {
         {
             return Ok(d);
         }
-        let built = digest::build(
+        let d = digest::build(
             &self.ledger,
             &self.names,
             &group.run_id,
             &group.first_error,
             self.settings.examples,
         )
-        .await;
-        let mut d = built?;
-        let key = d.apps_key();
-        let previous: Option<Digest> = self
-            .store
-            .last_digest(&key)
-            .await?
-            .and_then(|j| serde_json::from_str(&j).ok())
-            .filter(|p: &Digest| p.run_id != d.run_id);
-        let newer = previous.as_ref().is_none_or(|p| d.is_newer_than(p));
-        d.previous = previous.map(Box::new);
+        .await?;
         let json = serde_json::to_string(&d).expect("a digest serializes");
         let stored = self.store.freeze_digest(&group.id, &json).await?;
         let frozen: Digest = serde_json::from_str(&stored).unwrap_or(d);
-        if newer && frozen.recorded && stored == json {
-            let mut keep = frozen.clone();
-            keep.previous = None;
-            let keep = serde_json::to_string(&keep).expect("a digest serializes");
-            self.store.set_last_digest(&key, &keep).await?;
-        }
         group.digest = Some(stored);
         Ok(frozen)
     }

@@ -88,7 +88,8 @@ pub fn render(
 
     let _ = writeln!(out);
     let total_users: u64 = tallies.iter().map(|t| t.users).sum();
-    let total_cost: f64 = tallies.iter().map(|t| t.cost).sum();
+    // Folded from +0.0: an empty sum of f64 is -0.0, which prints "-0.00".
+    let total_cost: f64 = tallies.iter().fold(0.0, |sum, t| sum + t.cost);
     let mut role_rows: Vec<Vec<String>> = tallies
         .iter()
         .map(|t| {
@@ -174,6 +175,13 @@ pub(crate) fn table(out: &mut String, header: &[&str], rows: impl Iterator<Item 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_runs_seat_cost_reads_0_00_not_minus_0_00() {
+        let text = render("r0", &RunCounters::default(), &[], &[]);
+        assert!(!text.contains("-0.00"), "{text}");
+        assert!(text.contains("0.00"), "{text}");
+    }
 
     #[test]
     fn the_summary_lists_counts_roles_costs_and_unknown_roles() {

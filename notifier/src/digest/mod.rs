@@ -1,23 +1,28 @@
 //! The digest of a finished run, built from what the run recorded in Redis:
 //! its counters (`run:<id>`), seats and seat cost by role (`run:<id>:roles`,
 //! priced by `saas.<app>.roles` when the worker recorded each user), role
-//! changes and deactivations (the events stream), and the previous digest
-//! of a run over the same apps, for "what changed since".
+//! changes and deactivations (the events stream), and, for "what changed
+//! since", the previous run of the same kind as the ledger records it (see
+//! `baseline`).
 //!
 //! A digest is built once per run, frozen in its group, and every channel
 //! (and every retry) renders that same frozen digest, filtered to the apps
 //! the channel's route covers. When the run's ledger has expired, the
 //! run_finished alert's own summary stands in.
 
+mod baseline;
 mod render;
 
+pub use baseline::RunKind;
 pub use render::render;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rolecall_common::ledger::{Ledger, LedgerError};
+use rolecall_common::ledger::{Ledger, LedgerError, RunCounters};
 use rolecall_common::{Names, RedisConnection};
 use serde::{Deserialize, Serialize};
+
+use baseline::RunEntry;
 
 /// Events read from the stream at most, per digest (the stream is capped
 /// near 100 000 entries; reading starts at the run's start).
@@ -25,13 +30,17 @@ const MAX_EVENTS: usize = 200_000;
 /// Events read per XRANGE call.
 const PAGE: usize = 1_000;
 
-/// A run's digest, as frozen in its group and kept for the next run's.
+/// A run's digest, as frozen in its group.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Digest {
     /// Run id.
     pub run_id: String,
     /// SaaS apps the run covered.
     pub apps: Vec<String>,
+    /// Its workflow, or the apps of a run-once: which runs it is compared
+    /// with (`None`: unknown, or a digest frozen before runs had a kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RunKind>,
     /// When the run started (RFC 3339), when the ledger knows.
     pub started_at: Option<String>,
     /// When its last outcome arrived.
@@ -54,7 +63,8 @@ pub struct Digest {
     pub failed: u64,
     /// Per SaaS app.
     pub per_app: BTreeMap<String, AppDigest>,
-    /// The previous digest over the same apps (without its own previous).
+    /// The previous finished, non-empty run of the same kind (without its
+    /// own previous or events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Box<Digest>>,
 }
@@ -85,24 +95,6 @@ pub struct Seats {
     pub cost: f64,
 }
 
-impl Digest {
-    /// The key the previous digest is kept under: the sorted app list.
-    pub fn apps_key(&self) -> String {
-        let mut apps = self.apps.clone();
-        apps.sort();
-        apps.join(",")
-    }
-
-    /// Whether this run is newer than `other` (so it becomes "the previous
-    /// run" for the next one).
-    pub fn is_newer_than(&self, other: &Digest) -> bool {
-        match (&self.started_at, &other.started_at) {
-            (Some(a), Some(b)) => a >= b,
-            _ => true,
-        }
-    }
-}
-
 /// The SaaS apps a run covered (from its ledger entry; empty when expired).
 pub async fn run_apps(
     conn: &RedisConnection,
@@ -116,15 +108,10 @@ pub async fn run_apps(
         .query_async(&mut c)
         .await
         .map_err(LedgerError::from)?;
-    Ok(apps
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect())
+    Ok(baseline::split_apps(apps.as_deref().unwrap_or_default()))
 }
 
-/// Builds a run's digest from the ledger.
+/// Builds a run's digest from the ledger, with the run it is compared with.
 pub async fn build(
     ledger: &Ledger,
     names: &Names,
@@ -133,8 +120,15 @@ pub async fn build(
     examples: usize,
 ) -> Result<Digest, LedgerError> {
     let conn = ledger.connection();
-    let counters = ledger.run(run_id).await?;
-    let mut apps = run_apps(&conn, names, run_id).await?;
+    let mut c = conn.clone();
+    let hash: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(names.run_key(run_id))
+        .query_async(&mut c)
+        .await
+        .map_err(LedgerError::from)?;
+    let counters = RunCounters::from_hash(&hash);
+    let entry = RunEntry::from_hash(run_id, &hash);
+    let mut apps = baseline::split_apps(hash.get("apps").map(String::as_str).unwrap_or_default());
     let tallies = ledger.role_tallies(run_id).await?;
     let mut per_app: BTreeMap<String, AppDigest> = BTreeMap::new();
     for t in tallies {
@@ -170,9 +164,11 @@ pub async fn build(
     for app in &apps {
         per_app.entry(app.clone()).or_default();
     }
+    let previous = baseline::find(ledger, names, &entry).await?;
     Ok(Digest {
         run_id: run_id.to_string(),
         apps,
+        kind: entry.kind.clone(),
         recorded: counters.started_at.is_some() || counters.published > 0,
         started_at: counters.started_at.clone(),
         finished_at: counters.finished_at.clone(),
@@ -184,7 +180,7 @@ pub async fn build(
         deactivated: counters.deactivated,
         failed: counters.failed,
         per_app,
-        previous: None,
+        previous: previous.map(Box::new),
     })
 }
 

@@ -17,9 +17,7 @@
 //!   attempts, lease token, `sent:<channel>` per channel served, and for a
 //!   run's digest the frozen digest;
 //! - `…notify:g:<id>:errors` (error → count), `:examples` (a few users),
-//!   `:runs` (run ids);
-//! - `…notify:last_digest:<apps>` — the previous digest of a run over the
-//!   same apps, to say what changed.
+//!   `:runs` (run ids).
 //!
 //! Several replicas share the work through [`Store::claim`]: claiming moves
 //! a due group's score to the end of a lease, atomically, so one replica
@@ -500,27 +498,6 @@ impl Store {
             .arg(self.due_key())
             .query_async(&mut conn)
             .await?)
-    }
-
-    /// The previous digest of a run over `apps` (JSON).
-    pub async fn last_digest(&self, apps: &str) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("GET")
-            .arg(self.key(&format!("last_digest:{apps}")))
-            .query_async(&mut conn)
-            .await?)
-    }
-
-    /// Remembers a run's digest as the one the next run over `apps` is
-    /// compared with.
-    pub async fn set_last_digest(&self, apps: &str, digest: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let () = redis::cmd("SET")
-            .arg(self.key(&format!("last_digest:{apps}")))
-            .arg(digest)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
     }
 }
 
