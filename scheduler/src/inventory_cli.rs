@@ -319,10 +319,7 @@ async fn inventory(action: InventoryAction, settings: Settings) -> anyhow::Resul
                 },
             )
             .await?;
-            println!(
-                "run {}: published {} jobs, rejected {} malformed rows, skipped {} rows",
-                report.run_id, report.published, report.rejected_count, report.skipped
-            );
+            println!("{}", report.line());
             Ok(())
         }
     }

@@ -65,8 +65,35 @@ pub struct RunReport {
     pub rejected_count: u64,
     /// Rows left out: other SaaS apps, or not selected by the criteria.
     pub skipped: u64,
+    /// Rows (among `skipped`) naming a SaaS app the configuration does not
+    /// have, per name (the first [`MAX_REPORTED_ERRORS`] names), since this
+    /// publisher started: a typo there leaves those users unchecked.
+    pub unconfigured: BTreeMap<String, u64>,
     /// Whether every job already had an outcome when publishing ended.
     pub finished: bool,
+}
+
+impl RunReport {
+    /// The one-line account `run-once` prints.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "run {}: published {} jobs, rejected {} malformed rows, skipped {} rows",
+            self.run_id, self.published, self.rejected_count, self.skipped
+        );
+        if !self.unconfigured.is_empty() {
+            let names: Vec<String> = self
+                .unconfigured
+                .iter()
+                .map(|(saas, n)| format!("{saas} ({n})"))
+                .collect();
+            line.push_str(&format!(
+                " ({} of them name SaaS apps the configuration does not have: {})",
+                self.unconfigured.values().sum::<u64>(),
+                names.join(", ")
+            ));
+        }
+        line
+    }
 }
 
 /// Malformed rows kept in the report; all are logged and counted.

@@ -252,10 +252,20 @@ async fn run(
                     report.rejected_count - report.rejected.len() as u64
                 );
             }
-            println!(
-                "run {}: published {} jobs, rejected {} malformed rows, skipped {} rows",
-                report.run_id, report.published, report.rejected_count, report.skipped
-            );
+            println!("{}", report.line());
+            if report.published == 0 && report.rejected_count > 0 {
+                // Not one good row: the file is not the inventory the user
+                // meant (wrong format, wrong file), which a script must see.
+                anyhow::bail!(
+                    "no job published: {} rows were rejected and none was usable",
+                    report.rejected_count
+                );
+            }
+            if report.published == 0 {
+                eprintln!(
+                    "warning: no job published: no row is for the SaaS apps asked for or selected by their criteria"
+                );
+            }
             if wait {
                 let ledger = open_ledger(&settings).await?;
                 let (_, finished) = summary::follow(

@@ -71,6 +71,44 @@ async fn malformed_inventory_rows_are_reported_by_line_and_skipped() {
     env.cleanup(&settings).await;
 }
 
+#[tokio::test]
+async fn rows_naming_a_saas_app_the_configuration_lacks_are_counted_by_name_and_said() {
+    let env = TestEnv::new().await;
+    let (_sim, settings) = lever(&env, 1).await;
+    let csv = "saas,user_id,email,status\n\
+        lever,u1,u1@example.com,active\n\
+        levr,u2,u2@example.com,active\n\
+        levr,u3,u3@example.com,active\n\
+        lever-t,u4,u4@example.com,active\n";
+    let report = publish(&settings, csv).await;
+    assert_eq!(report.published, 1);
+    assert_eq!(report.skipped, 3);
+    assert_eq!(
+        report.unconfigured.into_iter().collect::<Vec<_>>(),
+        vec![("lever-t".to_string(), 1), ("levr".to_string(), 2)]
+    );
+    let (_dir, path) = temp_file("inventory.csv", csv);
+    let report = run_once(
+        &settings,
+        RunOnceOptions {
+            inventory: path,
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.line().ends_with(
+            "skipped 3 rows (3 of them name SaaS apps the configuration does not have: lever-t (1), levr (2))"
+        ),
+        "{}",
+        report.line()
+    );
+    env.cleanup(&settings).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_listed_twice_is_checked_once_and_the_run_still_finishes() {
     let env = TestEnv::new().await;
@@ -287,5 +325,40 @@ async fn malformed_messages_go_to_the_dead_letter_queue_with_the_reason() {
             header_str(&letter.delivery.properties, ERROR_HEADER).expect("a reason header");
         assert!(header.contains(reason), "{header}");
     }
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test]
+async fn run_once_of_an_inventory_without_one_usable_row_exits_non_zero_saying_so() {
+    let env = TestEnv::new().await;
+    let text = env.config_text(
+        &[],
+        "[saas.lever]\nconnector = \"lever\"\nbase_url = \"http://127.0.0.1:9\"\ncredential = \"lever\"\nrate = { per_second = 10 }\n",
+    );
+    let (_cdir, config_path) = temp_file("rolecall.toml", &text);
+    let (_idir, inventory) = temp_file(
+        "users.csv",
+        "saas,user_id,email,status\nlever,u1,not-an-email,active\nlever,,u2@example.com,active\n",
+    );
+    let out = std::process::Command::new(
+        rolecall_tests::workspace_binary("rolecall-scheduler").expect("built"),
+    )
+    .arg("--config")
+    .arg(&config_path)
+    .args(["run-once", "--inventory"])
+    .arg(&inventory)
+    .output()
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no job published: 2 rows were rejected and none was usable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("users.csv:2"),
+        "each row is named: {stderr}"
+    );
+    let settings = rolecall_common::config::from_toml(&text).expect("valid");
     env.cleanup(&settings).await;
 }

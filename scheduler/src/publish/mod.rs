@@ -267,6 +267,23 @@ pub fn selection(
     Ok(out)
 }
 
+/// Counts a row naming a SaaS app the configuration does not have, and
+/// warns at the first such row of each name: a typo in the `saas` column
+/// would otherwise leave its users unchecked without a word.
+#[cold]
+fn note_unconfigured(report: &mut RunReport, row: &InventoryRow) {
+    if let Some(n) = report.unconfigured.get_mut(&row.saas) {
+        *n += 1;
+    } else if report.unconfigured.len() < MAX_REPORTED_ERRORS {
+        warn!(
+            saas = row.saas,
+            line = row.line,
+            "Inventory rows name a SaaS app the configuration does not have; they are skipped (a typo?)."
+        );
+        report.unconfigured.insert(row.saas.clone(), 1);
+    }
+}
+
 /// A rule names a field its inventory does not have: a configuration
 /// error (the binaries exit with 2, as for any bad configuration).
 #[derive(Debug, thiserror::Error)]
@@ -433,6 +450,9 @@ async fn publish_rows(
             settings.saas.get(&row.saas),
         ) else {
             report.skipped += 1;
+            if !settings.saas.contains_key(&row.saas) {
+                note_unconfigured(&mut report, &row);
+            }
             continue;
         };
         if !selection[apps[app]].matches(&row, now) {
