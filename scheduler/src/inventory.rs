@@ -226,6 +226,12 @@ fn csv_rows(path: &Path, name: String, file: File) -> Result<Rows, InventoryErro
         })?
         .clone();
     let columns: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
+    if columns.iter().all(String::is_empty) {
+        return Err(InventoryError::Open {
+            path: path.into(),
+            reason: "the file is empty: a CSV inventory starts with a header naming saas, user_id, email and status".into(),
+        });
+    }
     for required in ["saas", "user_id", "email", "status"] {
         if !columns.iter().any(|c| c == required) {
             return Err(InventoryError::MissingColumn {
@@ -498,6 +504,13 @@ mod tests {
         let (_d, path) = write("inv.csv", "saas,user_id,status\nlever,u-1,active\n");
         let err = open(&path, Format::Csv).err().unwrap().to_string();
         assert!(err.contains("`email`"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_csv_file_is_said_to_be_empty_not_to_lack_a_column() {
+        let (_d, path) = write("inv.csv", "");
+        let err = open(&path, Format::Csv).err().unwrap().to_string();
+        assert!(err.contains("the file is empty"), "{err}");
     }
 
     #[test]

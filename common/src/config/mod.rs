@@ -52,6 +52,7 @@ pub use tls::{RawTls, TlsSettings};
 pub use workflow::{Overlap, RawWorkflow, Schedule, WorkflowSettings};
 
 mod raw;
+mod redact;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -131,12 +132,20 @@ impl fmt::Display for ConfigProblem {
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file or an environment value could not be read or parsed.
+    /// The file or an environment value could not be read or parsed. The
+    /// text is the `config` crate's, with secrets masked (see `redact.rs`):
+    /// the error itself is not kept, as its text quotes values.
     #[error("cannot read configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(String),
     /// The configuration parsed but has invalid values.
     #[error("invalid configuration:\n{}", list(.0))]
     Invalid(Vec<ConfigProblem>),
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(err: config::ConfigError) -> Self {
+        ConfigError::Load(redact::load_error(&err))
+    }
 }
 
 impl ConfigError {

@@ -232,3 +232,154 @@ fn redaction_hides_passwords() {
         "amqp://guest:***@host:5672/%2f"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Errors from reading the file never quote a secret.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_toml_syntax_error_masks_the_url_password_but_shows_line_key_and_mistake() {
+    let text = "[amqp]\nprefetch = 3\nurl = \"amqp://guest:hunter2pw@127.0.0.1:5672/%2f\n";
+    let err = from_toml(text).unwrap_err().to_string();
+    assert!(!err.contains("hunter2pw"), "{err}");
+    // The caret still points past the end of the (shorter) line.
+    assert_eq!(
+        err,
+        "cannot read configuration: TOML parse error at line 3, column 49\n  \
+         |\n\
+         3 | url = \"amqp://guest:***@127.0.0.1:5672/%2f\n  \
+         |                                           ^\n\
+         invalid basic string, expected `\"`"
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_hides_an_unclosed_credential_value() {
+    let text = "[saas.a]\nconnector = \"lever\"\ncredential = \"sk-live-abc123def456\n";
+    let err = from_toml(text).unwrap_err().to_string();
+    assert!(!err.contains("sk-live"), "{err}");
+    assert!(err.contains("at line 3, column 35"), "{err}");
+    assert!(err.contains("3 | credential = \"***\n"), "{err}");
+    assert!(err.contains("invalid basic string"), "{err}");
+}
+
+#[test]
+fn a_toml_syntax_error_on_an_unquoted_url_masks_its_password() {
+    let text = "[amqp]\nurl = amqp://guest:hunter6pw@127.0.0.1:5672/%2f\n";
+    let err = from_toml(text).unwrap_err().to_string();
+    assert!(!err.contains("hunter6pw"), "{err}");
+    assert!(
+        err.contains("2 | url = amqp://guest:***@127.0.0.1:5672/%2f\n"),
+        "{err}"
+    );
+    assert!(err.contains("string values must be quoted"), "{err}");
+}
+
+#[test]
+fn a_toml_syntax_error_hides_inline_secret_keys_comments_and_lines_of_unknown_context() {
+    let inline = "[saas.a]\noptions = { api_key = \"sk-1\", page = 5, token = 'tok-2\n";
+    let err = from_toml(inline).unwrap_err().to_string();
+    assert!(!err.contains("sk-1") && !err.contains("tok-2"), "{err}");
+    assert!(
+        err.contains("options = { api_key = \"***\", page = 5, token = '***\n"),
+        "{err}"
+    );
+
+    // A continuation line of an array does not say whose values it holds.
+    let array = "[amqp]\nurls = [\n  \"amqp://h1\",\n  \"plain-secret\" 3\n]\n";
+    let err = from_toml(array).unwrap_err().to_string();
+    assert!(!err.contains("plain-secret"), "{err}");
+    assert!(err.contains("4 |   \"***\" ***\n"), "{err}");
+
+    // Nor does a line inside a multi-line string.
+    let multi = "[saas.a]\nconnector = \"lever\"\nnote = \"\"\"\nhunter3\\q\n\"\"\"\n";
+    let err = from_toml(multi).unwrap_err().to_string();
+    assert!(!err.contains("hunter3"), "{err}");
+    assert!(err.contains("4 | ***\n"), "{err}");
+
+    // A known, harmless key's values stay visible; a comment does not.
+    let comment = "[saas.a]\nconnector = \"lever\" x # was hunter4\n";
+    let err = from_toml(comment).unwrap_err().to_string();
+    assert!(!err.contains("hunter4"), "{err}");
+    assert!(err.contains("2 | connector = \"lever\" x # ***\n"), "{err}");
+}
+
+#[test]
+fn a_toml_syntax_error_in_a_table_header_still_shows_the_header() {
+    let err = from_toml("[saas.a\nconnector = \"lever\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 | [saas.a\n"), "{err}");
+    assert!(err.contains("unclosed table"), "{err}");
+}
+
+#[test]
+fn a_type_error_masks_the_url_password_but_names_key_and_mistake() {
+    let text = "[amqp]\nurls = \"amqp://guest:hunter5pw@127.0.0.1:5672/%2f\"\n";
+    let err = from_toml(text).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "cannot read configuration: invalid type: string \
+         \"amqp://guest:***@127.0.0.1:5672/%2f\", expected a sequence for key `amqp.urls`"
+    );
+}
+
+#[test]
+fn a_type_error_under_a_secret_key_hides_the_value_whole() {
+    let err = config::ConfigError::At {
+        error: Box::new(config::ConfigError::Message(
+            "invalid value: string \"sk-live-9\\\"x\", expected a name".into(),
+        )),
+        origin: None,
+        key: Some("notifier.channels.ops.password_credential".into()),
+    };
+    assert_eq!(
+        ConfigError::from(err).to_string(),
+        "cannot read configuration: invalid value: string \"***\", expected a name \
+         for key `notifier.channels.ops.password_credential`"
+    );
+}
+
+#[test]
+fn errors_from_a_file_name_the_file_and_hide_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rolecall.toml");
+    std::fs::write(&path, "[redis]\nurl = \"redis://:hunter7pw@cache:6379/0\n").unwrap();
+    let err = load_with_env(Some(&path), Some(HashMap::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("hunter7pw"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("url = \"redis://:***@cache:6379/0"), "{err}");
+    // The `config` crate names the file by a relative path.
+    assert!(
+        err.contains("\nin ") && err.ends_with("rolecall.toml"),
+        "{err}"
+    );
+
+    let env = HashMap::from([(
+        "ROLECALL__REDIS__CLUSTER".to_string(),
+        "redis://:hunter8pw@cache".to_string(),
+    )]);
+    let err = load_with_env(None, Some(env)).unwrap_err().to_string();
+    assert!(!err.contains("hunter8pw"), "{err}");
+    assert!(err.contains("redis.cluster"), "{err}");
+}
+
+#[test]
+fn url_passwords_are_masked_inside_any_text() {
+    let mask = |t: &str| redact::mask_userinfo(t, true);
+    // Cluster seeds: each URL's password, and a password holding `@` or `/`.
+    assert_eq!(
+        mask("redis://:p1@h1,redis://u:p@2/x@h2"),
+        "redis://:***@h1,redis://u:***@h2"
+    );
+    // No password, nothing to hide; the form of `redact_url`.
+    assert_eq!(mask("https://api.lever.co/v1"), "https://api.lever.co/v1");
+    assert_eq!(mask("amqp://guest@h"), "amqp://guest@h");
+    // In running text a URL ends at a quote or a space.
+    assert_eq!(
+        redact::mask_userinfo("`amqp://a:b@h` and ops@example.com", false),
+        "`amqp://a:***@h` and ops@example.com"
+    );
+}
