@@ -27,15 +27,21 @@ impl Check {
         what: impl Into<String>,
         call: impl Future<Output = Result<(), E>>,
     ) -> Check {
+        let what = what.into();
         let result = match tokio::time::timeout(CHECK_TIMEOUT, call).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
+            // Errors often name their subject ("RabbitMQ: …"), and the
+            // line already does: "FAILED  RabbitMQ: RabbitMQ: …" reads badly.
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                Err(match text.strip_prefix(&format!("{what}: ")) {
+                    Some(rest) => rest.to_string(),
+                    None => text,
+                })
+            }
             Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
         };
-        Check {
-            what: what.into(),
-            result,
-        }
+        Check { what, result }
     }
 }
 
@@ -86,4 +92,23 @@ pub fn report(checks: &[Check]) -> Result<(), ChecksFailed> {
 /// How many checks failed.
 pub fn failures(checks: &[Check]) -> usize {
     checks.iter().filter(|c| c.result.is_err()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failure_naming_its_subject_is_not_prefixed_twice() {
+        let check = Check::run("RabbitMQ", async {
+            Err::<(), _>("RabbitMQ: IO error: Connection refused")
+        })
+        .await;
+        assert_eq!(
+            render(&[check]),
+            "FAILED  RabbitMQ: IO error: Connection refused\n"
+        );
+        let check = Check::run("Redis", async { Err::<(), _>("no route to host") }).await;
+        assert_eq!(render(&[check]), "FAILED  Redis: no route to host\n");
+    }
 }

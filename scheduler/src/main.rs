@@ -177,6 +177,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// A `--saas` filter naming an app the configuration lacks is a typo, not
+/// "no runs recorded".
+fn configured(settings: &Settings, saas: Option<&str>) -> anyhow::Result<()> {
+    match saas {
+        Some(name) if !settings.saas.contains_key(name) => anyhow::bail!(
+            "SaaS app `{name}` is not configured (configured: {})",
+            settings.saas.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        _ => Ok(()),
+    }
+}
+
 async fn run(
     command: Command,
     settings: Settings,
@@ -204,6 +216,7 @@ async fn run(
             Ok(())
         }
         Command::Runs { limit, saas } => {
+            configured(&settings, saas.as_deref())?;
             let ledger = open_ledger(&settings).await?;
             let names = Names::new(&settings.namespace);
             let rows =
@@ -346,6 +359,7 @@ async fn run(
             latest: _,
             saas,
         } => {
+            configured(&settings, saas.as_deref())?;
             let ledger = open_ledger(&settings).await?;
             let run_id = match run_id {
                 Some(id) => id,

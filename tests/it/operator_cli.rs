@@ -150,10 +150,7 @@ async fn runs_status_and_summary_latest_show_the_run_and_each_app() {
         &["summary", "--latest", "--saas", "zoom"],
     );
     assert_ne!(code, 0);
-    assert!(
-        err.contains("no run is recorded for SaaS app `zoom`"),
-        "{err}"
-    );
+    assert!(err.contains("SaaS app `zoom` is not configured"), "{err}");
     worker.stop().await;
     env.cleanup(&settings).await;
 }
@@ -272,6 +269,29 @@ async fn status_before_any_queue_exists_prints_no_error_and_names_a_workflows_fa
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("| no queue "), "{out}");
     assert!(!err.contains("ERROR"), "nothing failed: {err}");
+    // A filter naming an app the configuration lacks is a typo, said so.
+    for args in [
+        &["runs", "--saas", "levr"][..],
+        &["summary", "--latest", "--saas", "levr"],
+    ] {
+        let (code, _, err) = run("rolecall-scheduler", &text, &[], args);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("SaaS app `levr` is not configured (configured: lever)"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = run(
+        "rolecall-scheduler",
+        &text,
+        &[],
+        &["summary", "--latest", "--saas", "lever"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no run is recorded for SaaS app `lever`"),
+        "{err}"
+    );
     // What `serve` notes when a slot cannot start its run.
     let mut conn = env.redis.clone();
     let () = redis::cmd("HSET")

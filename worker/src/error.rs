@@ -210,17 +210,54 @@ impl From<reqwest::Error> for ConnectorError {
         if e.is_timeout() {
             ConnectorError::Timeout("vendor request")
         } else if e.is_decode() {
-            ConnectorError::Decode(e.to_string())
+            ConnectorError::Decode(with_causes(&e))
         } else {
-            ConnectorError::Transport(e.to_string())
+            ConnectorError::Transport(with_causes(&e))
         }
     }
+}
+
+/// The error and its causes on one line: reqwest's own text is only
+/// "error sending request"; what an operator needs ("Connection refused",
+/// "certificate has expired", "dns error") is in the chain below it. The
+/// causes come from hyper and the OS and carry no URL (the URL, which holds
+/// the user's e-mail, was taken off the top error).
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so_and_never_shows_the_url() {
+        // A port nobody listens on (bound, then dropped).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = reqwest::get(format!(
+            "http://127.0.0.1:{port}/users?email=someone@example.com"
+        ))
+        .await
+        .unwrap_err();
+        let text = ConnectorError::from(e).to_string();
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert!(!text.contains("someone@example.com"), "{text}");
+    }
 
     fn headers(retry: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
