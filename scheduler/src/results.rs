@@ -1,5 +1,5 @@
 //! `rolecall-scheduler results`: the per-user role results of a SaaS app
-//! (user, role, normalized role, seat price, checked at) as a table, CSV or
+//! (user, status, role, normalized role, seat price, checked at) as a table, CSV or
 //! JSON, for downstream automation.
 //!
 //! Streams: results are read with SCAN a batch at a time and written as
@@ -15,9 +15,12 @@ use rolecall_common::{Names, RedisConnection};
 
 use crate::seats::OutputFormat;
 
-const COLUMNS: [&str; 6] = [
+const COLUMNS: [&str; 7] = [
     "user_id",
     "email",
+    // found, not_found, inactive or failed: a blank role alone does not
+    // tell a user the vendor no longer has from a failed lookup.
+    "status",
     "role",
     "normalized_role",
     "seat_price",
@@ -41,8 +44,8 @@ pub async fn export(
         OutputFormat::Json => write!(out, "[")?,
         OutputFormat::Table => writeln!(
             out,
-            "{:<24} {:<32} {:<20} {:<16} {:>10}  {}",
-            COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], COLUMNS[4], COLUMNS[5]
+            "{:<24} {:<32} {:<10} {:<20} {:<16} {:>10}  {}",
+            COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], COLUMNS[4], COLUMNS[5], COLUMNS[6]
         )?,
     }
     loop {
@@ -95,8 +98,8 @@ pub async fn export(
                 }
                 OutputFormat::Table => writeln!(
                     out,
-                    "{:<24} {:<32} {:<20} {:<16} {:>10}  {}",
-                    cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
+                    "{:<24} {:<32} {:<10} {:<20} {:<16} {:>10}  {}",
+                    cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
                 )?,
             }
             written += 1;

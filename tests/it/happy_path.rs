@@ -156,6 +156,29 @@ async fn a_thousand_users_across_two_apps_get_exactly_a_thousand_results() {
         "the population has users deactivated at the vendor"
     );
 
+    // The export says each user's status: a not-found user is told from a
+    // found one without a role.
+    let mut out = Vec::new();
+    let rows = rolecall_scheduler::results::export(
+        &env.redis,
+        &env.names,
+        "lever_a",
+        rolecall_scheduler::seats::OutputFormat::Csv,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows, 500);
+    let csv_out = String::from_utf8(out).unwrap();
+    assert!(
+        csv_out.starts_with("user_id,email,status,role,normalized_role,seat_price,checked_at\n"),
+        "{csv_out}"
+    );
+    assert!(
+        csv_out.contains("lever_a-gone0,gone.0@example.com,not_found,"),
+        "{csv_out}"
+    );
+
     // Run counters add up to the published jobs.
     assert_eq!(counters.published, 1000);
     assert_eq!(counters.succeeded, expected_counts["succeeded"]);
