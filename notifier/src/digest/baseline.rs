@@ -14,14 +14,14 @@
 //! hash), not from earlier digests: the notifier may build digests late or
 //! out of order, and the ledger knows every run, announced or not.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, FixedOffset};
 use rolecall_common::ledger::{Ledger, LedgerError, RunCounters};
 use rolecall_common::{Names, RedisConnection};
 use serde::{Deserialize, Serialize};
 
-use super::{AppDigest, Digest, Seats};
+use super::Digest;
 
 /// Runs looked at, newest first from this run's start, before giving up:
 /// a bound on one digest's Redis work however long the history is.
@@ -127,35 +127,16 @@ pub async fn find(
     let Some((entry, hash)) = scan(&conn, names, run, started.timestamp()).await? else {
         return Ok(None);
     };
-    let id = entry.id;
     let counters = RunCounters::from_hash(&hash);
-    let mut per_app: BTreeMap<String, AppDigest> = BTreeMap::new();
-    for t in ledger.role_tallies(&id).await? {
-        per_app.entry(t.saas).or_default().seats.push(Seats {
-            role: t.role,
-            users: t.users,
-            cost: t.cost,
-        });
-    }
+    let mut per_app = super::seats_by_app(ledger, &entry.id).await?;
     let apps = split_apps(hash.get("apps").map(String::as_str).unwrap_or_default());
     for app in &apps {
         per_app.entry(app.clone()).or_default();
     }
     Ok(Some(Digest {
-        run_id: id,
-        apps,
         kind: entry.kind,
-        started_at: counters.started_at.clone(),
-        finished_at: counters.finished_at.clone(),
         recorded: true,
-        checked: entry.checked,
-        active: counters.succeeded,
-        inactive: counters.inactive,
-        not_found: counters.not_found,
-        deactivated: counters.deactivated,
-        failed: counters.failed,
-        per_app,
-        ..Digest::default()
+        ..Digest::counted(&entry.id, apps, &counters, per_app)
     }))
 }
 

@@ -129,19 +129,7 @@ pub async fn build(
     let counters = RunCounters::from_hash(&hash);
     let entry = RunEntry::from_hash(run_id, &hash);
     let mut apps = baseline::split_apps(hash.get("apps").map(String::as_str).unwrap_or_default());
-    let tallies = ledger.role_tallies(run_id).await?;
-    let mut per_app: BTreeMap<String, AppDigest> = BTreeMap::new();
-    for t in tallies {
-        per_app
-            .entry(t.saas.clone())
-            .or_default()
-            .seats
-            .push(Seats {
-                role: t.role,
-                users: t.users,
-                cost: t.cost,
-            });
-    }
+    let mut per_app = seats_by_app(ledger, run_id).await?;
     if let Some(started) = counters
         .started_at
         .as_deref()
@@ -166,22 +154,54 @@ pub async fn build(
     }
     let previous = baseline::find(ledger, names, &entry).await?;
     Ok(Digest {
-        run_id: run_id.to_string(),
-        apps,
         kind: entry.kind.clone(),
         recorded: counters.started_at.is_some() || counters.published > 0,
-        started_at: counters.started_at.clone(),
-        finished_at: counters.finished_at.clone(),
         summary: summary.to_string(),
-        checked: counters.outcomes(),
-        active: counters.succeeded,
-        inactive: counters.inactive,
-        not_found: counters.not_found,
-        deactivated: counters.deactivated,
-        failed: counters.failed,
-        per_app,
         previous: previous.map(Box::new),
+        ..Digest::counted(run_id, apps, &counters, per_app)
     })
+}
+
+/// Seats and seat cost by role, per app, from a run's tallies.
+async fn seats_by_app(
+    ledger: &Ledger,
+    run_id: &str,
+) -> Result<BTreeMap<String, AppDigest>, LedgerError> {
+    let mut per_app: BTreeMap<String, AppDigest> = BTreeMap::new();
+    for t in ledger.role_tallies(run_id).await? {
+        per_app.entry(t.saas).or_default().seats.push(Seats {
+            role: t.role,
+            users: t.users,
+            cost: t.cost,
+        });
+    }
+    Ok(per_app)
+}
+
+impl Digest {
+    /// What a run's counters say, for the run itself and for the run it
+    /// is compared with alike.
+    fn counted(
+        run_id: &str,
+        apps: Vec<String>,
+        counters: &RunCounters,
+        per_app: BTreeMap<String, AppDigest>,
+    ) -> Digest {
+        Digest {
+            run_id: run_id.to_string(),
+            apps,
+            started_at: counters.started_at.clone(),
+            finished_at: counters.finished_at.clone(),
+            checked: counters.outcomes(),
+            active: counters.succeeded,
+            inactive: counters.inactive,
+            not_found: counters.not_found,
+            deactivated: counters.deactivated,
+            failed: counters.failed,
+            per_app,
+            ..Digest::default()
+        }
+    }
 }
 
 /// Counts the run's role changes and deactivations per app from the events
