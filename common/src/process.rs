@@ -59,3 +59,14 @@ pub fn start_quieting(
         runtime,
     })
 }
+
+/// This host's name (a pod's name on Kubernetes), for telling replicas
+/// apart in `status` and in telemetry; "unknown host" when none is set.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".into())
+}

@@ -376,12 +376,7 @@ pub async fn note_leader(
     token: u64,
     ttl: std::time::Duration,
 ) -> Result<(), OpsError> {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown host".into());
+    let host = rolecall_common::process::host_name();
     let mut c = redis.clone();
     let () = redis::cmd("SET")
         .arg(names.leader_holder_key())

@@ -126,14 +126,25 @@ impl OtlpTarget {
 /// environment names it (`OTEL_SERVICE_NAME`, or `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES`, which the SDK's detectors read).
 pub(crate) fn resource(service: &str) -> Resource {
-    let named = env("OTEL_SERVICE_NAME").is_some()
-        || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| {
+    let given = |key: &str| {
+        env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| {
             a.split(',')
-                .any(|kv| kv.trim_start().starts_with("service.name="))
-        });
+                .any(|kv| kv.trim_start().starts_with(&format!("{key}=")))
+        })
+    };
+    let named = env("OTEL_SERVICE_NAME").is_some() || given("service.name");
     let mut builder = Resource::builder();
     if !named {
         builder = builder.with_service_name(service.to_string());
+    }
+    // Every replica reports the same series; without an instance id a
+    // collector merges (or drops) what several pods send. The chart sets
+    // the pod's name; elsewhere the host and process stand in.
+    if !given("service.instance.id") {
+        builder = builder.with_attribute(KeyValue::new(
+            "service.instance.id",
+            format!("{}-{}", crate::process::host_name(), std::process::id()),
+        ));
     }
     builder
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))

@@ -83,9 +83,11 @@ fn attributes(kvs: &[KeyValue]) -> HashMap<String, String> {
 }
 
 impl Received {
-    /// `(service.name, metric name)` of every metric data point batch received.
-    fn metric_names(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
+    /// `(service.name, metric name)` of every metric data point batch
+    /// received, and `service.instance.id` of each (which tells replicas
+    /// of one service apart).
+    fn metric_names(&self) -> (Vec<(String, String)>, Vec<String>) {
+        let (mut out, mut instances) = (Vec::new(), Vec::new());
         for request in self.metrics.lock().unwrap().iter() {
             for rm in &request.resource_metrics {
                 let resource = rm
@@ -94,12 +96,18 @@ impl Received {
                     .map(|r| attributes(&r.attributes))
                     .unwrap_or_default();
                 let service = resource.get("service.name").cloned().unwrap_or_default();
+                instances.push(
+                    resource
+                        .get("service.instance.id")
+                        .cloned()
+                        .unwrap_or_default(),
+                );
                 for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
                     out.push((service.clone(), m.name.clone()));
                 }
             }
         }
-        out
+        (out, instances)
     }
 
     fn spans(&self) -> Vec<SpanSeen> {
@@ -324,7 +332,17 @@ async fn one_jobs_publish_span_is_the_parent_of_its_process_span_across_processe
 
     // Metrics went out over OTLP too: the scheduler's at its exit, the
     // worker's when it stopped (both flush on the way out).
-    let metric_names = received.metric_names();
+    let (metric_names, instances) = received.metric_names();
+    // Each process names its instance: replicas' series stay apart.
+    assert!(
+        !instances.is_empty() && instances.iter().all(|i| !i.is_empty()),
+        "{instances:?}"
+    );
+    let distinct: std::collections::HashSet<_> = instances.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "scheduler and worker differ: {instances:?}"
+    );
     for (service, name) in [
         ("rolecall-scheduler", "rolecall.jobs.published"),
         ("rolecall-worker", "rolecall.jobs.processed"),
