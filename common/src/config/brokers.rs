@@ -74,6 +74,16 @@ pub(crate) fn validate_brokers(
         }
         (url, None) => {
             let url = url.unwrap_or_else(|| DEFAULT_AMQP_URL.into());
+            // A cluster's nodes written into the one-URL key (as a Secret's
+            // value for ROLECALL__AMQP__URL, say) would parse as one odd
+            // URL and retry its first host for ever.
+            if url.contains(",amqp://") || url.contains(",amqps://") {
+                bad(
+                    "amqp.url".into(),
+                    "holds several URLs: list a cluster's nodes in amqp.urls (ROLECALL__AMQP__URLS takes them comma-separated)".into(),
+                );
+                return Vec::new();
+            }
             check_url(&url, SCHEMES, "amqp.url", bad);
             vec![SecretString::from(url)]
         }
@@ -161,6 +171,18 @@ mod tests {
     fn an_empty_list_is_refused() {
         let (_, problems) = run(None, Some(&[]));
         assert_eq!(problems[0].0, "amqp.urls");
+    }
+
+    #[test]
+    fn several_urls_in_amqp_url_are_refused_pointing_at_amqp_urls() {
+        let (_, problems) = run(
+            Some("amqp://u:secret@a:5672/%2f,amqp://u:secret@b:5672/%2f"),
+            None,
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "amqp.url");
+        assert!(problems[0].1.contains("amqp.urls"), "{problems:?}");
+        assert!(!problems[0].1.contains("secret"), "{problems:?}");
     }
 
     #[test]
