@@ -26,6 +26,27 @@ pub fn client() -> reqwest::Client {
         .expect("a client with these settings always builds")
 }
 
+/// A request's error on one line, without its URL, with its causes:
+/// reqwest's own text is only "error sending request"; what an operator
+/// needs ("Connection refused", "certificate has expired", "dns error") is
+/// in the chain below it. The URL may hold a user's e-mail or a webhook's
+/// token, so it is taken off; the causes come from hyper and the OS and
+/// carry none.
+pub fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -205,35 +205,15 @@ pub fn clip(text: &str, max: usize) -> String {
 
 impl From<reqwest::Error> for ConnectorError {
     fn from(e: reqwest::Error) -> Self {
-        // The URL holds the user's e-mail: keep it out of errors and logs.
-        let e = e.without_url();
+        // The URL holds the user's e-mail: `describe` keeps it out.
         if e.is_timeout() {
             ConnectorError::Timeout("vendor request")
         } else if e.is_decode() {
-            ConnectorError::Decode(with_causes(&e))
+            ConnectorError::Decode(rolecall_common::http::describe(e))
         } else {
-            ConnectorError::Transport(with_causes(&e))
+            ConnectorError::Transport(rolecall_common::http::describe(e))
         }
     }
-}
-
-/// The error and its causes on one line: reqwest's own text is only
-/// "error sending request"; what an operator needs ("Connection refused",
-/// "certificate has expired", "dns error") is in the chain below it. The
-/// causes come from hyper and the OS and carry no URL (the URL, which holds
-/// the user's e-mail, was taken off the top error).
-fn with_causes(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

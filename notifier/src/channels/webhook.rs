@@ -65,7 +65,7 @@ impl Webhook {
             .json(&serde_json::json!({ "text": n.text }))
             .send()
             .await
-            .map_err(|e| DeliveryError::Transient(e.without_url().to_string()))?;
+            .map_err(|e| DeliveryError::Transient(rolecall_common::http::describe(e)))?;
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -132,7 +132,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_webhook_error_never_shows_its_url() {
+    async fn an_unreachable_webhook_error_says_why_and_never_shows_its_url() {
         let settings = rolecall_common::config::CredentialSettings {
             env_prefix: "T_".into(),
             dir: None,
@@ -153,5 +153,6 @@ mod tests {
         };
         let err = hook.send(&n).await.unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.to_lowercase().contains("refused"), "the cause: {err}");
     }
 }
