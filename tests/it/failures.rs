@@ -170,6 +170,17 @@ async fn a_refused_credential_parks_jobs_alerts_once_and_resumes_when_it_is_fixe
     assert_eq!(auth.len(), 1, "{alerts:?}");
     assert!(!auth[0].id.is_empty());
     assert!(!auth[0].error.contains("hunter2"), "no secret in alerts");
+    // It names the credential to fix (by its name, not its value), says
+    // what happens to the jobs and says the refusal once.
+    assert!(
+        auth[0]
+            .error
+            .starts_with("lever: vendor refused the credential (HTTP 401")
+            && auth[0].error.contains("Check credential `lever`")
+            && auth[0].error.matches("refused the credential").count() == 1,
+        "{}",
+        auth[0].error
+    );
     let recovered = alerts
         .iter()
         .filter(|a| a.kind == AlertKind::AuthRecovered)

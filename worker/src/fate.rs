@@ -145,8 +145,8 @@ impl JobContext {
             let error = ConnectorError::Unauthorized {
                 status: 401,
                 detail: format!(
-                    ", the credential stayed refused for over {} h",
-                    self.max_auth_park.as_secs() / 3600
+                    ", the credential stayed refused for over {}",
+                    humantime::format_duration(self.max_auth_park)
                 ),
             };
             let alert = self
@@ -159,7 +159,9 @@ impl JobContext {
                         &job.run_id,
                         &format!("{incident}:expired"),
                         format!(
-                            "{saas}: parked jobs failed: the vendor refused the credential for longer than worker.max_auth_park_s"
+                            "{saas}: parked jobs now fail: the vendor refused credential `{}` for longer than worker.max_auth_park_s ({}). Each failed job is in the dead-letter queue; once the credential is fixed, `rolecall-worker dlq replay --saas {saas} --reason auth` checks them again.",
+                            app.settings.credential,
+                            humantime::format_duration(self.max_auth_park)
                         ),
                     )
                 });
@@ -213,7 +215,9 @@ impl JobContext {
             &job.run_id,
             incident,
             format!(
-                "{saas}: the vendor refused the credential ({error}); jobs are parked and retried when it works again"
+                "{saas}: {error}. Check credential `{}`: its jobs are parked and checked again as soon as it works (they fail after worker.max_auth_park_s, {}).",
+                app.settings.credential,
+                humantime::format_duration(self.max_auth_park)
             ),
         );
         amqp::publish_alert(&self.publisher, &self.names, &alert).await?;
