@@ -85,7 +85,7 @@ pub enum BuildError {
 /// A built channel.
 pub enum Channel {
     /// Slack-compatible incoming webhook.
-    Webhook(webhook::Webhook),
+    Webhook(Box<webhook::Webhook>),
     /// E-mail over SMTP.
     Email(Box<email::Email>),
 }
@@ -123,7 +123,7 @@ pub async fn build(
             ChannelSettings::Webhook { url_credential } => {
                 webhook::Webhook::build(name, url_credential, vault, settings.delivery_timeout)
                     .await
-                    .map(Channel::Webhook)
+                    .map(|w| Channel::Webhook(Box::new(w)))
             }
             ChannelSettings::Email(e) => {
                 email::Email::build(name, e, vault, settings.delivery_timeout)
