@@ -57,6 +57,11 @@ pub const SEATS: &str = "rolecall.seats";
 /// Their summed seat price, by `saas`, `role`.
 pub const SEAT_COST: &str = "rolecall.seat_cost";
 
+/// 1 while this `serve` replica holds the scheduler's leader lease, else 0.
+pub const SCHEDULER_LEADER: &str = "rolecall.scheduler.leader";
+/// When a workflow's latest run started (Unix seconds), reported by the
+/// leader: `time() - …` over a workflow's period is a missed schedule.
+pub const WORKFLOW_LAST_RUN_STARTED: &str = "rolecall.workflow.last_run_started";
 /// Alerts taken off the alert queue, by `result` (`counted`, `duplicate`) (notifier).
 pub const NOTIFIER_ALERTS: &str = "rolecall.notifier.alerts";
 /// Attempts to deliver a notification, by `channel`, `result` (`delivered`, `failed`) (notifier).
@@ -365,6 +370,53 @@ impl QueueDepths {
             }
         }
         Ok(())
+    }
+}
+
+/// What `serve` reports of its schedule: whether this replica leads, and
+/// when each workflow's latest run started.
+#[derive(Clone, Default)]
+pub struct ScheduleGauges {
+    leader: Arc<std::sync::atomic::AtomicU64>,
+    last_started: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl ScheduleGauges {
+    /// Registers both gauges (once per process).
+    pub fn register(&self) {
+        let leader = self.leader.clone();
+        let _leader = meter()
+            .u64_observable_gauge(SCHEDULER_LEADER)
+            .with_description("1 while this replica holds the scheduler's leader lease")
+            .with_callback(move |observer| {
+                observer.observe(leader.load(std::sync::atomic::Ordering::Relaxed), &[]);
+            })
+            .build();
+        let last = self.last_started.clone();
+        let _last = meter()
+            .u64_observable_gauge(WORKFLOW_LAST_RUN_STARTED)
+            .with_unit("s")
+            .with_description("When the workflow's latest run started (Unix seconds)")
+            .with_callback(move |observer| {
+                for (workflow, at) in last.lock().expect("never poisoned").iter() {
+                    observer.observe(*at, &[KeyValue::new("workflow", workflow.clone())]);
+                }
+            })
+            .build();
+    }
+
+    /// Whether this replica leads now.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader
+            .store(u64::from(leads), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When `workflow`'s latest run started (Unix seconds).
+    pub fn set_last_started(&self, workflow: &str, at: u64) {
+        self.last_started
+            .lock()
+            .expect("never poisoned")
+            .insert(workflow.to_string(), at);
     }
 }
 

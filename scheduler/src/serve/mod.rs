@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use rolecall_common::config::WorkflowSettings;
 use rolecall_common::ledger::{self, Ledger, PublishCounts};
 use rolecall_common::messages::AlertV1;
+use rolecall_common::telemetry::metrics::ScheduleGauges;
 use rolecall_common::telemetry::{MetricsRegistry, OpsServer};
 use rolecall_common::{Names, RedisConnection, Settings, amqp};
 use tracing::{error, info, warn};
@@ -68,9 +69,11 @@ pub async fn serve(
         ledger,
         leader: None,
         said_following: false,
+        gauges: ScheduleGauges::default(),
         tasks: HashMap::new(),
         stopping: tokio::sync::watch::channel(false).0,
     };
+    server.gauges.register();
     info!(
         workflows = server.settings.workflows.len(),
         "Scheduler serving."
@@ -107,6 +110,8 @@ struct Server {
     /// Whether this replica said it is following (once per spell as a
     /// follower, not every tick).
     said_following: bool,
+    /// Leadership and each workflow's latest run start, for `/metrics`.
+    gauges: ScheduleGauges,
     /// Runs this process publishes, with their leases (released on stop).
     tasks: HashMap<String, (tokio::task::JoinHandle<()>, Lease)>,
     /// Turns true when the scheduler stops: publishers wind down.
@@ -185,6 +190,7 @@ impl Server {
                 }
             }
         }
+        self.gauges.set_leader(self.leader.is_some());
         let Some(lease) = &self.leader else {
             return Ok(());
         };
@@ -247,6 +253,10 @@ impl Server {
                 .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
         };
         let now = Utc::now();
+        if let Some(started) = at("last_started_at") {
+            self.gauges
+                .set_last_started(&w.name, started.timestamp().max(0) as u64);
+        }
         let Some(last) = at("last_slot") else {
             // First sight of this workflow: its history starts now, so a
             // new deployment does not fire a slot from before it existed.
@@ -354,12 +364,21 @@ impl Server {
                 match publish::start(&self.redis, &self.names, &plan, ttl).await? {
                     Some(lease) => {
                         info!(workflow = w.name, run_id = plan.run_id, slot = %slot, "Run started.");
-                        let () = redis::cmd("HDEL")
+                        let () = redis::pipe()
+                            .cmd("HSET")
+                            .arg(&key)
+                            .arg("last_started_at")
+                            .arg(now.timestamp())
+                            .ignore()
+                            .cmd("HDEL")
                             .arg(&key)
                             .arg("last_error")
                             .arg("last_error_at")
+                            .ignore()
                             .query_async(&mut self.redis.clone())
                             .await?;
+                        self.gauges
+                            .set_last_started(&w.name, now.timestamp().max(0) as u64);
                         self.spawn(Adopted {
                             lease,
                             plan,

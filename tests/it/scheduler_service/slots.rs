@@ -229,6 +229,7 @@ async fn a_slot_whose_inventory_is_missing_alerts_once_per_slot_and_the_next_run
         .await;
     let workflow = env.workflow_hash("often").await;
     assert!(!workflow.contains_key("last_error"), "{workflow:?}");
+    assert!(workflow.contains_key("last_started_at"), "{workflow:?}");
     drop(server);
     env.cleanup(&settings).await;
 }

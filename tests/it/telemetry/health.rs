@@ -46,7 +46,8 @@ async fn readyz_goes_unready_while_redis_is_down_and_ready_again_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scheduler_serve_is_ready_once_connected_and_reports_queue_depths_on_metrics() {
+async fn scheduler_serve_is_ready_once_connected_and_reports_queue_depths_and_leadership_on_metrics()
+ {
     let env = TestEnv::new().await;
     let text = env.config_text(&[], crate::scheduler_service::APP);
     let settings = rolecall_common::config::from_toml(&text).expect("valid");
@@ -85,7 +86,11 @@ async fn scheduler_serve_is_ready_once_connected_and_reports_queue_depths_on_met
                 && l.contains(r#"queue="jobs""#)
                 && l.contains(r#"saas="lever""#)
         });
-        if depth {
+        // The only replica leads, and says so (alert on `max` being 0).
+        let leads = body
+            .lines()
+            .any(|l| l.starts_with("rolecall_scheduler_leader") && l.ends_with(" 1"));
+        if depth && leads {
             assert!(
                 body.contains(r#"service_name="rolecall-scheduler""#),
                 "{body}"
@@ -94,7 +99,7 @@ async fn scheduler_serve_is_ready_once_connected_and_reports_queue_depths_on_met
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no queue depth on /metrics:\n{body}\n{}",
+            "no queue depth or leader on /metrics:\n{body}\n{}",
             server.log()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
