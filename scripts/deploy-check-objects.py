@@ -10,6 +10,15 @@ import yaml
 
 problems = []
 USERINFO = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
+ENV_REF = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# The chart's Downward API variables and the OTLP resource built from them.
+POD_ENV = {
+    "K8S_POD_NAME": "metadata.name",
+    "K8S_NAMESPACE_NAME": "metadata.namespace",
+    "K8S_NODE_NAME": "spec.nodeName",
+}
+OTEL_ATTRIBUTES = ("k8s.pod.name=$(K8S_POD_NAME)", "k8s.namespace.name=$(K8S_NAMESPACE_NAME)",
+                   "k8s.node.name=$(K8S_NODE_NAME)", "service.instance.id=$(K8S_POD_NAME)")
 
 
 def bad(where, msg):
@@ -63,6 +72,21 @@ def check_file(path):
             if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
                 bad(cw, "readinessProbe is not GET /readyz")
             env = {e["name"]: e for e in c.get("env", [])}
+            # $(VAR) expands only for a VAR defined earlier in the list.
+            defined = set()
+            for e in c.get("env", []):
+                for ref in ENV_REF.findall(str(e.get("value", ""))):
+                    if ref not in defined:
+                        bad(cw, f"{e['name']} refers to $({ref}), which is not defined before it")
+                defined.add(e["name"])
+            if "helm.sh/chart" in d["metadata"].get("labels", {}):
+                for name, field in POD_ENV.items():
+                    got = env.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                    if got != field:
+                        bad(cw, f"{name} is not the Downward API's {field}")
+                attributes = str(env.get("OTEL_RESOURCE_ATTRIBUTES", {}).get("value", "")).split(",")
+                if not all(a in attributes for a in OTEL_ATTRIBUTES):
+                    bad(cw, "OTEL_RESOURCE_ATTRIBUTES lacks the pod's k8s.* attributes or service.instance.id")
             for e in env.values():
                 if e["name"].startswith("ROLECALL_SECRET_") and "value" in e:
                     bad(cw, f"{e['name']} has an inline value")
@@ -75,13 +99,25 @@ def check_file(path):
                     bad(cw, f"terminationGracePeriodSeconds {tgps} does not exceed the drain ({grace} s)")
             if c["name"] == "scheduler" and d["spec"].get("replicas", 1) < 2:
                 bad(w, "the scheduler needs two replicas (leader lease)")
+            if (c["name"] == "scheduler" and "helm.sh/chart" in d["metadata"].get("labels", {})
+                    and not pod.get("affinity", {}).get("podAntiAffinity")
+                    and not pod.get("topologySpreadConstraints")):
+                bad(w, "the scheduler's replicas are not spread over nodes (podAntiAffinity)")
+    # The most pods a Deployment runs: its autoscaler's maximum, else replicas.
+    most = {name: d["spec"].get("replicas", 1) for name, d in deployments.items()}
+    for so in by_kind.get("ScaledObject", []):
+        most[so["spec"]["scaleTargetRef"]["name"]] = so["spec"]["maxReplicaCount"]
+    for h in by_kind.get("HorizontalPodAutoscaler", []):
+        most[h["spec"]["scaleTargetRef"]["name"]] = h["spec"]["maxReplicas"]
     pdb_selectors = [p["spec"]["selector"]["matchLabels"] for p in by_kind.get("PodDisruptionBudget", [])]
     for name, d in deployments.items():
-        if d["spec"].get("replicas", 2) < 2:
-            continue
         labels = d["spec"]["template"]["metadata"]["labels"]
-        if not any(all(labels.get(k) == v for k, v in s.items()) for s in pdb_selectors):
+        selected = any(all(labels.get(k) == v for k, v in s.items()) for s in pdb_selectors)
+        if most.get(name, 1) >= 2 and not selected:
             bad(f"{path} Deployment/{name}", "no PodDisruptionBudget selects it")
+        if most.get(name, 1) < 2 and selected:
+            # minAvailable: 1 over a single pod blocks every node drain.
+            bad(f"{path} Deployment/{name}", "a PodDisruptionBudget selects it though it runs one pod at most")
     for so in by_kind.get("ScaledObject", []):
         w = f"{path} ScaledObject/{so['metadata']['name']}"
         spec = so["spec"]

@@ -47,7 +47,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 Refuses credentials in values: a URL with "user:password@" in the config,
-the connection URLs or plain ROLECALL_SECRET_* env values.
+the connection URLs or a plain extraEnv value, plain ROLECALL_SECRET_* env
+values; and extra volumes named like the chart's own.
 */}}
 {{- define "rolecall.validate" -}}
 {{- $userinfo := "[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\\s:]*:[^/@\\s]+@" -}}
@@ -67,9 +68,23 @@ the connection URLs or plain ROLECALL_SECRET_* env values.
 {{- if and (hasPrefix "ROLECALL_SECRET_" .name) (hasKey . "value") -}}
 {{- fail (printf "extraEnv: %s is a credential given inline; use valueFrom.secretKeyRef or credentials.existingSecrets" .name) -}}
 {{- end -}}
+{{- if and (hasKey . "value") (regexMatch $userinfo (toString .value)) -}}
+{{- fail (printf "extraEnv: %s holds a URL with a password (user:password@host); take it from a Secret with valueFrom.secretKeyRef (e.g. ROLECALL__AMQP__URLS, see the chart README)" .name) -}}
+{{- end -}}
 {{- end -}}
 {{- if and (or .Values.credentials.existingSecrets .Values.credentials.vault.enabled) (regexMatch "(?m)^\\s*\\[credentials(\\.vault)?\\]" (tpl .Values.config .)) -}}
 {{- fail "config: has a [credentials] table while credentials.existingSecrets or credentials.vault are set; the chart writes that table: keep credentials settings in values.credentials only" -}}
+{{- end -}}
+{{- $extraVolumes := dict "scheduler.extraVolumes" .Values.scheduler.extraVolumes "notifier.extraVolumes" .Values.notifier.extraVolumes "workers.extraVolumes" .Values.workers.extraVolumes -}}
+{{- range .Values.workers.groups -}}
+{{- $_ := set $extraVolumes (printf "workers.groups[%s].extraVolumes" .name) .extraVolumes -}}
+{{- end -}}
+{{- range $key, $volumes := $extraVolumes -}}
+{{- range $volumes -}}
+{{- if has .name (list "config" "tmp" "credentials" "vault-token") -}}
+{{- fail (printf "%s: the volume name %q is the chart's own (config, tmp, credentials, vault-token); pick another" $key .name) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.credentials.vault.enabled (not .Values.credentials.vault.address) -}}
 {{- fail "credentials.vault.address is required when credentials.vault.enabled is true" -}}
@@ -148,7 +163,32 @@ token_file = "/var/run/secrets/rolecall-vault/token"
 {{- end }}
 {{- end -}}
 
+{{/*
+The container environment shared by every Deployment. The Downward API
+variables come first: OTEL_RESOURCE_ATTRIBUTES (and any extraEnv entry)
+refers to them as $(VAR), which Kubernetes expands only for variables
+defined earlier in the list. The processes merge OTEL_RESOURCE_ATTRIBUTES
+into their OpenTelemetry resource, so every pod's spans and metrics carry
+its own k8s.pod.name and service.instance.id. An OTEL_RESOURCE_ATTRIBUTES
+in extraEnv replaces the chart's (it may use the same $(K8S_*) variables).
+*/}}
 {{- define "rolecall.env" -}}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: K8S_NAMESPACE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: K8S_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- if not (include "rolecall.extraEnvHas" (dict "root" . "name" "OTEL_RESOURCE_ATTRIBUTES")) }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: "k8s.pod.name=$(K8S_POD_NAME),k8s.namespace.name=$(K8S_NAMESPACE_NAME),k8s.node.name=$(K8S_NODE_NAME),service.instance.id=$(K8S_POD_NAME)"
+{{- end }}
 - name: ROLECALL_CONFIG
   value: /etc/rolecall/rolecall.toml
 - name: ROLECALL__TELEMETRY__HTTP_LISTEN
@@ -169,6 +209,29 @@ token_file = "/var/run/secrets/rolecall-vault/token"
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* "true" when extraEnv defines the variable "name", else "". Takes (dict "root" $ "name" NAME). */}}
+{{- define "rolecall.extraEnvHas" -}}
+{{- $name := .name -}}
+{{- range .root.Values.extraEnv -}}
+{{- if eq .name $name }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A component's extra volumes or mounts: its own list, and for a worker group
+the workers' list first. Takes (dict "lists" (list $a $b ...)); prints YAML
+or nothing.
+*/}}
+{{- define "rolecall.extraList" -}}
+{{- $all := list -}}
+{{- range .lists -}}
+{{- $all = concat $all (. | default list) -}}
+{{- end -}}
+{{- with $all -}}
+{{ toYaml . }}
+{{- end -}}
 {{- end -}}
 
 {{- define "rolecall.probes" -}}
@@ -215,6 +278,41 @@ affinity:
 topologySpreadConstraints:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The scheduler's affinity (as JSON): scheduler.affinity, else the top-level
+affinity, plus a pod anti-affinity between scheduler pods per
+scheduler.podAntiAffinity ("soft": prefer other nodes, "hard": require
+them, "": none) unless that affinity has its own podAntiAffinity.
+*/}}
+{{- define "rolecall.schedulerAffinity" -}}
+{{- $s := .Values.scheduler -}}
+{{- $affinity := deepCopy (default .Values.affinity $s.affinity | default dict) -}}
+{{- if and $s.podAntiAffinity (not (hasKey $affinity "podAntiAffinity")) -}}
+{{- $labels := include "rolecall.selectorLabels" . | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/component" "scheduler" -}}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" $labels) -}}
+{{- if eq $s.podAntiAffinity "hard" -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) -}}
+{{- else -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $affinity -}}
+{{- end -}}
+
+{{/*
+The most pods a worker group runs: its autoscaler's maximum (after the
+vendor cap) when autoscaled, else its replicas (default 2). Takes the group.
+*/}}
+{{- define "rolecall.workerMostPods" -}}
+{{- $a := include "rolecall.groupAutoscaling" . | fromJson -}}
+{{- if or $a.keda.enabled $a.hpa.enabled -}}
+{{- include "rolecall.workerMax" . -}}
+{{- else -}}
+{{- hasKey . "replicas" | ternary .replicas 2 -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
