@@ -144,7 +144,8 @@ impl Flusher {
             let notification = match &digest {
                 Some(d) => render::notification(id, channel_name, digest::render(d, apps)),
                 None => render::group_notification(&group, channel_name),
-            };
+            }
+            .labelled(self.settings.label.as_deref());
             match channel
                 .send(&notification, self.settings.delivery_timeout)
                 .await

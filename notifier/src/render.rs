@@ -212,4 +212,13 @@ mod tests {
         assert_eq!(n.id, "run-r-1.it_mail".replace('_', "-"));
         assert_eq!(n.subject, "[rolecall] x");
     }
+
+    #[test]
+    fn a_label_leads_the_subject_and_the_text_and_no_label_changes_nothing() {
+        let n = notification("run:r-1", "ops", "x\ny".into());
+        assert_eq!(n.clone().labelled(None), n);
+        let n = n.labelled(Some("prod"));
+        assert_eq!(n.subject, "[rolecall prod] x");
+        assert_eq!(n.text, "[prod] x\ny");
+    }
 }

@@ -367,7 +367,8 @@ async fn a_run_gets_exactly_one_digest_even_when_run_finished_arrives_twice_and_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn email_goes_over_required_starttls_to_a_server_signed_by_the_configured_ca() {
+async fn email_goes_over_required_starttls_to_a_server_signed_by_the_configured_ca_and_carries_the_label()
+ {
     let env = TestEnv::new().await;
     let certs = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/tls-fixtures.sh");
@@ -384,9 +385,12 @@ async fn email_goes_over_required_starttls_to_a_server_signed_by_the_configured_
         "tls = \"starttls\"\nca_file = \"{}\"",
         file("ca.pem").display()
     );
-    let extra = notifier_toml("1s", Some((smtp.port, &tls)), "");
+    // This installation is labelled: its messages say so.
+    let extra = notifier_toml("1s", Some((smtp.port, &tls)), "")
+        .replace("[notifier]\n", "[notifier]\nlabel = \"staging\"\n");
     let text = env.config_text(&[], &extra);
     let settings = config::from_toml(&text).unwrap();
+    assert_eq!(settings.notifier.label.as_deref(), Some("staging"));
 
     // `check-config --connect` goes as far as the login: STARTTLS verified
     // against the configured CA passes…
@@ -420,7 +424,13 @@ async fn email_goes_over_required_starttls_to_a_server_signed_by_the_configured_
     let mails = smtp.messages();
     assert_eq!(mails.len(), 1);
     assert!(
-        mails[0].contains("[pause_capped] lever_prod: the vendor asked the fleet to pause"),
+        mails[0]
+            .contains("[staging] [pause_capped] lever_prod: the vendor asked the fleet to pause"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[0].contains("Subject: [rolecall staging] [pause_capped] lever_prod"),
         "{}",
         mails[0]
     );

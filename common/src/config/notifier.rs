@@ -8,6 +8,7 @@
 //!
 //! ```toml
 //! [notifier]
+//! label = "prod"              # optional: leads every message ([prod] …)
 //! group_window = "60s"
 //! [notifier.channels.ops]
 //! type = "webhook"
@@ -42,6 +43,7 @@ pub const DEFAULT_ROUTE: &str = "default";
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub struct RawNotifier {
+    pub label: Option<String>,
     pub group_window: Option<String>,
     pub max_backoff: Option<String>,
     pub delivery_timeout: Option<String>,
@@ -74,6 +76,9 @@ pub struct RawChannel {
 /// Validated notifier settings.
 #[derive(Debug, Clone)]
 pub struct NotifierSettings {
+    /// Leads every message (`[prod] …`, subject `[rolecall prod] …`), so
+    /// several installations sharing a channel are told apart.
+    pub label: Option<String>,
     /// How long alerts of one SaaS app and kind gather before they are sent
     /// as one message.
     pub group_window: Duration,
@@ -94,6 +99,7 @@ pub struct NotifierSettings {
 impl Default for NotifierSettings {
     fn default() -> Self {
         Self {
+            label: None,
             group_window: Duration::from_secs(60),
             max_backoff: Duration::from_secs(300),
             delivery_timeout: Duration::from_secs(15),
@@ -190,6 +196,15 @@ pub(crate) fn validate(
         defaults.delivery_timeout,
     );
     let dedup_ttl = duration("dedup_ttl", raw.dedup_ttl, defaults.dedup_ttl);
+    let label = raw.label.map(|l| l.trim().to_string());
+    if let Some(l) = &label
+        && (l.is_empty() || l.chars().count() > 40 || l.chars().any(char::is_control))
+    {
+        bad(
+            "notifier.label".into(),
+            "must be 1 to 40 printable characters (e.g. \"prod\")".into(),
+        );
+    }
     let examples = raw.examples.unwrap_or(defaults.examples);
     if examples > 50 {
         bad("notifier.examples".into(), "must be at most 50".into());
@@ -238,6 +253,7 @@ pub(crate) fn validate(
         );
     }
     NotifierSettings {
+        label,
         group_window,
         max_backoff,
         delivery_timeout,
@@ -386,6 +402,7 @@ mod tests {
         let s = from_toml(&format!(
             r#"{APP}
             [notifier]
+            label = " prod "
             group_window = "2s"
             [notifier.channels.ops]
             type = "webhook"
@@ -403,6 +420,7 @@ mod tests {
         .expect("valid");
         let n = &s.notifier;
         assert_eq!(n.group_window, std::time::Duration::from_secs(2));
+        assert_eq!(n.label.as_deref(), Some("prod"));
         assert_eq!(n.route("lever_prod"), ["ops", "mail"]);
         assert_eq!(n.route("other"), ["ops"]);
         match &n.channels["mail"] {
@@ -419,6 +437,7 @@ mod tests {
         let keys = keys(
             r#"
             [notifier]
+            label = ""
             group_window = "soon"
             [notifier.channels.ops]
             type = "webhook"
@@ -435,6 +454,7 @@ mod tests {
             "#,
         );
         for k in [
+            "notifier.label",
             "notifier.group_window",
             "notifier.channels.ops.host",
             "notifier.channels.ops.url_credential",
