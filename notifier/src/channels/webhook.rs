@@ -160,6 +160,14 @@ mod tests {
         }
     }
 
+    fn note() -> Notification {
+        Notification {
+            subject: "s".into(),
+            text: "t".into(),
+            id: "i".into(),
+        }
+    }
+
     #[tokio::test]
     async fn an_unreachable_webhook_error_says_why_and_never_shows_its_url() {
         let settings = rolecall_common::config::CredentialSettings {
@@ -175,11 +183,7 @@ mod tests {
         let hook = Webhook::build("ops", "hook", &vault, Duration::from_secs(2))
             .await
             .unwrap();
-        let n = Notification {
-            subject: "s".into(),
-            text: "t".into(),
-            id: "i".into(),
-        };
+        let n = note();
         let err = hook.send(&n).await.unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(err.to_lowercase().contains("refused"), "the cause: {err}");
@@ -220,11 +224,7 @@ mod tests {
         let hook = Webhook::build("ops", "hook", &vault, Duration::from_secs(2))
             .await
             .unwrap();
-        let n = Notification {
-            subject: "s".into(),
-            text: "t".into(),
-            id: "i".into(),
-        };
+        let n = note();
         hook.send(&n).await.unwrap();
         old_hit.await.unwrap();
         // The Secret is rotated in place (a mounted file changes).
