@@ -407,14 +407,21 @@ rate = {{ per_second = {ps}, burst = 5 }}
         Err(last.map_or_else(|| anyhow::anyhow!("no broker"), anyhow::Error::from))
     }
 
-    /// Ready and unacknowledged messages in the namespace's queues but the
-    /// alert queue, on the first node that answers.
+    /// Messages in the namespace's queues but the alert queue, on the first
+    /// node that answers: ready plus unacknowledged, or the queue's whole
+    /// count when that is larger (a quorum queue's at-least-once
+    /// dead-letter backlog is neither ready nor unacknowledged).
     fn left_in_queues(&self) -> anyhow::Result<u64> {
         let prefix = format!("{}.", self.names_namespace());
         for node in &self.infra.nodes {
             let out = Command::new("rabbitmqctl")
                 .args(["-n", node, "-q", "list_queues", "--no-table-headers"])
-                .args(["name", "messages_ready", "messages_unacknowledged"])
+                .args([
+                    "name",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "messages",
+                ])
                 .env("PATH", sbin_path())
                 .stderr(Stdio::null())
                 .output()?;
@@ -424,13 +431,15 @@ rate = {{ per_second = {ps}, burst = 5 }}
             let mut left = 0;
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let mut parts = line.split_whitespace();
-                let (Some(name), Some(ready), Some(unacked)) =
-                    (parts.next(), parts.next(), parts.next())
+                let (Some(name), Some(ready), Some(unacked), Some(all)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
                 else {
                     continue;
                 };
                 if name.starts_with(&prefix) && name != self.names.alerts_queue() {
-                    left += ready.parse::<u64>().unwrap_or(0) + unacked.parse::<u64>().unwrap_or(0);
+                    let counted =
+                        ready.parse::<u64>().unwrap_or(0) + unacked.parse::<u64>().unwrap_or(0);
+                    left += counted.max(all.parse::<u64>().unwrap_or(0));
                 }
             }
             return Ok(left);

@@ -3,7 +3,7 @@
 use crate::harness::Report;
 use crate::scenarios::Outcome;
 
-const HEADER: &str = "| scenario | users | results (one each) | counters = inventory | run finished | duplicate events | left in queues (ready + unacked) | alerts (distinct) | failed users | seconds to recover |\n|---|---|---|---|---|---|---|---|---|---|\n";
+const HEADER: &str = "| scenario | users | results (one each) | counters = inventory | run finished | duplicate events | left in queues (ready + unacked, or all messages if more) | alerts (distinct) | failed users | seconds to recover |\n|---|---|---|---|---|---|---|---|---|---|\n";
 
 fn yes(ok: bool) -> &'static str {
     if ok { "yes" } else { "**NO**" }
