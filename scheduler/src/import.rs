@@ -149,10 +149,7 @@ pub async fn import(
     vault: &Vault,
     options: &ImportOptions,
 ) -> anyhow::Result<ImportReport> {
-    let saas = settings
-        .saas
-        .get(&options.saas)
-        .with_context(|| format!("SaaS app `{}` is not configured", options.saas))?;
+    let saas = crate::saas_app(settings, &options.saas)?;
     let connector = fleet_connector(settings, saas, vault).await?;
     let redis = rolecall_common::ledger::connect(&settings.redis)
         .await

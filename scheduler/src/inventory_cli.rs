@@ -170,10 +170,7 @@ fn apps(asked: Vec<String>, settings: &Settings) -> anyhow::Result<Vec<String>> 
         return Ok(settings.saas.keys().cloned().collect());
     }
     for name in &asked {
-        anyhow::ensure!(
-            settings.saas.contains_key(name),
-            "SaaS app `{name}` is not configured"
-        );
+        rolecall_scheduler::saas_app(settings, name)?;
     }
     Ok(asked)
 }
@@ -213,10 +210,7 @@ pub async fn run(command: InventoryCommand, settings: Settings) -> anyhow::Resul
             format,
             stale_days,
         } => {
-            let app = settings
-                .saas
-                .get(&saas)
-                .with_context(|| format!("SaaS app `{saas}` is not configured"))?;
+            let app = rolecall_scheduler::saas_app(&settings, &saas)?;
             let days = stale_days.unwrap_or(settings.inventory.stale_after_days);
             let report =
                 seats::report(&store(&settings).await?, app, days, chrono::Utc::now()).await?;

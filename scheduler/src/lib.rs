@@ -96,6 +96,20 @@ impl RunReport {
     }
 }
 
+/// The settings of SaaS app `name`, or an error naming it and the apps the
+/// configuration has: every command that takes `--saas` asks here.
+pub fn saas_app<'a>(
+    settings: &'a Settings,
+    name: &str,
+) -> anyhow::Result<&'a rolecall_common::config::SaasSettings> {
+    settings.saas.get(name).with_context(|| {
+        format!(
+            "SaaS app `{name}` is not configured (configured: {})",
+            settings.saas.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 /// Malformed rows kept in the report; all are logged and counted.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
@@ -110,9 +124,7 @@ pub async fn run_once(settings: &Settings, options: RunOnceOptions) -> anyhow::R
         settings.saas.keys().cloned().collect()
     } else {
         for name in &options.saas {
-            if !settings.saas.contains_key(name) {
-                bail!("SaaS app `{name}` is not configured (no [saas.{name}] table)");
-            }
+            saas_app(settings, name)?;
         }
         let mut apps = options.saas.clone();
         apps.sort();
@@ -283,10 +295,7 @@ pub struct ActionRequest {
 /// Publishes one action job as a run of its own, through the same queues
 /// and limits as lookups. Refuses actions the SaaS app does not enable.
 pub async fn enqueue_action(settings: &Settings, request: ActionRequest) -> anyhow::Result<String> {
-    let saas = settings
-        .saas
-        .get(&request.saas)
-        .with_context(|| format!("SaaS app `{}` is not configured", request.saas))?;
+    let saas = saas_app(settings, &request.saas)?;
     if request.action == Action::LookupRole {
         bail!("lookups come from run-once; actions are deactivate_user, create_user, update_user");
     }

@@ -180,13 +180,9 @@ fn main() -> ExitCode {
 /// A `--saas` filter naming an app the configuration lacks is a typo, not
 /// "no runs recorded".
 fn configured(settings: &Settings, saas: Option<&str>) -> anyhow::Result<()> {
-    match saas {
-        Some(name) if !settings.saas.contains_key(name) => anyhow::bail!(
-            "SaaS app `{name}` is not configured (configured: {})",
-            settings.saas.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-        _ => Ok(()),
-    }
+    saas.map_or(Ok(()), |name| {
+        rolecall_scheduler::saas_app(settings, name).map(|_| ())
+    })
 }
 
 async fn run(

@@ -307,21 +307,8 @@ pub async fn status(
             next_slots,
         });
     }
+    let leader = leader(redis, &names).await?;
     let mut c = redis.clone();
-    let (token, ttl, holder): (Option<u64>, i64, Option<String>) = redis::pipe()
-        .cmd("GET")
-        .arg(names.leader_key())
-        .cmd("PTTL")
-        .arg(names.leader_key())
-        .cmd("GET")
-        .arg(names.leader_holder_key())
-        .query_async(&mut c)
-        .await?;
-    let leader = token.map(|token| Leader {
-        token,
-        holder: holder_of(token, holder),
-        expires_in_ms: ttl,
-    });
     let mut failed_starts = Vec::new();
     for w in settings.workflows.values() {
         let (why, at): (Option<String>, Option<String>) = redis::cmd("HMGET")
@@ -341,21 +328,24 @@ pub async fn status(
     })
 }
 
-/// Who holds the leader lease now (host and pid), when its holder has
-/// noted it.
-pub async fn leader_holder(
-    redis: &RedisConnection,
-    names: &Names,
-) -> Result<Option<String>, OpsError> {
+/// The current `serve` leader: its token, its host and pid once it has
+/// noted them, and how long until its lease lapses unless renewed.
+pub async fn leader(redis: &RedisConnection, names: &Names) -> Result<Option<Leader>, OpsError> {
     let mut c = redis.clone();
-    let (token, holder): (Option<u64>, Option<String>) = redis::pipe()
+    let (token, ttl, holder): (Option<u64>, i64, Option<String>) = redis::pipe()
         .cmd("GET")
+        .arg(names.leader_key())
+        .cmd("PTTL")
         .arg(names.leader_key())
         .cmd("GET")
         .arg(names.leader_holder_key())
         .query_async(&mut c)
         .await?;
-    Ok(token.and_then(|t| holder_of(t, holder)))
+    Ok(token.map(|token| Leader {
+        token,
+        holder: holder_of(token, holder),
+        expires_in_ms: ttl,
+    }))
 }
 
 /// The holder named in the note, if the note is the current leader's: a

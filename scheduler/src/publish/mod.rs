@@ -256,9 +256,7 @@ pub fn selection(
     };
     let mut out = BTreeMap::new();
     for app in &plan.apps {
-        let saas = settings.saas.get(app).with_context(|| {
-            format!("SaaS app `{app}` is not configured (no [saas.{app}] table)")
-        })?;
+        let saas = crate::saas_app(settings, app)?;
         let criteria = workflow
             .and_then(|w| w.criteria.clone())
             .unwrap_or_else(|| saas.criteria.clone());

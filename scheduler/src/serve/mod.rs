@@ -172,9 +172,11 @@ impl Server {
                     }
                 } else if !self.said_following {
                     self.said_following = true;
-                    let holder = crate::ops::leader_holder(&self.redis, &self.names)
+                    let holder = crate::ops::leader(&self.redis, &self.names)
                         .await
-                        .unwrap_or_default()
+                        .ok()
+                        .flatten()
+                        .and_then(|l| l.holder)
                         .unwrap_or_else(|| "another replica".into());
                     info!(
                         leader = holder,
