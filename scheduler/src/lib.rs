@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod lease;
 pub mod ops;
 pub mod publish;
+pub mod redrive;
 pub mod results;
 pub mod run_source;
 pub mod seats;

@@ -106,6 +106,15 @@ enum Command {
     /// Per SaaS app: queue depth, consumers and the next scheduled slot;
     /// and the current `serve` leader.
     Status,
+    /// Publish again the jobs of a run's users that have no outcome (jobs
+    /// lost by the broker or purged by hand). `serve`'s leader does it by
+    /// itself once a run is quiet for `scheduler.redrive_after_s` and none
+    /// of its jobs is in a queue; a copy that turns up later counts once.
+    Redrive {
+        /// The run (see `runs`).
+        #[arg(long)]
+        run_id: String,
+    },
     #[command(flatten)]
     Inventory(inventory_cli::InventoryCommand),
     /// Validate the configuration and exit (also `--check-config`).
@@ -218,6 +227,18 @@ async fn run(
             let rows =
                 ops::recent_runs(&ledger.connection(), &names, saas.as_deref(), limit).await?;
             print!("{}", ops::render_runs(&rows));
+            Ok(())
+        }
+        Command::Redrive { run_id } => {
+            let names = Names::new(&settings.namespace);
+            let conns = rolecall_scheduler::Connections::open(&settings, &names).await?;
+            let done = rolecall_scheduler::redrive::redrive(&settings, &conns, &run_id).await;
+            conns.close().await;
+            let done = done?;
+            println!(
+                "run {run_id}: {} of {} selected users had no outcome; published again",
+                done.republished, done.selected
+            );
             Ok(())
         }
         Command::Status => {

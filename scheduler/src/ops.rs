@@ -78,6 +78,9 @@ pub struct RunRow {
     pub state: RunState,
     /// Why its publisher is paused (a SaaS app's queue is full), if it is.
     pub paused: Option<String>,
+    /// Times its users without an outcome were published again
+    /// (`crate::redrive`), and how many jobs that was in all.
+    pub redriven: Option<(u64, u64)>,
     /// Its counters.
     pub counters: RunCounters,
 }
@@ -171,6 +174,14 @@ async fn read_run(
             })
             .unwrap_or_default(),
         workflow: h.get("workflow").filter(|w| !w.is_empty()).cloned(),
+        redriven: h
+            .get("redrives")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n > 0)
+            .map(|n| {
+                let jobs = h.get("redriven_jobs").and_then(|j| j.parse().ok());
+                (n, jobs.unwrap_or(0))
+            }),
         paused: h
             .get("paused")
             .filter(|_| state == RunState::Publishing)
@@ -212,9 +223,15 @@ pub fn render_runs(rows: &[RunRow]) -> String {
                 } else {
                     r.apps.join(",")
                 },
-                match &r.paused {
-                    Some(why) => format!("{}, paused: {why}", r.state.as_str()),
-                    None => r.state.as_str().into(),
+                {
+                    let mut state = match &r.paused {
+                        Some(why) => format!("{}, paused: {why}", r.state.as_str()),
+                        None => r.state.as_str().into(),
+                    };
+                    if let Some((times, jobs)) = r.redriven {
+                        state.push_str(&format!(", re-driven {times}× ({jobs} jobs)"));
+                    }
+                    state
                 },
                 r.counters.published.to_string(),
                 r.counters.outcomes().to_string(),
@@ -435,6 +452,7 @@ mod tests {
             workflow: None,
             state: RunState::InProgress,
             paused: None,
+            redriven: None,
             counters: RunCounters {
                 published: 10,
                 succeeded: 4,
@@ -446,5 +464,23 @@ mod tests {
         assert!(text.contains("| r1 "), "{text}");
         assert!(text.contains("| in progress |"), "{text}");
         assert!(text.contains("|        10 |       5 |      1 |"), "{text}");
+    }
+
+    #[test]
+    fn the_runs_table_says_how_often_a_run_was_re_driven() {
+        let rows = vec![RunRow {
+            run_id: "r1".into(),
+            apps: vec!["lever".into()],
+            workflow: None,
+            state: RunState::InProgress,
+            paused: None,
+            redriven: Some((2, 64)),
+            counters: RunCounters::default(),
+        }];
+        let text = render_runs(&rows);
+        assert!(
+            text.contains("| in progress, re-driven 2× (64 jobs) |"),
+            "{text}"
+        );
     }
 }

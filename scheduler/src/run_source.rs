@@ -20,7 +20,8 @@
 
 use std::collections::VecDeque;
 
-use rolecall_common::inventory::InventoryStore;
+use chrono::{DateTime, Utc};
+use rolecall_common::inventory::{InventoryStore, Record};
 use rolecall_common::{Names, RedisConnection};
 
 use crate::inventory::{self, Format, RowError, Rows};
@@ -64,6 +65,16 @@ impl RunSource {
         })
     }
 
+    /// Leaves out records of the Redis inventory first seen after `at`: a
+    /// re-drive reads the users its run read, not those imported since.
+    /// (A file's rows are the run's own: its fingerprint is checked.)
+    pub fn born_by(mut self, at: DateTime<Utc>) -> Self {
+        if let RunSource::Redis(rows) = &mut self {
+            rows.born_by = Some(at);
+        }
+        self
+    }
+
     /// The next row; `None` after the last.
     pub async fn next(
         &mut self,
@@ -84,6 +95,9 @@ pub struct RedisRows {
     after: Option<String>,
     /// Rows read and not yet taken.
     buffer: VecDeque<inventory::InventoryRow>,
+    /// Leave out records first seen after this instant (a re-drive reads
+    /// the run's users, not users imported since it started).
+    born_by: Option<DateTime<Utc>>,
 }
 
 impl RedisRows {
@@ -107,6 +121,7 @@ impl RedisRows {
                 apps,
                 after: Some(key),
                 buffer: VecDeque::new(),
+                born_by: None,
             });
         }
         let mut after = None;
@@ -127,6 +142,7 @@ impl RedisRows {
             apps,
             after,
             buffer: VecDeque::new(),
+            born_by: None,
         })
     }
 
@@ -150,11 +166,25 @@ impl RedisRows {
             // A record deleted since the index was read has no fields: it
             // is no user any more, and is left out.
             let records = self.store.records(app, keys).await?;
-            self.buffer
-                .extend(records.iter().map(|record| sor::row_of(app, record)));
+            let born_by = self.born_by;
+            self.buffer.extend(
+                records
+                    .iter()
+                    .filter(|record| born_by.is_none_or(|at| !born_after(record, at)))
+                    .map(|record| sor::row_of(app, record)),
+            );
             self.after = Some(last);
         }
     }
+}
+
+/// Whether a record was first seen after `at` (a record without a
+/// readable `first_seen` is taken as older).
+fn born_after(record: &Record, at: DateTime<Utc>) -> bool {
+    record
+        .get("first_seen")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t > at)
 }
 
 /// The record a run's last checkpoint stopped after, if it kept one.

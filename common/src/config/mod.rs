@@ -281,6 +281,11 @@ pub struct SchedulerSettings {
     /// outcome for this long no longer holds back the workflow's slots
     /// (an alert says so); `None`: never.
     pub stalled_run_after: Option<Duration>,
+    /// A run with every job published, no outcome for this long and none
+    /// of its apps' jobs in a queue the broker can show (ready in the job
+    /// queue or a delay queue) is re-driven: its users without an outcome
+    /// are published again (`redrive.rs` in the scheduler); `None`: never.
+    pub redrive_after: Option<Duration>,
 }
 
 /// Credential lookup settings.

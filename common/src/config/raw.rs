@@ -137,6 +137,7 @@ pub struct RawScheduler {
     pub max_queue_depth: u32,
     pub resume_queue_depth: Option<u32>,
     pub stalled_run_after_s: u64,
+    pub redrive_after_s: u64,
 }
 
 impl Default for RawScheduler {
@@ -158,6 +159,11 @@ impl Default for RawScheduler {
             // pause or a retry's delay, short enough that a daily workflow
             // misses at most one slot.
             stalled_run_after_s: 86_400,
+            // No job of the run anywhere the broker shows, and no outcome
+            // for five minutes: a worker holds a job for seconds (its
+            // `max_hold`, a vendor call's timeout), every longer wait is
+            // a visible message in a delay queue.
+            redrive_after_s: 300,
         }
     }
 }

@@ -258,6 +258,8 @@ impl RawSettings {
                 resume_queue_depth: resume_depth.clamp(1, max_depth),
                 stalled_run_after: (self.scheduler.stalled_run_after_s > 0)
                     .then(|| Duration::from_secs(self.scheduler.stalled_run_after_s)),
+                redrive_after: (self.scheduler.redrive_after_s > 0)
+                    .then(|| Duration::from_secs(self.scheduler.redrive_after_s)),
             },
             credentials: CredentialSettings {
                 env_prefix: self.credentials.env_prefix,

@@ -578,6 +578,29 @@ impl Ledger {
         })
     }
 
+    /// Which of `jobs` have no outcome recorded for their inventory line
+    /// (one pipelined `GET` of their done markers, which share the ledger's
+    /// slot): the users a re-driven run publishes again.
+    pub async fn unrecorded(&self, jobs: &[JobV1]) -> Result<Vec<bool>, LedgerError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for job in jobs {
+            pipe.cmd("GET").arg(self.names.done_key(&job.job_id));
+        }
+        let mut conn = self.conn.clone();
+        let marks: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(jobs
+            .iter()
+            .zip(marks)
+            .map(|(job, marks)| {
+                let mark = done_mark(job);
+                !marks.is_some_and(|m| m.split(',').any(|m| m == mark))
+            })
+            .collect())
+    }
+
     /// A run's counters.
     pub async fn run(&self, run_id: &str) -> Result<RunCounters, LedgerError> {
         let mut conn = self.conn.clone();

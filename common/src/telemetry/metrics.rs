@@ -57,6 +57,9 @@ pub const SEATS: &str = "rolecall.seats";
 /// Their summed seat price, by `saas`, `role`.
 pub const SEAT_COST: &str = "rolecall.seat_cost";
 
+/// Jobs a re-drive published again (their users had no outcome and no job
+/// in any queue), by `saas` (scheduler).
+pub const JOBS_REDRIVEN: &str = "rolecall.jobs.redriven";
 /// 1 while this `serve` replica holds the scheduler's leader lease, else 0.
 pub const SCHEDULER_LEADER: &str = "rolecall.scheduler.leader";
 /// When a workflow's latest run started (Unix seconds), reported by the
@@ -122,6 +125,7 @@ pub fn labels(saas: &str, key: &'static str, value: &str) -> [KeyValue; 2] {
 #[derive(Clone)]
 pub struct PublishMetrics {
     published: Counter<u64>,
+    redriven: Counter<u64>,
 }
 
 impl Default for PublishMetrics {
@@ -131,11 +135,21 @@ impl Default for PublishMetrics {
                 .u64_counter(JOBS_PUBLISHED)
                 .with_description("Jobs published and confirmed by the broker")
                 .build(),
+            redriven: meter()
+                .u64_counter(JOBS_REDRIVEN)
+                .with_description("Jobs published again by a re-drive of their run")
+                .build(),
         }
     }
 }
 
 impl PublishMetrics {
+    /// Counts `n` jobs of `saas` a re-drive published again.
+    pub fn redriven(&self, saas: &str, n: u64) {
+        self.redriven
+            .add(n, &[KeyValue::new("saas", saas.to_string())]);
+    }
+
     /// Counts `n` confirmed jobs of `saas`.
     pub fn published(&self, saas: &str, n: u64) {
         if n > 0 {

@@ -13,7 +13,7 @@
 //! (a hash of run, SaaS app and user), which the workers' `done:<job_id>`
 //! marker absorbs. Memory stays flat: nothing per user is kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -54,6 +54,111 @@ pub struct RunPlan {
     pub apps: Vec<String>,
     /// The workflow whose criteria apply (`None`: each app's own).
     pub workflow: Option<String>,
+}
+
+impl RunPlan {
+    /// The plan a run recorded at its start (`HGETALL` of its hash).
+    pub fn from_run_hash(run_id: &str, h: &HashMap<String, String>) -> Self {
+        let text = |k: &str| h.get(k).cloned().unwrap_or_default();
+        RunPlan {
+            run_id: run_id.to_string(),
+            inventory: PathBuf::from(text("inventory")),
+            format: match text("format").as_str() {
+                "jsonl" => Format::JsonLines,
+                "redis" => Format::Redis,
+                _ => Format::Csv,
+            },
+            apps: text("apps")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            workflow: Some(text("workflow")).filter(|w| !w.is_empty()),
+        }
+    }
+
+    /// Why the run's inventory file can no longer be read as the run read
+    /// it: it is not the file the run started with (rewritten, replaced or
+    /// gone). `fingerprint` is the one recorded at the start (`None`: a run
+    /// of the Redis inventory, or one recorded before fingerprints).
+    pub fn inventory_changed(&self, fingerprint: Option<&str>) -> Option<String> {
+        let recorded = fingerprint?;
+        let now = crate::inventory::fingerprint(&self.inventory, self.format);
+        (now.as_deref() != Some(recorded)).then(|| {
+            format!(
+                "the inventory {} is not the file the run started with (size or modification time differ), so its checkpoint's offset means nothing in it",
+                self.inventory.display()
+            )
+        })
+    }
+}
+
+/// The instant a run's criteria dates are judged against: its start, so
+/// whoever reads its rows later (a successor resuming it hours later, a
+/// re-drive) selects exactly the rows its first publisher did.
+pub fn run_start(started_at: Option<&str>) -> DateTime<Utc> {
+    started_at
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+}
+
+/// What a run does with one inventory row.
+pub enum Pick {
+    /// The row names a SaaS app the configuration does not have.
+    Unconfigured,
+    /// Another app's row, or one the criteria leave out.
+    Skipped,
+    /// A job: the app's index in the run's apps, and its deactivation policy.
+    Selected {
+        app: usize,
+        deactivate_missing: bool,
+    },
+}
+
+/// A run's choice of rows: its apps and their criteria, judged at `now`.
+pub struct Selector<'a> {
+    settings: &'a Settings,
+    selection: &'a BTreeMap<String, Criteria>,
+    /// The run's apps, in the selection's order (indexes in [`Pick`]).
+    pub apps: Vec<&'a str>,
+    now: DateTime<Utc>,
+}
+
+impl<'a> Selector<'a> {
+    /// The selector of a run's `selection` (see [`selection`]) at `now`.
+    pub fn new(
+        settings: &'a Settings,
+        selection: &'a BTreeMap<String, Criteria>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            settings,
+            selection,
+            apps: selection.keys().map(String::as_str).collect(),
+            now,
+        }
+    }
+
+    /// What the run does with `row`.
+    pub fn pick(&self, row: &InventoryRow) -> Pick {
+        let (Some(app), Some(saas)) = (
+            self.apps.iter().position(|a| *a == row.saas),
+            self.settings.saas.get(&row.saas),
+        ) else {
+            return if self.settings.saas.contains_key(&row.saas) {
+                Pick::Skipped
+            } else {
+                Pick::Unconfigured
+            };
+        };
+        if !self.selection[self.apps[app]].matches(row, self.now) {
+            return Pick::Skipped;
+        }
+        Pick::Selected {
+            app,
+            deactivate_missing: saas.deactivate_missing,
+        }
+    }
 }
 
 /// KEYS: run, runs index, publishing runs, run lease, fence.
@@ -175,14 +280,7 @@ impl Adopted {
     /// inventory file is not the one it started with (rewritten, replaced,
     /// or gone).
     pub fn inventory_changed(&self) -> Option<String> {
-        let recorded = self.fingerprint.as_deref()?;
-        let now = crate::inventory::fingerprint(&self.plan.inventory, self.plan.format);
-        (now.as_deref() != Some(recorded)).then(|| {
-            format!(
-                "the inventory {} is not the file the run started with (size or modification time differ), so its checkpoint's offset means nothing in it",
-                self.plan.inventory.display()
-            )
-        })
+        self.plan.inventory_changed(self.fingerprint.as_deref())
     }
 }
 
@@ -206,27 +304,13 @@ pub async fn adopt(
     if token <= 0 {
         return Ok(None);
     }
-    let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+    let h: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(names.run_key(run_id))
         .query_async(&mut c)
         .await?;
     let n = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
     let text = |k: &str| h.get(k).cloned().unwrap_or_default();
-    let plan = RunPlan {
-        run_id: run_id.to_string(),
-        inventory: PathBuf::from(text("inventory")),
-        format: match text("format").as_str() {
-            "jsonl" => Format::JsonLines,
-            "redis" => Format::Redis,
-            _ => Format::Csv,
-        },
-        apps: text("apps")
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-        workflow: Some(text("workflow")).filter(|w| !w.is_empty()),
-    };
+    let plan = RunPlan::from_run_hash(run_id, &h);
     Ok(Some(Adopted {
         lease: Lease::held(names.run_lease_key(run_id), token as u64, ttl),
         plan,
@@ -398,10 +482,8 @@ async fn publish_rows(
         .arg("started_at")
         .query_async(&mut redis.clone())
         .await?;
-    let now = started
-        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-    let apps: Vec<&str> = selection.keys().map(String::as_str).collect();
+    let selector = Selector::new(settings, &selection, run_start(started.as_deref()));
+    let apps = selector.apps.clone();
     let mut published_by_app = Published::new(apps.len());
     let mut in_flight = FuturesOrdered::new();
     let mut progress = Progress {
@@ -443,21 +525,22 @@ async fn publish_rows(
                 continue;
             }
         };
-        let (Some(app), Some(saas)) = (
-            apps.iter().position(|a| *a == row.saas),
-            settings.saas.get(&row.saas),
-        ) else {
-            report.skipped += 1;
-            if !settings.saas.contains_key(&row.saas) {
-                note_unconfigured(&mut report, &row);
+        let (app, deactivate_missing) = match selector.pick(&row) {
+            Pick::Selected {
+                app,
+                deactivate_missing,
+            } => (app, deactivate_missing),
+            Pick::Skipped => {
+                report.skipped += 1;
+                continue;
             }
-            continue;
+            Pick::Unconfigured => {
+                report.skipped += 1;
+                note_unconfigured(&mut report, &row);
+                continue;
+            }
         };
-        if !selection[apps[app]].matches(&row, now) {
-            report.skipped += 1;
-            continue;
-        }
-        let job = job_for(&plan.run_id, &row, saas.deactivate_missing);
+        let job = job_for(&plan.run_id, &row, deactivate_missing);
         let body = job.encode();
         let routing_key = apps[app];
         // With traces exported, the job's producer span and its context in

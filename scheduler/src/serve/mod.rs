@@ -5,7 +5,8 @@
 //! leader alone fires due slots and takes over runs whose publisher died
 //! (a run's own lease expired before it finished publishing): it resumes
 //! them from their last checkpoint, or, when the run cannot be resumed (its
-//! inventory is gone), ends it with what it had published and an alert.
+//! inventory is gone), ends it with what it had published and an alert;
+//! and re-drives runs whose jobs vanished (`crate::redrive`).
 //! A run is published by whoever holds its lease, leader or not, so a
 //! leader change never interrupts a healthy publisher.
 
@@ -72,6 +73,7 @@ pub async fn serve(
         gauges: ScheduleGauges::default(),
         tasks: HashMap::new(),
         stopping: tokio::sync::watch::channel(false).0,
+        redrive: crate::redrive::Watch::default(),
     };
     server.gauges.register();
     info!(
@@ -116,6 +118,8 @@ struct Server {
     tasks: HashMap<String, (tokio::task::JoinHandle<()>, Lease)>,
     /// Turns true when the scheduler stops: publishers wind down.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Looks for quiet runs whose jobs vanished, to re-drive them.
+    redrive: crate::redrive::Watch,
 }
 
 /// Checks each workflow against its inventory as `serve` does at start:
@@ -212,6 +216,7 @@ impl Server {
                 );
             }
         }
+        self.redrive.tick(&self.settings, &self.redis).await;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use rolecall_scheduler::lease::Lease;
 use rolecall_scheduler::publish::job_id;
 use rolecall_tests::{RedisProcess, SchedulerProcess, TestEnv, consume_all, temp_file};
 
+mod redrive;
 mod slots;
 
 /// A SaaS app no worker talks to in these tests: they look at what was

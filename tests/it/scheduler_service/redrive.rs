@@ -1,0 +1,187 @@
+//! Re-driving runs whose jobs vanished: `serve`'s leader publishes again
+//! the users without an outcome once nothing of the run is in a queue, and
+//! never a run whose jobs wait visibly; `redrive --run-id` does it by hand.
+
+use std::time::Duration;
+
+use lapin::options::BasicGetOptions;
+use rolecall_common::config;
+use rolecall_scheduler::RunOnceOptions;
+use rolecall_tests::{AppSpec, SchedulerProcess, TestEnv, active_rows, temp_file};
+
+use super::{APP, inventory};
+
+/// Takes `n` jobs off `queue` for good, as a broker that lost them would.
+async fn lose(env: &TestEnv, queue: &str, n: usize) {
+    let channel = env.amqp.create_channel().await.expect("a channel");
+    for _ in 0..n {
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get works");
+        assert!(got.is_some(), "the queue holds {n} jobs");
+    }
+    let _ = channel.close(200, "lost".into()).await;
+}
+
+async fn run_once(settings: &config::Settings, path: &std::path::Path) -> String {
+    rolecall_scheduler::run_once(
+        settings,
+        RunOnceOptions {
+            inventory: path.to_path_buf(),
+            format: None,
+            saas: vec![],
+            run_id: None,
+        },
+    )
+    .await
+    .expect("the run is published")
+    .run_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_the_broker_lost_are_re_driven_by_the_leader_and_every_user_is_checked_once() {
+    const USERS: usize = 60;
+    const LOST: usize = 25;
+    let env = TestEnv::new().await;
+    let sim = rolecall_sim::spawn(rolecall_sim::SimConfig {
+        users: USERS,
+        seed: 11,
+        rate: None,
+        ..Default::default()
+    })
+    .await
+    .expect("the sim starts");
+    let apps = [AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 1_000.0,
+        burst: 100,
+    }];
+    let text = env.config_text(
+        &apps,
+        "\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\nredrive_after_s = 2\n",
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    let (_dir, path) = temp_file("users.csv", &active_rows(&sim, "lever", USERS));
+    let run_id = run_once(&settings, &path).await;
+    lose(&env, &env.names.jobs_queue("lever"), LOST).await;
+    let worker = env.spawn_worker(&settings).await;
+    let ledger = env.ledger(&settings);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while ledger.run(&run_id).await.expect("the run").outcomes() < (USERS - LOST) as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never checked the rest"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let server = SchedulerProcess::spawn(&text, &["serve"]);
+    let counters = env
+        .wait_for_run(&settings, &run_id, Duration::from_secs(30))
+        .await;
+    worker.stop().await;
+    assert_eq!(counters.published, USERS as u64);
+    assert_eq!(counters.outcomes(), USERS as u64, "{counters:?}");
+    assert_eq!(counters.duplicates, 0, "{counters:?}");
+    // Only the lost users were published again, and each user reached the
+    // vendor once.
+    let run = env.run_hash(&run_id).await;
+    assert_eq!(
+        run.get("redrives").map(String::as_str),
+        Some("1"),
+        "{run:?}"
+    );
+    assert_eq!(
+        run.get("redriven_jobs").map(String::as_str),
+        Some(LOST.to_string().as_str()),
+        "{run:?}"
+    );
+    assert_eq!(sim.stats().requests, USERS as u64);
+    assert_eq!(env.results().await.len(), USERS);
+    assert!(
+        server.log().contains(&format!("Re-driving run {run_id}")),
+        "{}",
+        server.log()
+    );
+    let rows = rolecall_scheduler::ops::recent_runs(&ledger.connection(), &env.names, None, 5)
+        .await
+        .expect("runs");
+    let row = rows.iter().find(|r| r.run_id == run_id).expect("listed");
+    assert_eq!(row.redriven, Some((1, LOST as u64)));
+    drop(server);
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_run_whose_jobs_wait_in_its_queue_is_not_re_driven_and_redrive_by_hand_refuses_unknown_runs()
+ {
+    // No worker: the run's jobs sit ready in the job queue, quiet but not lost.
+    let env = TestEnv::new().await;
+    let text = env.config_text(
+        &[],
+        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\nredrive_after_s = 1\n"),
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    let (_dir, path) = temp_file("users.csv", &inventory(10));
+    let run_id = run_once(&settings, &path).await;
+    let server = SchedulerProcess::spawn(&text, &["serve"]);
+    server
+        .wait_for_log("Became the scheduler leader", Duration::from_secs(15))
+        .await;
+    // Several looks, each well past `redrive_after_s`.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(server);
+    let run = env.run_hash(&run_id).await;
+    assert!(!run.contains_key("redrives"), "{run:?}");
+    assert_eq!(env.drain(&env.names.jobs_queue("lever")).await.len(), 10);
+
+    let mut by_hand = SchedulerProcess::spawn(&text, &["redrive", "--run-id", "no-such-run"]);
+    let status = by_hand.wait(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(1), "{}", by_hand.log());
+    assert!(
+        by_hand
+            .log()
+            .contains("no run `no-such-run` is recorded (see `rolecall-scheduler runs`)"),
+        "{}",
+        by_hand.log()
+    );
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_by_hand_publishes_the_lost_jobs_again_under_their_own_ids() {
+    // Ten jobs published, all lost; a re-drive by hand publishes them again
+    // (automatic re-drives are off: `redrive_after_s = 0`).
+    let env = TestEnv::new().await;
+    let text = env.config_text(&[], &format!("{APP}\n[scheduler]\nredrive_after_s = 0\n"));
+    let settings = config::from_toml(&text).expect("valid");
+    assert_eq!(settings.scheduler.redrive_after, None);
+    let (_dir, path) = temp_file("users.csv", &inventory(10));
+    let run_id = run_once(&settings, &path).await;
+    let queue = env.names.jobs_queue("lever");
+    lose(&env, &queue, 10).await;
+    let mut by_hand = SchedulerProcess::spawn(&text, &["redrive", "--run-id", &run_id]);
+    let status = by_hand.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", by_hand.log());
+    let again = env.drain(&queue).await;
+    assert_eq!(again.len(), 10);
+    // The same jobs: same ids, so a late original counts once.
+    let mut ids: Vec<String> = again
+        .iter()
+        .map(|m| {
+            rolecall_common::messages::JobV1::decode(&m.delivery.data)
+                .expect("a job")
+                .job_id
+        })
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = (0..10)
+        .map(|i| rolecall_scheduler::publish::job_id(&run_id, "lever", &format!("u{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    let run = env.run_hash(&run_id).await;
+    assert_eq!(run.get("redriven_jobs").map(String::as_str), Some("10"));
+    env.cleanup(&settings).await;
+}
