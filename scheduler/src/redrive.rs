@@ -282,6 +282,23 @@ impl Watch {
                     error = format!("{e:#}"),
                     "Could not re-drive the run."
                 );
+                // A failed attempt counts too: a run that cannot be re-driven
+                // (its inventory rewritten, its app no longer configured) is
+                // tried a few times, then left to the stall alert.
+                let mut conn = redis.clone();
+                let _: redis::RedisResult<()> = redis::pipe()
+                    .cmd("HINCRBY")
+                    .arg(names.run_key(&run_id))
+                    .arg("redrives")
+                    .arg(1)
+                    .ignore()
+                    .cmd("HSET")
+                    .arg(names.run_key(&run_id))
+                    .arg("redriven_at")
+                    .arg(Utc::now().to_rfc3339())
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await;
             }
         }
         conns.close().await;

@@ -185,3 +185,52 @@ async fn redrive_by_hand_publishes_the_lost_jobs_again_under_their_own_ids() {
     assert_eq!(run.get("redriven_jobs").map(String::as_str), Some("10"));
     env.cleanup(&settings).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_cannot_be_re_driven_is_tried_three_times_and_no_more() {
+    // Its jobs lost, and its inventory rewritten since: the rows it read
+    // can no longer be read.
+    let env = TestEnv::new().await;
+    let text = env.config_text(
+        &[],
+        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\nredrive_after_s = 1\n"),
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    let (_dir, path) = temp_file("users.csv", &inventory(10));
+    let run_id = run_once(&settings, &path).await;
+    lose(&env, &env.names.jobs_queue("lever"), 10).await;
+    std::fs::write(&path, inventory(12)).expect("rewritten");
+    let server = SchedulerProcess::spawn(&text, &["serve"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while env
+        .run_hash(&run_id)
+        .await
+        .get("redrives")
+        .map(String::as_str)
+        != Some("3")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three attempts: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Well past another `redrive_after_s`: no fourth attempt.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = server.log();
+    drop(server);
+    assert_eq!(
+        log.matches("Could not re-drive the run.").count(),
+        3,
+        "{log}"
+    );
+    assert!(
+        log.contains("is not the file the run started with"),
+        "{log}"
+    );
+    let run = env.run_hash(&run_id).await;
+    assert_eq!(run.get("redrives").map(String::as_str), Some("3"));
+    assert!(!run.contains_key("redriven_jobs"), "{run:?}");
+    env.cleanup(&settings).await;
+}
