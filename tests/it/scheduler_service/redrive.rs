@@ -39,6 +39,28 @@ async fn run_once(settings: &config::Settings, path: &std::path::Path) -> String
     .run_id
 }
 
+/// A run of ten users of an app no worker talks to, published, with a
+/// leader that re-drives after one quiet second: (configuration text,
+/// settings, the inventory's folder and path, the run).
+async fn ten_jobs_published(
+    env: &TestEnv,
+) -> (
+    String,
+    config::Settings,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    String,
+) {
+    let text = env.config_text(
+        &[],
+        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\nredrive_after_s = 1\n"),
+    );
+    let settings = config::from_toml(&text).expect("valid");
+    let (dir, path) = temp_file("users.csv", &inventory(10));
+    let run_id = run_once(&settings, &path).await;
+    (text, settings, dir, path, run_id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_the_broker_lost_are_re_driven_by_the_leader_and_every_user_is_checked_once() {
     const USERS: usize = 60;
@@ -118,13 +140,7 @@ async fn a_quiet_run_whose_jobs_wait_in_its_queue_is_not_re_driven_and_redrive_b
  {
     // No worker: the run's jobs sit ready in the job queue, quiet but not lost.
     let env = TestEnv::new().await;
-    let text = env.config_text(
-        &[],
-        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\nredrive_after_s = 1\n"),
-    );
-    let settings = config::from_toml(&text).expect("valid");
-    let (_dir, path) = temp_file("users.csv", &inventory(10));
-    let run_id = run_once(&settings, &path).await;
+    let (text, settings, _dir, _path, run_id) = ten_jobs_published(&env).await;
     let server = SchedulerProcess::spawn(&text, &["serve"]);
     server
         .wait_for_log("Became the scheduler leader", Duration::from_secs(15))
@@ -191,13 +207,7 @@ async fn a_run_that_cannot_be_re_driven_is_tried_three_times_and_no_more() {
     // Its jobs lost, and its inventory rewritten since: the rows it read
     // can no longer be read.
     let env = TestEnv::new().await;
-    let text = env.config_text(
-        &[],
-        &format!("{APP}\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\nredrive_after_s = 1\n"),
-    );
-    let settings = config::from_toml(&text).expect("valid");
-    let (_dir, path) = temp_file("users.csv", &inventory(10));
-    let run_id = run_once(&settings, &path).await;
+    let (text, settings, _dir, path, run_id) = ten_jobs_published(&env).await;
     lose(&env, &env.names.jobs_queue("lever"), 10).await;
     std::fs::write(&path, inventory(12)).expect("rewritten");
     let server = SchedulerProcess::spawn(&text, &["serve"]);
