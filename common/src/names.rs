@@ -148,6 +148,12 @@ impl Names {
         format!("{}run:{run_id}:lease", self.ledger_prefix())
     }
 
+    /// Held while a run is re-driven (`SET NX PX`): one re-drive at a time,
+    /// whether the leader's or one by hand.
+    pub fn run_redrive_key(&self, run_id: &str) -> String {
+        format!("{}run:{run_id}:redriving", self.ledger_prefix())
+    }
+
     /// Set of runs still publishing: where a leader looks for runs whose
     /// publisher died.
     pub fn publishing_runs(&self) -> String {

@@ -28,6 +28,7 @@
 //! times per run; `rolecall-scheduler redrive --run ID` does it by hand.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -102,20 +103,101 @@ pub async fn redrive(
         );
     }
     let plan = RunPlan::from_run_hash(run_id, &h);
-    if let Some(why) = plan.inventory_changed(h.get("inventory_fp").map(String::as_str)) {
+    // A run of the Redis inventory records an empty fingerprint.
+    let fingerprint = h.get("inventory_fp").filter(|f| !f.is_empty());
+    if let Some(why) = plan.inventory_changed(fingerprint.map(String::as_str)) {
         bail!("cannot re-drive run {run_id}: {why}");
     }
     let selection = publish::selection(settings, &plan)?;
     let started = publish::run_start(h.get("started_at").map(String::as_str));
+    // The done markers live `redis.done_ttl`: past it, users with an
+    // outcome would look unrecorded and be checked (and counted) again.
+    if Utc::now()
+        .signed_duration_since(started)
+        .to_std()
+        .unwrap_or_default()
+        >= settings.redis.done_ttl
+    {
+        bail!(
+            "run {run_id} started more than redis.done_ttl ({}s) ago: its done markers may have expired, so its users without an outcome cannot be told apart",
+            settings.redis.done_ttl.as_secs()
+        );
+    }
     let selector = Selector::new(settings, &selection, started);
-    // Noted first: the watch's quiet time restarts even if this one fails.
-    let () = redis::cmd("HSET")
-        .arg(names.run_key(run_id))
-        .arg("redriven_at")
+    // The rows must still select exactly what the run published: a user
+    // whose record or criteria changed since would be a job the run never
+    // counted (finishing it early, or counting past `published`).
+    let selected = count_selected(&plan, &names, &redis, &selector, started).await?;
+    if selected != counters.published {
+        bail!(
+            "cannot re-drive run {run_id}: its rows now select {selected} users, it published {} (records or criteria changed since it started)",
+            counters.published
+        );
+    }
+    let claim = names.run_redrive_key(run_id);
+    let claimed: bool = redis::cmd("SET")
+        .arg(&claim)
         .arg(Utc::now().to_rfc3339())
+        .arg("NX")
+        .arg("PX")
+        .arg(CLAIM.as_millis() as u64)
         .query_async(&mut redis.clone())
         .await?;
-    let mut rows = RunSource::open(&plan, redis.clone(), &names, 0)
+    if !claimed {
+        return Err(Busy(run_id.to_string()).into());
+    }
+    let done = republish_unrecorded(conns, &names, &plan, &selector, started).await;
+    let _: redis::RedisResult<()> = redis::cmd("DEL")
+        .arg(&claim)
+        .query_async(&mut redis.clone())
+        .await;
+    let done = done?;
+    info!(
+        run_id,
+        selected = done.selected,
+        republished = done.republished,
+        "Run re-driven: its users without an outcome are published again."
+    );
+    Ok(done)
+}
+
+/// How long a re-drive's claim lasts if its process dies: it is deleted
+/// when the re-drive ends.
+const CLAIM: Duration = Duration::from_secs(600);
+
+/// Jobs the run's rows select now.
+async fn count_selected(
+    plan: &RunPlan,
+    names: &Names,
+    redis: &RedisConnection,
+    selector: &Selector<'_>,
+    started: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let mut rows = RunSource::open(plan, redis.clone(), names, 0)
+        .await?
+        .born_by(started);
+    let mut n = 0;
+    while let Some(row) = rows.next().await? {
+        if let Ok(row) = row
+            && matches!(selector.pick(&row), Pick::Selected { .. })
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Reads the run's rows again and publishes the jobs without an outcome.
+async fn republish_unrecorded(
+    conns: &Connections,
+    names: &Names,
+    plan: &RunPlan,
+    selector: &Selector<'_>,
+    started: DateTime<Utc>,
+) -> anyhow::Result<Redriven> {
+    let run_id = plan.run_id.as_str();
+    let redis = conns.ledger.connection();
+    let mut rows = RunSource::open(plan, redis.clone(), names, 0)
         .await?
         .born_by(started);
     let metrics = PublishMetrics::default();
@@ -141,7 +223,7 @@ pub async fn redrive(
                 .zip(batch.drain(..))
                 .filter_map(|(missing, job)| missing.then_some(job))
                 .collect();
-            done.republished += republish(conns, &names, &metrics, missing).await?;
+            done.republished += republish(conns, names, &metrics, missing).await?;
         }
         if end {
             break;
@@ -158,22 +240,13 @@ pub async fn redrive(
         .arg("redriven_jobs")
         .arg(done.republished)
         .ignore()
+        .cmd("HSET")
+        .arg(names.run_key(run_id))
+        .arg("redriven_at")
+        .arg(Utc::now().to_rfc3339())
+        .ignore()
         .query_async(&mut redis.clone())
         .await?;
-    if done.selected != counters.published {
-        warn!(
-            run_id,
-            selected = done.selected,
-            published = counters.published,
-            "The run's rows now select a different number of users than it published (records of the Redis inventory deleted since?)."
-        );
-    }
-    info!(
-        run_id,
-        selected = done.selected,
-        republished = done.republished,
-        "Run re-driven: its users without an outcome are published again."
-    );
     Ok(done)
 }
 
@@ -209,14 +282,17 @@ async fn republish(
     Ok(n)
 }
 
-/// The leader's watch for runs to re-drive (see the module's docs).
+/// The leader's watch for runs to re-drive (see the module's docs). A look
+/// runs as a task of its own, so a long re-drive never keeps the leader
+/// from renewing its lease.
 #[derive(Default)]
 pub struct Watch {
     last_look: Option<Instant>,
+    looking: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the watch reads of each run.
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 10] = [
     "finished_at",
     "publishing_done",
     "abandoned",
@@ -226,57 +302,91 @@ const FIELDS: [&str; 9] = [
     "redriven_at",
     "apps",
     "source",
+    "started_at",
 ];
 
+/// A re-drive refused because another holds the run's claim.
+#[derive(Debug, thiserror::Error)]
+#[error("run {0} is being re-driven already")]
+pub struct Busy(String);
+
 impl Watch {
-    /// Looks at the newest runs, at most every quarter of
-    /// `redrive_after` (30 s at most), and re-drives those due.
-    pub async fn tick(&mut self, settings: &Settings, redis: &RedisConnection) {
+    /// Starts a look at the newest runs, at most every quarter of
+    /// `redrive_after` (30 s at most) and never while one is under way.
+    pub fn tick(&mut self, settings: &Arc<Settings>, redis: &RedisConnection) {
         let Some(after) = settings.scheduler.redrive_after else {
             return;
         };
         let every = (after / 4).min(Duration::from_secs(30));
-        if self.last_look.is_some_and(|t| t.elapsed() < every) {
+        if self.last_look.is_some_and(|t| t.elapsed() < every)
+            || self.looking.as_ref().is_some_and(|l| !l.is_finished())
+        {
             return;
         }
         self.last_look = Some(Instant::now());
-        if let Err(e) = self.look(settings, redis, after).await {
-            warn!(
-                error = format!("{e:#}"),
-                "Could not look for runs to re-drive; looking again later."
-            );
-        }
+        let settings = settings.clone();
+        let redis = redis.clone();
+        self.looking = Some(tokio::spawn(async move {
+            if let Err(e) = look(&settings, &redis, after).await {
+                warn!(
+                    error = format!("{e:#}"),
+                    "Could not look for runs to re-drive; looking again later."
+                );
+            }
+        }));
     }
 
-    async fn look(
-        &self,
-        settings: &Settings,
-        redis: &RedisConnection,
-        after: Duration,
-    ) -> anyhow::Result<()> {
-        let names = Names::new(&settings.namespace);
-        let due = due_runs(redis, &names, after, Utc::now()).await?;
-        if due.is_empty() {
-            return Ok(());
+    /// Stops a look under way (the replica stops leading or shuts down);
+    /// a re-drive cut short leaves its claim to expire.
+    pub fn stop(&mut self) {
+        if let Some(looking) = self.looking.take() {
+            looking.abort();
         }
-        let conns = Connections::open(settings, &names).await?;
-        for (run_id, apps) in due {
-            let ready = ready_jobs(&conns, &names, settings, &apps).await?;
-            if ready > 0 {
-                debug!(
-                    run_id,
-                    ready,
-                    "A quiet run's apps still have jobs waiting in their queues; not re-driving it."
-                );
-                continue;
-            }
-            warn!(
+    }
+}
+
+async fn look(settings: &Settings, redis: &RedisConnection, after: Duration) -> anyhow::Result<()> {
+    let names = Names::new(&settings.namespace);
+    let due = due_runs(redis, &names, after, settings.redis.done_ttl, Utc::now()).await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let conns = Connections::open(settings, &names).await?;
+    let result = redrive_due(settings, &conns, &names, redis, after, due).await;
+    conns.close().await;
+    result
+}
+
+async fn redrive_due(
+    settings: &Settings,
+    conns: &Connections,
+    names: &Names,
+    redis: &RedisConnection,
+    after: Duration,
+    due: Vec<(String, Vec<String>)>,
+) -> anyhow::Result<()> {
+    for (run_id, apps) in due {
+        let ready = ready_jobs(conns, names, settings, &apps).await?;
+        if ready > 0 {
+            debug!(
                 run_id,
-                quiet_s = after.as_secs(),
-                "Re-driving run {run_id}: no outcome for {}s and none of its jobs is in a queue; publishing its users without an outcome again.",
-                after.as_secs()
+                ready,
+                "A quiet run's apps still have jobs waiting in their queues; not re-driving it."
             );
-            if let Err(e) = redrive(settings, &conns, &run_id).await {
+            continue;
+        }
+        warn!(
+            run_id,
+            quiet_s = after.as_secs(),
+            "Re-driving run {run_id}: no outcome for {}s and none of its jobs is in a queue; publishing its users without an outcome again.",
+            after.as_secs()
+        );
+        match redrive(settings, conns, &run_id).await {
+            Ok(_) => {}
+            Err(e) if e.downcast_ref::<Busy>().is_some() => {
+                info!(run_id, "{e}");
+            }
+            Err(e) => {
                 warn!(
                     run_id,
                     error = format!("{e:#}"),
@@ -301,17 +411,18 @@ impl Watch {
                     .await;
             }
         }
-        conns.close().await;
-        Ok(())
     }
+    Ok(())
 }
 
 /// The newest runs with every job published, no outcome, publish or
-/// re-drive for `after`, and automatic re-drives left: `(run, apps)`.
+/// re-drive for `after`, automatic re-drives left, and started within
+/// `done_ttl` (older done markers may be gone): `(run, apps)`.
 async fn due_runs(
     redis: &RedisConnection,
     names: &Names,
     after: Duration,
+    done_ttl: Duration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let mut conn = redis.clone();
@@ -321,6 +432,10 @@ async fn due_runs(
         .arg(WATCHED_RUNS - 1)
         .query_async(&mut conn)
         .await?;
+    if ids.is_empty() {
+        // An empty pipeline is an error to the client.
+        return Ok(Vec::new());
+    }
     let mut pipe = redis::pipe();
     for id in &ids {
         pipe.cmd("HMGET").arg(names.run_key(id)).arg(&FIELDS[..]);
@@ -335,6 +450,14 @@ async fn due_runs(
             || get(8) == Some("action")
             || get(3).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) >= MAX_AUTOMATIC
         {
+            continue;
+        }
+        let since = |i: usize| {
+            get(i)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .and_then(|t| now.signed_duration_since(t).to_std().ok())
+        };
+        if since(9).is_none_or(|age| age >= done_ttl) {
             continue;
         }
         let last = (4..=6)

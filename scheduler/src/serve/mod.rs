@@ -216,7 +216,7 @@ impl Server {
                 );
             }
         }
-        self.redrive.tick(&self.settings, &self.redis).await;
+        self.redrive.tick(&self.settings, &self.redis);
         Ok(())
     }
 
@@ -491,7 +491,8 @@ impl Server {
         self.tasks.insert(run_id, (task, lease));
     }
 
-    async fn stop(self) {
+    async fn stop(mut self) {
+        self.redrive.stop();
         // Publishers settle their confirms and checkpoint before they give
         // their leases back, so the successor resends nothing confirmed;
         // one that cannot within the grace is cut off (its successor then
