@@ -270,47 +270,41 @@ impl AlertV1 {
         }
     }
 
-    /// The digest of a finished run.
-    pub fn run_finished(run_id: &str, summary: String) -> Self {
+    /// An alert about a whole run, once per run (and kind): its id is
+    /// `<kind>:<run id>`.
+    fn about_run(kind: AlertKind, run_id: &str, text: String) -> Self {
         Self {
             v: 1,
-            id: format!("run_finished:{run_id}"),
-            kind: AlertKind::RunFinished,
+            id: format!("{}:{run_id}", kind.as_str()),
+            kind,
             saas: String::new(),
             run_id: run_id.to_owned(),
             user: None,
-            error: summary,
+            error: text,
             attempts: 0,
             at: Utc::now(),
         }
     }
 
+    /// The digest of a finished run.
+    pub fn run_finished(run_id: &str, summary: String) -> Self {
+        Self::about_run(AlertKind::RunFinished, run_id, summary)
+    }
+
     /// A run that could not be resumed after its publisher stopped.
     pub fn run_abandoned(run_id: &str, why: String) -> Self {
-        Self {
-            id: format!("run_abandoned:{run_id}"),
-            kind: AlertKind::RunAbandoned,
-            ..Self::run_finished(run_id, why)
-        }
+        Self::about_run(AlertKind::RunAbandoned, run_id, why)
     }
 
     /// A workflow's slot whose run could not start; `run_id` is the id the
     /// slot's run would have had, so the alert is sent once per slot.
     pub fn run_not_started(run_id: &str, why: String) -> Self {
-        Self {
-            id: format!("run_not_started:{run_id}"),
-            kind: AlertKind::RunNotStarted,
-            ..Self::run_finished(run_id, why)
-        }
+        Self::about_run(AlertKind::RunNotStarted, run_id, why)
     }
 
     /// A workflow's run that stopped recording outcomes.
     pub fn run_stalled(run_id: &str, why: String) -> Self {
-        Self {
-            id: format!("run_stalled:{run_id}"),
-            kind: AlertKind::RunStalled,
-            ..Self::run_finished(run_id, why)
-        }
+        Self::about_run(AlertKind::RunStalled, run_id, why)
     }
 
     /// Encodes the alert as its message body.

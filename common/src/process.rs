@@ -36,19 +36,13 @@ pub fn start_quieting(
     config: Option<&Path>,
     quiet: &[&str],
 ) -> Result<Process, ExitCode> {
-    let mut settings = config::load(config).map_err(|e| {
+    let settings = config::load(config).map_err(|e| {
         eprintln!("{binary}: {e}");
         ExitCode::from(2)
     })?;
-    for target in quiet {
-        settings
-            .telemetry
-            .log_level
-            .push_str(&format!(",{target}=off"));
-    }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let guard = runtime
-        .block_on(async { telemetry::init(binary, &settings.telemetry) })
+        .block_on(async { telemetry::init(binary, &settings.telemetry, quiet) })
         .map_err(|e| {
             eprintln!("{binary}: telemetry: {e}");
             ExitCode::from(2)

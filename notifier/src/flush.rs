@@ -141,11 +141,11 @@ impl Flusher {
             if !self.store.holds(id, &self.token).await? {
                 return Ok(()); // our lease lapsed; the new holder goes on
             }
+            let label = self.settings.label.as_deref();
             let notification = match &digest {
-                Some(d) => render::notification(id, channel_name, digest::render(d, apps)),
-                None => render::group_notification(&group, channel_name),
-            }
-            .labelled(self.settings.label.as_deref());
+                Some(d) => render::notification(id, channel_name, digest::render(d, apps), label),
+                None => render::group_notification(&group, channel_name, label),
+            };
             match channel
                 .send(&notification, self.settings.delivery_timeout)
                 .await

@@ -19,20 +19,34 @@ pub const APP: &str = "app";
 const MORE_ERRORS: usize = 3;
 
 /// The notification of a group for one channel.
-pub fn group_notification(group: &Group, channel: &str) -> Notification {
+pub fn group_notification(group: &Group, channel: &str, label: Option<&str>) -> Notification {
     let text = group_text(group);
-    notification(&group.id, channel, text)
+    notification(&group.id, channel, text, label)
 }
 
-/// A notification with the subject taken from the text's first line.
-pub fn notification(group_id: &str, channel: &str, text: String) -> Notification {
+/// A notification with the subject taken from the text's first line. The
+/// installation's `label` (`notifier.label`), when set, leads the subject
+/// and the text: installations sharing a channel are told apart at a glance.
+pub fn notification(
+    group_id: &str,
+    channel: &str,
+    text: String,
+    label: Option<&str>,
+) -> Notification {
     let first = text.lines().next().unwrap_or_default();
     let mut subject: String = first.chars().take(120).collect();
     if first.chars().count() > 120 {
         subject.push('…');
     }
+    let (subject, text) = match label {
+        Some(label) => (
+            format!("[rolecall {label}] {subject}"),
+            format!("[{label}] {text}"),
+        ),
+        None => (format!("[rolecall] {subject}"), text),
+    };
     Notification {
-        subject: format!("[rolecall] {subject}"),
+        subject,
         text,
         id: message_id(group_id, channel),
     }
@@ -208,16 +222,17 @@ mod tests {
 
     #[test]
     fn message_ids_are_stable_and_safe_in_an_email_header() {
-        let n = notification("run:r-1", "it_mail", "x".into());
+        let n = notification("run:r-1", "it_mail", "x".into(), None);
         assert_eq!(n.id, "run-r-1.it_mail".replace('_', "-"));
         assert_eq!(n.subject, "[rolecall] x");
     }
 
     #[test]
     fn a_label_leads_the_subject_and_the_text_and_no_label_changes_nothing() {
-        let n = notification("run:r-1", "ops", "x\ny".into());
-        assert_eq!(n.clone().labelled(None), n);
-        let n = n.labelled(Some("prod"));
+        let n = notification("run:r-1", "ops", "x\ny".into(), None);
+        assert_eq!(n.subject, "[rolecall] x");
+        assert_eq!(n.text, "x\ny");
+        let n = notification("run:r-1", "ops", "x\ny".into(), Some("prod"));
         assert_eq!(n.subject, "[rolecall prod] x");
         assert_eq!(n.text, "[prod] x\ny");
     }

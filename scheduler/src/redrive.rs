@@ -103,9 +103,7 @@ pub async fn redrive(
         );
     }
     let plan = RunPlan::from_run_hash(run_id, &h);
-    // A run of the Redis inventory records an empty fingerprint.
-    let fingerprint = h.get("inventory_fp").filter(|f| !f.is_empty());
-    if let Some(why) = plan.inventory_changed(fingerprint.map(String::as_str)) {
+    if let Some(why) = plan.inventory_changed(h.get("inventory_fp").map(String::as_str)) {
         bail!("cannot re-drive run {run_id}: {why}");
     }
     let selection = publish::selection(settings, &plan)?;
@@ -165,6 +163,50 @@ pub async fn redrive(
 /// when the re-drive ends.
 const CLAIM: Duration = Duration::from_secs(600);
 
+/// The run's rows from the first, as its publisher read them: for the
+/// Redis inventory, only records first seen by the run's start.
+async fn run_rows(
+    plan: &RunPlan,
+    names: &Names,
+    redis: &RedisConnection,
+    started: DateTime<Utc>,
+) -> anyhow::Result<RunSource> {
+    Ok(RunSource::open(plan, redis.clone(), names, 0)
+        .await?
+        .born_by(started))
+}
+
+/// Notes an attempt to re-drive `run_id` (`republished`: the jobs it
+/// published again; `None`: it failed), which restarts the watch's quiet
+/// time and counts towards [`MAX_AUTOMATIC`].
+async fn note_attempt(
+    redis: &RedisConnection,
+    names: &Names,
+    run_id: &str,
+    republished: Option<u64>,
+) -> redis::RedisResult<()> {
+    let key = names.run_key(run_id);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HINCRBY")
+        .arg(&key)
+        .arg("redrives")
+        .arg(1)
+        .ignore();
+    if let Some(n) = republished {
+        pipe.cmd("HINCRBY")
+            .arg(&key)
+            .arg("redriven_jobs")
+            .arg(n)
+            .ignore();
+    }
+    pipe.cmd("HSET")
+        .arg(&key)
+        .arg("redriven_at")
+        .arg(Utc::now().to_rfc3339())
+        .ignore();
+    pipe.query_async(&mut redis.clone()).await
+}
+
 /// Jobs the run's rows select now.
 async fn count_selected(
     plan: &RunPlan,
@@ -173,9 +215,7 @@ async fn count_selected(
     selector: &Selector<'_>,
     started: DateTime<Utc>,
 ) -> anyhow::Result<u64> {
-    let mut rows = RunSource::open(plan, redis.clone(), names, 0)
-        .await?
-        .born_by(started);
+    let mut rows = run_rows(plan, names, redis, started).await?;
     let mut n = 0;
     while let Some(row) = rows.next().await? {
         if let Ok(row) = row
@@ -197,9 +237,7 @@ async fn republish_unrecorded(
 ) -> anyhow::Result<Redriven> {
     let run_id = plan.run_id.as_str();
     let redis = conns.ledger.connection();
-    let mut rows = RunSource::open(plan, redis.clone(), names, 0)
-        .await?
-        .born_by(started);
+    let mut rows = run_rows(plan, names, &redis, started).await?;
     let metrics = PublishMetrics::default();
     let mut done = Redriven::default();
     let mut batch: Vec<JobV1> = Vec::with_capacity(BATCH);
@@ -229,24 +267,7 @@ async fn republish_unrecorded(
             break;
         }
     }
-    let () = redis::pipe()
-        .cmd("HINCRBY")
-        .arg(names.run_key(run_id))
-        .arg("redrives")
-        .arg(1)
-        .ignore()
-        .cmd("HINCRBY")
-        .arg(names.run_key(run_id))
-        .arg("redriven_jobs")
-        .arg(done.republished)
-        .ignore()
-        .cmd("HSET")
-        .arg(names.run_key(run_id))
-        .arg("redriven_at")
-        .arg(Utc::now().to_rfc3339())
-        .ignore()
-        .query_async(&mut redis.clone())
-        .await?;
+    note_attempt(&redis, names, run_id, Some(done.republished)).await?;
     Ok(done)
 }
 
@@ -395,20 +416,7 @@ async fn redrive_due(
                 // A failed attempt counts too: a run that cannot be re-driven
                 // (its inventory rewritten, its app no longer configured) is
                 // tried a few times, then left to the stall alert.
-                let mut conn = redis.clone();
-                let _: redis::RedisResult<()> = redis::pipe()
-                    .cmd("HINCRBY")
-                    .arg(names.run_key(&run_id))
-                    .arg("redrives")
-                    .arg(1)
-                    .ignore()
-                    .cmd("HSET")
-                    .arg(names.run_key(&run_id))
-                    .arg("redriven_at")
-                    .arg(Utc::now().to_rfc3339())
-                    .ignore()
-                    .query_async(&mut conn)
-                    .await;
+                let _ = note_attempt(redis, names, &run_id, None).await;
             }
         }
     }

@@ -5,6 +5,7 @@ mod actions;
 mod backpressure;
 mod bad_config;
 mod bad_input;
+mod digest_baseline;
 mod example_limits;
 mod failures;
 mod four_apps;

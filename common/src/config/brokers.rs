@@ -77,7 +77,7 @@ pub(crate) fn validate_brokers(
             // A cluster's nodes written into the one-URL key (as a Secret's
             // value for ROLECALL__AMQP__URL, say) would parse as one odd
             // URL and retry its first host for ever.
-            if url.contains(",amqp://") || url.contains(",amqps://") {
+            if SCHEMES.iter().any(|s| url.contains(&format!(",{s}://"))) {
                 bad(
                     "amqp.url".into(),
                     "holds several URLs: list a cluster's nodes in amqp.urls (ROLECALL__AMQP__URLS takes them comma-separated)".into(),

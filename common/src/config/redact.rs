@@ -95,14 +95,14 @@ fn last_segment(mut path: &str) -> &str {
 /// secret itself there. URL keys are not listed: their passwords are masked
 /// wherever they appear, and the rest of a URL helps find the mistake.
 fn is_secret_key(key: &str) -> bool {
-    const WORDS: [&str; 12] = [
+    // Words ending in one of `ENDINGS` (`secret`, `password`) are matched
+    // there.
+    const WORDS: [&str; 10] = [
         "credential",
         "credentials",
-        "password",
         "passwd",
         "pwd",
         "passphrase",
-        "secret",
         "authorization",
         "cookie",
         "webhook",

@@ -389,48 +389,38 @@ impl QueueDepths {
 
 /// What `serve` reports of its schedule: whether this replica leads, and
 /// when each workflow's latest run started.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ScheduleGauges {
-    leader: Arc<std::sync::atomic::AtomicU64>,
-    last_started: Arc<Mutex<HashMap<String, u64>>>,
+    leader: Gauge<u64>,
+    last_started: Gauge<u64>,
+}
+
+impl Default for ScheduleGauges {
+    fn default() -> Self {
+        Self {
+            leader: meter()
+                .u64_gauge(SCHEDULER_LEADER)
+                .with_description("1 while this replica holds the scheduler's leader lease")
+                .build(),
+            last_started: meter()
+                .u64_gauge(WORKFLOW_LAST_RUN_STARTED)
+                .with_unit("s")
+                .with_description("When the workflow's latest run started (Unix seconds)")
+                .build(),
+        }
+    }
 }
 
 impl ScheduleGauges {
-    /// Registers both gauges (once per process).
-    pub fn register(&self) {
-        let leader = self.leader.clone();
-        let _leader = meter()
-            .u64_observable_gauge(SCHEDULER_LEADER)
-            .with_description("1 while this replica holds the scheduler's leader lease")
-            .with_callback(move |observer| {
-                observer.observe(leader.load(std::sync::atomic::Ordering::Relaxed), &[]);
-            })
-            .build();
-        let last = self.last_started.clone();
-        let _last = meter()
-            .u64_observable_gauge(WORKFLOW_LAST_RUN_STARTED)
-            .with_unit("s")
-            .with_description("When the workflow's latest run started (Unix seconds)")
-            .with_callback(move |observer| {
-                for (workflow, at) in last.lock().expect("never poisoned").iter() {
-                    observer.observe(*at, &[KeyValue::new("workflow", workflow.clone())]);
-                }
-            })
-            .build();
-    }
-
     /// Whether this replica leads now.
     pub fn set_leader(&self, leads: bool) {
-        self.leader
-            .store(u64::from(leads), std::sync::atomic::Ordering::Relaxed);
+        self.leader.record(u64::from(leads), &[]);
     }
 
     /// When `workflow`'s latest run started (Unix seconds).
     pub fn set_last_started(&self, workflow: &str, at: u64) {
         self.last_started
-            .lock()
-            .expect("never poisoned")
-            .insert(workflow.to_string(), at);
+            .record(at, &[KeyValue::new("workflow", workflow.to_string())]);
     }
 }
 

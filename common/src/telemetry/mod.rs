@@ -99,10 +99,17 @@ impl Drop for TelemetryGuard {
 /// process `service` (`rolecall-worker`, `rolecall-scheduler`; the
 /// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` variables win).
 ///
+/// Log lines of the targets in `quiet` are dropped, whatever the level
+/// (`log_level` or `RUST_LOG`) says.
+///
 /// Call it once, inside a tokio runtime (the gRPC exporter needs one). A
 /// second call in one process keeps the first call's log subscriber (tests
 /// that start several components in one process stay simple).
-pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service: &str,
+    settings: &TelemetrySettings,
+    quiet: &[&str],
+) -> Result<TelemetryGuard, TelemetryError> {
     let otlp = OtlpTarget::resolve(settings);
     let resource = otlp::resource(service);
 
@@ -124,13 +131,15 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
         propagation::set_producer_tracer(provider.tracer("rolecall"));
     }
 
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(settings.log_level.as_str()))
-        // Export spans are not log lines.
-        .add_directive(
-            format!("{SPAN_TARGET}=off")
-                .parse()
-                .expect("a valid directive"),
+    // Export spans are not log lines.
+    let filter = std::iter::once(SPAN_TARGET)
+        .chain(quiet.iter().copied())
+        .fold(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(settings.log_level.as_str())),
+            |filter, target| {
+                filter.add_directive(format!("{target}=off").parse().expect("a valid directive"))
+            },
         );
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match settings.log_format {

@@ -27,22 +27,6 @@ pub struct Notification {
     pub id: String,
 }
 
-impl Notification {
-    /// Leads the subject and the text with the installation's label
-    /// (`notifier.label`), when one is set: installations sharing a channel
-    /// are told apart at a glance.
-    pub fn labelled(mut self, label: Option<&str>) -> Notification {
-        if let Some(label) = label {
-            self.subject = match self.subject.strip_prefix("[rolecall] ") {
-                Some(rest) => format!("[rolecall {label}] {rest}"),
-                None => format!("[{label}] {}", self.subject),
-            };
-            self.text = format!("[{label}] {}", self.text);
-        }
-        self
-    }
-}
-
 /// Why a delivery attempt failed. Never holds a secret (a webhook URL, a
 /// password): errors are logged.
 #[derive(Debug, thiserror::Error)]

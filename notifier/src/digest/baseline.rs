@@ -40,13 +40,14 @@ pub enum RunKind {
 }
 
 impl RunKind {
-    /// The kind a run hash records (`workflow`, `apps`); `None` for an entry
-    /// that names neither (written before runs recorded their plan).
-    pub fn of(h: &HashMap<String, String>) -> Option<RunKind> {
+    /// The kind a run hash records (its `workflow`, else its `apps`);
+    /// `None` for an entry that names neither (written before runs recorded
+    /// their plan).
+    pub fn of(h: &HashMap<String, String>, apps: &[String]) -> Option<RunKind> {
         if let Some(w) = h.get("workflow").filter(|w| !w.is_empty()) {
             return Some(RunKind::Workflow(w.clone()));
         }
-        let mut apps = split_apps(h.get("apps").map(String::as_str).unwrap_or_default());
+        let mut apps = apps.to_vec();
         apps.sort();
         apps.dedup();
         (!apps.is_empty()).then_some(RunKind::Apps(apps))
@@ -62,7 +63,8 @@ pub(super) fn split_apps(field: &str) -> Vec<String> {
         .collect()
 }
 
-/// What choosing a baseline needs to know of a run.
+/// A run as a digest reads it from its hash (parsed once): what choosing
+/// a baseline needs, and the counters and apps the digest shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunEntry {
     /// Run id.
@@ -75,22 +77,31 @@ pub struct RunEntry {
     pub finished: Option<DateTime<FixedOffset>>,
     /// Ended by the scheduler with the jobs it had published (partial).
     pub abandoned: bool,
-    /// Users checked (jobs with an outcome).
-    pub checked: u64,
+    /// Its counters.
+    pub counters: RunCounters,
+    /// Its SaaS apps, in recorded order.
+    pub apps: Vec<String>,
 }
 
 impl RunEntry {
     /// The entry of a run hash as `HGETALL` returns it.
     pub fn from_hash(id: &str, h: &HashMap<String, String>) -> RunEntry {
         let time = |k: &str| h.get(k).and_then(|v| DateTime::parse_from_rfc3339(v).ok());
+        let apps = split_apps(h.get("apps").map(String::as_str).unwrap_or_default());
         RunEntry {
             id: id.to_string(),
-            kind: RunKind::of(h),
+            kind: RunKind::of(h, &apps),
             started: time("started_at"),
             finished: time("finished_at"),
             abandoned: h.get("abandoned").is_some_and(|v| v == "1"),
-            checked: RunCounters::from_hash(h).outcomes(),
+            counters: RunCounters::from_hash(h),
+            apps,
         }
+    }
+
+    /// Users checked (jobs with an outcome).
+    pub fn checked(&self) -> u64 {
+        self.counters.outcomes()
     }
 
     /// Whether `self` may be what `run` is compared with.
@@ -102,7 +113,7 @@ impl RunEntry {
         self.id != run.id
             && self.kind.as_ref() == Some(kind)
             && !self.abandoned
-            && self.checked > 0
+            && self.checked() > 0
             && self.started.is_some_and(|s| s < started)
             // What finished after this run is not "previous", and which
             // one that is must not depend on when the digest was built.
@@ -117,39 +128,33 @@ pub async fn find(
     names: &Names,
     run: &RunEntry,
 ) -> Result<Option<Digest>, LedgerError> {
-    if run.kind.is_none() || run.checked == 0 {
+    if run.kind.is_none() || run.checked() == 0 {
         return Ok(None);
     }
     let Some(started) = run.started else {
         return Ok(None);
     };
     let conn = ledger.connection();
-    let Some((entry, hash)) = scan(&conn, names, run, started.timestamp()).await? else {
+    let Some(entry) = scan(&conn, names, run, started.timestamp()).await? else {
         return Ok(None);
     };
-    let counters = RunCounters::from_hash(&hash);
-    let mut per_app = super::seats_by_app(ledger, &entry.id).await?;
-    let apps = split_apps(hash.get("apps").map(String::as_str).unwrap_or_default());
-    for app in &apps {
-        per_app.entry(app.clone()).or_default();
-    }
+    let per_app = super::seats_by_app(ledger, &entry.id).await?;
     Ok(Some(Digest {
         kind: entry.kind,
         recorded: true,
-        ..Digest::counted(&entry.id, apps, &counters, per_app)
+        ..Digest::counted(&entry.id, entry.apps, &entry.counters, per_app)
     }))
 }
 
 /// Reads the runs index newest first from `run`'s start (scores are start
 /// epoch seconds, so the first page also holds runs of the same second,
-/// sorted out by `is_baseline_for`) and returns the first suitable run
-/// with its hash.
+/// sorted out by `is_baseline_for`) and returns the first suitable run.
 async fn scan(
     conn: &RedisConnection,
     names: &Names,
     run: &RunEntry,
     started_s: i64,
-) -> Result<Option<(RunEntry, HashMap<String, String>)>, LedgerError> {
+) -> Result<Option<RunEntry>, LedgerError> {
     let mut c = conn.clone();
     let mut offset = 0;
     while offset < MAX_RUNS_SCANNED {
@@ -177,8 +182,8 @@ async fn scan(
         let found = ids
             .iter()
             .zip(hashes)
-            .map(|(id, h)| (RunEntry::from_hash(id, &h), h))
-            .find(|(e, _)| e.is_baseline_for(run));
+            .map(|(id, h)| RunEntry::from_hash(id, &h))
+            .find(|e| e.is_baseline_for(run));
         if found.is_some() {
             return Ok(found);
         }
@@ -227,14 +232,21 @@ mod tests {
     #[test]
     fn the_kind_is_the_workflow_else_the_sorted_set_of_apps() {
         assert_eq!(
-            RunKind::of(&hash(&[("workflow", "nightly"), ("apps", "miro,lever")])),
+            RunEntry::from_hash(
+                "r",
+                &hash(&[("workflow", "nightly"), ("apps", "miro,lever")])
+            )
+            .kind,
             Some(RunKind::Workflow("nightly".into()))
         );
         assert_eq!(
-            RunKind::of(&hash(&[("workflow", ""), ("apps", "miro,lever,miro")])),
+            RunEntry::from_hash("r", &hash(&[("workflow", ""), ("apps", "miro,lever,miro")])).kind,
             Some(RunKind::Apps(vec!["lever".into(), "miro".into()]))
         );
-        assert_eq!(RunKind::of(&hash(&[("started_at", "x")])), None);
+        assert_eq!(
+            RunEntry::from_hash("r", &hash(&[("started_at", "x")])).kind,
+            None
+        );
     }
 
     #[test]

@@ -126,15 +126,11 @@ pub async fn build(
         .query_async(&mut c)
         .await
         .map_err(LedgerError::from)?;
-    let counters = RunCounters::from_hash(&hash);
     let entry = RunEntry::from_hash(run_id, &hash);
-    let mut apps = baseline::split_apps(hash.get("apps").map(String::as_str).unwrap_or_default());
+    let counters = &entry.counters;
+    let mut apps = entry.apps.clone();
     let mut per_app = seats_by_app(ledger, run_id).await?;
-    if let Some(started) = counters
-        .started_at
-        .as_deref()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-    {
+    if let Some(started) = entry.started {
         read_events(
             &conn,
             names,
@@ -149,16 +145,13 @@ pub async fn build(
     // still get their section.
     let listed: BTreeSet<String> = apps.iter().cloned().collect();
     apps.extend(per_app.keys().filter(|a| !listed.contains(*a)).cloned());
-    for app in &apps {
-        per_app.entry(app.clone()).or_default();
-    }
     let previous = baseline::find(ledger, names, &entry).await?;
     Ok(Digest {
         kind: entry.kind.clone(),
         recorded: counters.started_at.is_some() || counters.published > 0,
         summary: summary.to_string(),
         previous: previous.map(Box::new),
-        ..Digest::counted(run_id, apps, &counters, per_app)
+        ..Digest::counted(run_id, apps, counters, per_app)
     })
 }
 
@@ -185,8 +178,12 @@ impl Digest {
         run_id: &str,
         apps: Vec<String>,
         counters: &RunCounters,
-        per_app: BTreeMap<String, AppDigest>,
+        mut per_app: BTreeMap<String, AppDigest>,
     ) -> Digest {
+        // Every app gets its section, with results or not.
+        for app in &apps {
+            per_app.entry(app.clone()).or_default();
+        }
         Digest {
             run_id: run_id.to_string(),
             apps,

@@ -79,10 +79,11 @@ impl RunPlan {
 
     /// Why the run's inventory file can no longer be read as the run read
     /// it: it is not the file the run started with (rewritten, replaced or
-    /// gone). `fingerprint` is the one recorded at the start (`None`: a run
-    /// of the Redis inventory, or one recorded before fingerprints).
+    /// gone). `fingerprint` is the one recorded at the start (`None` or
+    /// empty: a run of the Redis inventory, or one recorded before
+    /// fingerprints).
     pub fn inventory_changed(&self, fingerprint: Option<&str>) -> Option<String> {
-        let recorded = fingerprint?;
+        let recorded = fingerprint.filter(|f| !f.is_empty())?;
         let now = crate::inventory::fingerprint(&self.inventory, self.format);
         (now.as_deref() != Some(recorded)).then(|| {
             format!(
@@ -116,16 +117,20 @@ pub enum Pick {
 }
 
 /// A run's choice of rows: its apps and their criteria, judged at `now`.
+/// Each app's criteria and deactivation policy are looked up once here,
+/// not once per row.
 pub struct Selector<'a> {
     settings: &'a Settings,
-    selection: &'a BTreeMap<String, Criteria>,
     /// The run's apps, in the selection's order (indexes in [`Pick`]).
     pub apps: Vec<&'a str>,
+    /// Per app: its criteria and whether a user it misses is deactivated.
+    choice: Vec<(&'a Criteria, bool)>,
     now: DateTime<Utc>,
 }
 
 impl<'a> Selector<'a> {
-    /// The selector of a run's `selection` (see [`selection`]) at `now`.
+    /// The selector of a run's `selection` (see [`selection`], which has
+    /// checked that each of its apps is configured) at `now`.
     pub fn new(
         settings: &'a Settings,
         selection: &'a BTreeMap<String, Criteria>,
@@ -133,30 +138,34 @@ impl<'a> Selector<'a> {
     ) -> Self {
         Self {
             settings,
-            selection,
             apps: selection.keys().map(String::as_str).collect(),
+            choice: selection
+                .iter()
+                .map(|(app, criteria)| {
+                    let deactivate = settings.saas.get(app).is_some_and(|s| s.deactivate_missing);
+                    (criteria, deactivate)
+                })
+                .collect(),
             now,
         }
     }
 
     /// What the run does with `row`.
     pub fn pick(&self, row: &InventoryRow) -> Pick {
-        let (Some(app), Some(saas)) = (
-            self.apps.iter().position(|a| *a == row.saas),
-            self.settings.saas.get(&row.saas),
-        ) else {
+        let Some(app) = self.apps.iter().position(|a| *a == row.saas) else {
             return if self.settings.saas.contains_key(&row.saas) {
                 Pick::Skipped
             } else {
                 Pick::Unconfigured
             };
         };
-        if !self.selection[self.apps[app]].matches(row, self.now) {
+        let (criteria, deactivate_missing) = self.choice[app];
+        if !criteria.matches(row, self.now) {
             return Pick::Skipped;
         }
         Pick::Selected {
             app,
-            deactivate_missing: saas.deactivate_missing,
+            deactivate_missing,
         }
     }
 }

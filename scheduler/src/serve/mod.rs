@@ -75,7 +75,6 @@ pub async fn serve(
         stopping: tokio::sync::watch::channel(false).0,
         redrive: crate::redrive::Watch::default(),
     };
-    server.gauges.register();
     info!(
         workflows = server.settings.workflows.len(),
         "Scheduler serving."

@@ -22,6 +22,38 @@ credential = "lever"
 rate = { per_second = 10 }
 "#;
 
+/// `run-once` over every app of the inventory at `path`.
+fn whole(path: &std::path::Path) -> rolecall_scheduler::RunOnceOptions {
+    rolecall_scheduler::RunOnceOptions {
+        inventory: path.to_path_buf(),
+        format: None,
+        saas: vec![],
+        run_id: None,
+    }
+}
+
+/// A Lever sim of `users` users that never throttles.
+async fn unlimited_sim(users: usize, seed: u64) -> rolecall_sim::SimHandle {
+    rolecall_sim::spawn(rolecall_sim::SimConfig {
+        users,
+        seed,
+        rate: None,
+        ..Default::default()
+    })
+    .await
+    .expect("the sim starts")
+}
+
+/// The app `lever` at `sim`, limited far above what these tests send.
+fn lever_at(sim: &rolecall_sim::SimHandle) -> [rolecall_tests::AppSpec<'_>; 1] {
+    [rolecall_tests::AppSpec {
+        name: "lever",
+        sim,
+        per_second: 1_000.0,
+        burst: 100,
+    }]
+}
+
 fn inventory(n: usize) -> String {
     let mut csv = String::from("saas,user_id,email,status\n");
     for i in 0..n {
@@ -198,17 +230,9 @@ async fn criteria_select_exactly_the_expected_users_of_ten_thousand() {
     );
     let text = env.config_text(&[], &extra);
     let settings = config::from_toml(&text).expect("valid");
-    let report = rolecall_scheduler::run_once(
-        &settings,
-        rolecall_scheduler::RunOnceOptions {
-            inventory: path.clone(),
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .expect("the run publishes");
+    let report = rolecall_scheduler::run_once(&settings, whole(&path))
+        .await
+        .expect("the run publishes");
     assert_eq!(report.published, expected.len() as u64);
     assert_eq!(report.skipped, (USERS - expected.len()) as u64);
     let messages = consume_all(&env, &env.names.jobs_queue("lever"), Duration::from_secs(2)).await;
@@ -285,17 +309,9 @@ async fn a_rule_naming_a_column_the_inventory_lacks_fails_at_start_naming_the_ru
     let (_dir, path) = temp_file("users.csv", &inventory(10));
     let extra = format!("{APP}criteria = [\"status == active\", \"cost_center == 42\"]\n");
     let settings = config::from_toml(&env.config_text(&[], &extra)).expect("valid");
-    let err = rolecall_scheduler::run_once(
-        &settings,
-        rolecall_scheduler::RunOnceOptions {
-            inventory: path.clone(),
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .expect_err("the run must not start");
+    let err = rolecall_scheduler::run_once(&settings, whole(&path))
+        .await
+        .expect_err("the run must not start");
     let err = format!("{err:#}");
     assert!(err.contains("saas.lever.criteria[1]"), "{err}");
     assert!(err.contains("`cost_center == 42`"), "{err}");
@@ -400,16 +416,7 @@ impl KilledRunOnce {
     /// The same `run-once` again, once the dead publisher's lease expired.
     async fn run_again(&self) -> anyhow::Result<rolecall_scheduler::RunReport> {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
-        rolecall_scheduler::run_once(
-            &self.settings,
-            rolecall_scheduler::RunOnceOptions {
-                inventory: self.path.clone(),
-                format: None,
-                saas: vec![],
-                run_id: None,
-            },
-        )
-        .await
+        rolecall_scheduler::run_once(&self.settings, whole(&self.path)).await
     }
 }
 
@@ -526,23 +533,10 @@ async fn a_run_whose_inventory_is_gone_after_its_publisher_died_is_abandoned_wit
 async fn a_resumed_run_finishes_with_exactly_one_result_per_user_when_workers_consume() {
     const USERS: usize = 2_000;
     let env = TestEnv::new().await;
-    let sim = rolecall_sim::spawn(rolecall_sim::SimConfig {
-        users: USERS,
-        seed: 7,
-        rate: None,
-        ..Default::default()
-    })
-    .await
-    .expect("the sim starts");
-    let apps = [rolecall_tests::AppSpec {
-        name: "lever",
-        sim: &sim,
-        per_second: 1_000.0,
-        burst: 100,
-    }];
+    let sim = unlimited_sim(USERS, 7).await;
     // One confirm at a time: slow enough to be killed mid-publish.
     let text = env.config_text(
-        &apps,
+        &lever_at(&sim),
         "\n[scheduler]\npublish_window = 1\nlease_ms = 2000\ntick_ms = 200\n",
     );
     let settings = config::from_toml(&text).expect("valid");
@@ -557,17 +551,9 @@ async fn a_resumed_run_finishes_with_exactly_one_result_per_user_when_workers_co
     assert!(published < USERS as u64, "the run finished before the kill");
     let worker = env.spawn_worker(&settings).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let report = rolecall_scheduler::run_once(
-        &settings,
-        rolecall_scheduler::RunOnceOptions {
-            inventory: path.clone(),
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .expect("the run resumes");
+    let report = rolecall_scheduler::run_once(&settings, whole(&path))
+        .await
+        .expect("the run resumes");
     assert_eq!(report.run_id, run_id);
     let counters = env
         .wait_for_run(&settings, &run_id, Duration::from_secs(60))

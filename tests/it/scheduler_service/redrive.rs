@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use lapin::options::BasicGetOptions;
 use rolecall_common::config;
-use rolecall_scheduler::RunOnceOptions;
-use rolecall_tests::{AppSpec, SchedulerProcess, TestEnv, active_rows, temp_file};
+use rolecall_tests::{SchedulerProcess, TestEnv, active_rows, temp_file};
 
-use super::{APP, inventory};
+use super::{APP, inventory, lever_at, unlimited_sim, whole};
 
 /// Takes `n` jobs off `queue` for good, as a broker that lost them would.
 async fn lose(env: &TestEnv, queue: &str, n: usize) {
@@ -25,18 +24,10 @@ async fn lose(env: &TestEnv, queue: &str, n: usize) {
 }
 
 async fn run_once(settings: &config::Settings, path: &std::path::Path) -> String {
-    rolecall_scheduler::run_once(
-        settings,
-        RunOnceOptions {
-            inventory: path.to_path_buf(),
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .expect("the run is published")
-    .run_id
+    rolecall_scheduler::run_once(settings, whole(path))
+        .await
+        .expect("the run is published")
+        .run_id
 }
 
 /// A run of ten users of an app no worker talks to, published, with a
@@ -66,22 +57,9 @@ async fn jobs_the_broker_lost_are_re_driven_by_the_leader_and_every_user_is_chec
     const USERS: usize = 60;
     const LOST: usize = 25;
     let env = TestEnv::new().await;
-    let sim = rolecall_sim::spawn(rolecall_sim::SimConfig {
-        users: USERS,
-        seed: 11,
-        rate: None,
-        ..Default::default()
-    })
-    .await
-    .expect("the sim starts");
-    let apps = [AppSpec {
-        name: "lever",
-        sim: &sim,
-        per_second: 1_000.0,
-        burst: 100,
-    }];
+    let sim = unlimited_sim(USERS, 11).await;
     let text = env.config_text(
-        &apps,
+        &lever_at(&sim),
         "\n[scheduler]\nlease_ms = 2000\ntick_ms = 200\nredrive_after_s = 2\n",
     );
     let settings = config::from_toml(&text).expect("valid");

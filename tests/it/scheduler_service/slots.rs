@@ -30,20 +30,30 @@ overlap = "{overlap}"
     )
 }
 
-#[tokio::test]
-async fn slots_due_while_a_run_is_in_progress_are_skipped_with_overlap_skip() {
-    let env = TestEnv::new().await;
-    let (_dir, path) = temp_file("users.csv", &inventory(20));
-    let text = every_second(&env, &path, "skip");
+/// `serve` with [`every_second`] over 20 users, once its first run started
+/// and a later slot met it (`met`: the line that says what became of it),
+/// and two seconds more.
+async fn first_run_met_by_a_slot(
+    env: &TestEnv,
+    overlap: &str,
+    met: &str,
+) -> (SchedulerProcess, config::Settings, tempfile::TempDir) {
+    let (dir, path) = temp_file("users.csv", &inventory(20));
+    let text = every_second(env, &path, overlap);
     let settings = config::from_toml(&text).expect("valid");
     let server = SchedulerProcess::spawn(&text, &["serve"]);
     server
         .wait_for_log("Run started", Duration::from_secs(15))
         .await;
-    server
-        .wait_for_log("Skipped a slot", Duration::from_secs(10))
-        .await;
+    server.wait_for_log(met, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    (server, settings, dir)
+}
+
+#[tokio::test]
+async fn slots_due_while_a_run_is_in_progress_are_skipped_with_overlap_skip() {
+    let env = TestEnv::new().await;
+    let (server, settings, _dir) = first_run_met_by_a_slot(&env, "skip", "Skipped a slot").await;
     assert_eq!(env.run_ids().await.len(), 1, "{}", server.log());
     drop(server);
     env.cleanup(&settings).await;
@@ -136,17 +146,7 @@ async fn serve_stopped_mid_publish_checkpoints_every_confirmed_job_before_lettin
 #[tokio::test]
 async fn a_queued_slot_starts_once_the_run_in_progress_finishes_with_overlap_queue() {
     let env = TestEnv::new().await;
-    let (_dir, path) = temp_file("users.csv", &inventory(20));
-    let text = every_second(&env, &path, "queue");
-    let settings = config::from_toml(&text).expect("valid");
-    let server = SchedulerProcess::spawn(&text, &["serve"]);
-    server
-        .wait_for_log("Run started", Duration::from_secs(15))
-        .await;
-    server
-        .wait_for_log("Queued a slot", Duration::from_secs(10))
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (server, settings, _dir) = first_run_met_by_a_slot(&env, "queue", "Queued a slot").await;
     let first = env.run_ids().await;
     assert_eq!(
         first.len(),

@@ -1,50 +1,38 @@
 //! The trial's sequence of runs, recorded in a real Redis as the scheduler
 //! and the workers record them, and each run's digest built from it: which
 //! run each is compared with, and the text admins get.
-//!
-//! Needs Redis (127.0.0.1:6379, or `TEST_REDIS_URL`), as every test does:
-//! `scripts/test.sh` starts it first.
 
-use rolecall_common::ledger::{self, Ledger};
-use rolecall_common::{Names, config};
+use rolecall_common::config;
+use rolecall_common::ledger::Ledger;
 use rolecall_notifier::digest::{self, Digest};
+use rolecall_tests::TestEnv;
 
-struct Env {
-    ledger: Ledger,
-    names: Names,
-}
-
-impl Env {
-    async fn new() -> Env {
-        let url =
-            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-        let namespace = format!("t{}", ulid::Ulid::new().to_string().to_lowercase());
-        let settings = config::from_toml(&format!(
-            r#"
-namespace = "{namespace}"
-[redis]
-url = "{url}"
+/// The two apps of the trial (nobody calls their vendors here).
+const APPS: &str = r#"
 [saas.lever_prod]
 connector = "lever"
 base_url = "https://api.lever.co"
 credential = "lever-prod"
-rate = {{ per_second = 10, burst = 20 }}
+rate = { per_second = 10, burst = 20 }
 [saas.miro]
 connector = "lever"
 base_url = "https://api.lever.co"
 credential = "miro"
-rate = {{ per_second = 10, burst = 20 }}
-"#
-        ))
-        .expect("a valid configuration");
-        let conn = ledger::connect(&settings.redis)
-            .await
-            .expect("Redis is not reachable: run scripts/services.sh (or set TEST_REDIS_URL)");
-        let names = Names::new(&settings.namespace);
-        Env {
-            ledger: Ledger::new(conn, names.clone(), &settings.redis),
-            names,
-        }
+rate = { per_second = 10, burst = 20 }
+"#;
+
+struct Env {
+    env: TestEnv,
+    ledger: Ledger,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let env = TestEnv::new().await;
+        let settings =
+            config::from_toml(&env.config_text(&[], APPS)).expect("a valid configuration");
+        let ledger = env.ledger(&settings);
+        Env { env, ledger }
     }
 
     /// Records a finished run the way `publish::start`, the workers and the
@@ -67,7 +55,7 @@ rate = {{ per_second = 10, burst = 20 }}
         let mut c = self.ledger.connection();
         let mut pipe = redis::pipe();
         pipe.cmd("HSET")
-            .arg(self.names.run_key(id))
+            .arg(self.env.names.run_key(id))
             .arg(&[
                 ("started_at", started.as_str()),
                 ("workflow", workflow),
@@ -82,13 +70,13 @@ rate = {{ per_second = 10, burst = 20 }}
             ])
             .ignore();
         pipe.cmd("ZADD")
-            .arg(self.names.runs_index())
+            .arg(self.env.names.runs_index())
             .arg(epoch)
             .arg(id)
             .ignore();
         for (app, role, users, cost) in seats {
             pipe.cmd("HSET")
-                .arg(self.names.run_roles_key(id))
+                .arg(self.env.names.run_roles_key(id))
                 .arg(format!("n:{app}:{role}"))
                 .arg(users)
                 .arg(format!("cost:{app}:{role}"))
@@ -99,37 +87,13 @@ rate = {{ per_second = 10, burst = 20 }}
     }
 
     async fn digest(&self, id: &str) -> Digest {
-        digest::build(&self.ledger, &self.names, id, "run finished", 3)
+        digest::build(&self.ledger, &self.env.names, id, "run finished", 3)
             .await
             .expect("the digest builds")
     }
 
     async fn cleanup(&self) {
-        let mut c = self.ledger.connection();
-        let pattern = format!("{}*", self.names.key_prefix());
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                let () = redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async(&mut c)
-                    .await
-                    .unwrap();
-            }
-            if next == 0 {
-                return;
-            }
-            cursor = next;
-        }
+        self.env.cleanup_keys().await;
     }
 }
 
