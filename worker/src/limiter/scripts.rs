@@ -218,13 +218,7 @@ end
 local f = factor_now(KEYS[1], tonumber(ARGV[6]))
 local allowed = allowed_now(KEYS[1], n, probe)
 local ceiling = tonumber(redis.call('HGET', KEYS[1], 'ceiling') or '1') or 1
--- The pace (requests per second) and burst the fleet restarts at.
-local function pace()
-  local ov = redis.call('HMGET', KEYS[5], 'per_second', 'burst')
-  local rate = (tonumber(ov[1]) or tonumber(ARGV[13])) * f
-  if n > 0 then rate = rate * allowed / n end
-  return rate, tonumber(ov[2]) or tonumber(ARGV[14])
-end
+local cut = false
 if ARGV[2] == '1' then
   local last = tonumber(redis.call('HGET', KEYS[1], 'decreased_ms') or '0') or 0
   if now_ms - last >= tonumber(ARGV[4]) then
@@ -264,37 +258,37 @@ if ARGV[2] == '1' then
       redis.call('HSET', KEYS[1], 'ceiling', tostring(ceiling), 'floor', tostring(f),
         'decreased_ms', now_ms, 'grants', 0, 'throttles', 0, 'streak', streak)
     end
-    -- Slots booked at the old pace would still fire at it: the generation
-    -- bump sends them back to ask again. The schedule restarts one slot
-    -- (at the new pace) from now, not after every slot booked ahead (the
-    -- fleet would fall silent for the booking horizon) and not with a
-    -- fresh burst (a token bucket that just refused is empty).
-    if pause_ms == 0 then
-      local rate, burst = pace()
-      local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
-      local restart = now_us + burst * 1000000 / rate
-      if tat > restart then redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', restart)) end
-    end
+    cut = pause_ms == 0
     bump = true
   end
 end
-if paused then
-  -- Slots booked before the pause are stale. The vendor's bucket is empty
-  -- now (it refused, or said its quota is spent) and refills while the
-  -- fleet waits, so pacing restarts from an empty bucket at this moment:
-  -- the pause's end lets through what the vendor refilled meanwhile (a
-  -- whole burst only after a pause long enough to refill it), not a whole
-  -- burst after any pause. A pause cut short by max_pause ends before the
-  -- vendor said it would take requests again: one request goes first and
-  -- the rest follow at the pace, never a burst into a closed door.
-  local rate, burst = pace()
+if paused or cut then
+  -- Slots booked before are stale (the generation bump sends them back to
+  -- ask again), and pacing restarts from an empty bucket at this moment,
+  -- at the new pace: the vendor's bucket just refused, or said its quota
+  -- is spent, and refills from now.
+  -- After a cut without a pause the schedule restarts one slot from now,
+  -- not after every slot booked ahead (the fleet would fall silent for the
+  -- booking horizon) and not with a fresh burst.
+  -- After a pause, its end lets through what the vendor refilled
+  -- meanwhile (a whole burst only after a pause long enough to refill it),
+  -- not a whole burst after any pause. A pause cut short by max_pause ends
+  -- before the vendor said it would take requests again: one request goes
+  -- first and the rest follow at the pace, never a burst into a closed door.
+  local ov = redis.call('HMGET', KEYS[5], 'per_second', 'burst')
+  local rate = (tonumber(ov[1]) or tonumber(ARGV[13])) * f
+  if n > 0 then rate = rate * allowed / n end
+  local burst = tonumber(ov[2]) or tonumber(ARGV[14])
   local interval = 1000000 / rate
   local restart = now_us + burst * interval
-  if ARGV[15] == '1' then
+  if paused and ARGV[15] == '1' then
     local usable = burst > 1 and burst - 1 or burst
     restart = math.max(restart, until_ms * 1000 + (usable - 1) * interval)
   end
-  redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', restart))
+  local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
+  if paused or tat > restart then
+    redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', restart))
+  end
 end
 if bump then redis.call('HINCRBY', KEYS[1], 'gen', 1) end
 if n > 0 then
