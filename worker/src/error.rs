@@ -113,6 +113,30 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// A vendor answer that is not the JSON expected, said without quoting
+    /// it: serde's own text quotes the offending value (a user's e-mail, a
+    /// token a vendor echoes), and this error travels to logs, alerts and
+    /// the ledger. Kept: what kind of mismatch, where in the body, and the
+    /// name of a missing field (ours, from the expected shape).
+    pub fn undecodable(e: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let text = e.to_string();
+        let what = match e.classify() {
+            Category::Syntax => "not valid JSON".to_string(),
+            Category::Eof => "the JSON ends early".to_string(),
+            Category::Io => "the body could not be read".to_string(),
+            Category::Data => match text.strip_prefix("missing field `") {
+                Some(rest) => format!("missing field `{}`", rest.split('`').next().unwrap_or("")),
+                None => "a value of another type or range than expected".to_string(),
+            },
+        };
+        ConnectorError::Decode(if e.line() == 0 {
+            what
+        } else {
+            format!("{what} (line {}, column {})", e.line(), e.column())
+        })
+    }
+
     /// A short, fixed name of the failure (`error.type` on spans): never
     /// the message, which may quote a vendor's answer.
     pub fn kind(&self) -> &'static str {
@@ -219,6 +243,40 @@ impl From<reqwest::Error> for ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_undecodable_answer_is_described_without_quoting_its_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct User {
+            email: String,
+            active: bool,
+        }
+        let described = |body: &str| {
+            ConnectorError::undecodable(&serde_json::from_str::<User>(body).unwrap_err())
+                .to_string()
+        };
+        let wrong_type = described(r#"{"email": "alice@example.com", "active": "tok-123"}"#);
+        assert!(!wrong_type.contains("tok-123"), "{wrong_type}");
+        assert_eq!(
+            wrong_type,
+            "vendor response has an unexpected shape: a value of another type or range than expected (line 1, column 50)"
+        );
+        let missing = described(r#"{"active": true}"#);
+        assert_eq!(
+            missing,
+            "vendor response has an unexpected shape: missing field `email` (line 1, column 16)"
+        );
+        let bad_json = described(r#"{"email": alice@example.com}"#);
+        assert!(!bad_json.contains("alice"), "{bad_json}");
+        assert!(bad_json.contains("not valid JSON (line 1"), "{bad_json}");
+        assert!(described(r#"{"email": "#).contains("the JSON ends early"));
+        // From a JSON value there is no line to point at.
+        let value = serde_json::json!({"email": 7, "active": true});
+        let from_value =
+            ConnectorError::undecodable(&serde_json::from_value::<User>(value).unwrap_err());
+        assert!(!from_value.to_string().contains('7'), "{from_value}");
+    }
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
     #[tokio::test]

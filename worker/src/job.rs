@@ -76,6 +76,15 @@ pub enum JobOutcome {
     Requeued(String),
 }
 
+/// What came of calling the vendor for a job.
+enum Called {
+    /// The vendor's answer, or why there is none.
+    Answered(Result<VendorResponse, ConnectorError>),
+    /// While the call waited for Redis, another delivery of the job (a
+    /// re-driven copy) was recorded: nothing to call the vendor for.
+    RecordedMeanwhile,
+}
+
 /// What every job handler shares.
 pub struct JobContext {
     /// Queue and key names.
@@ -238,13 +247,7 @@ impl JobContext {
         span.record("rolecall.job_id", job.job_id.as_str());
         span.record("rolecall.run_id", job.run_id.as_str());
         span.record("rolecall.user_id", job.user.id.as_str());
-        let seen = loop {
-            match self.ledger.seen(&job).await {
-                Ok(seen) => break seen,
-                Err(e) => self.hold_for_redis(app, &e.to_string()).await,
-            }
-        };
-        if self.recorded_before(&job, seen).await? {
+        if self.already_recorded(app, &job).await? {
             return Ok(JobOutcome::Duplicate);
         }
         // A refused credential is an incident for the whole SaaS app: while
@@ -283,7 +286,10 @@ impl JobContext {
         let enabled =
             job.action == Action::LookupRole || app.settings.actions.contains(&job.action);
         let result = if enabled {
-            self.call_vendor(app, request).await
+            match self.call_vendor(app, &job, request).await? {
+                Called::Answered(result) => result,
+                Called::RecordedMeanwhile => return Ok(JobOutcome::Duplicate),
+            }
         } else {
             Err(ConnectorError::NotEnabled(job.action.as_str()))
         };
@@ -445,19 +451,40 @@ impl JobContext {
     /// Calls the vendor through the pipeline. Never without the fleet's
     /// limit: while the limiter cannot answer, the delivery is held (the
     /// broker sends no more past the prefetch) until it can.
+    ///
+    /// A held delivery is unacked, not ready, so while it waits the leader
+    /// may see the run's jobs as gone and re-drive them, and another worker
+    /// may record this user: the ledger is asked again after every hold,
+    /// so the vendor is not called twice for one user.
     async fn call_vendor(
         &self,
         app: &App,
+        job: &JobV1,
         request: VendorRequest,
-    ) -> Result<VendorResponse, ConnectorError> {
+    ) -> Result<Called, InfraError> {
         loop {
             match app.service.clone().oneshot(request.clone()).await {
                 Err(e) if e.class() == ErrorClass::Unavailable => {
-                    self.hold_for_redis(app, &e.to_string()).await
+                    self.hold_for_redis(app, &e.to_string()).await;
+                    if self.already_recorded(app, job).await? {
+                        return Ok(Called::RecordedMeanwhile);
+                    }
                 }
-                other => return other,
+                other => return Ok(Called::Answered(other)),
             }
         }
+    }
+
+    /// Whether the job's outcome is recorded already (a redelivery, or the
+    /// copy of another inventory line, counted now); asks until Redis answers.
+    async fn already_recorded(&self, app: &App, job: &JobV1) -> Result<bool, InfraError> {
+        let seen = loop {
+            match self.ledger.seen(job).await {
+                Ok(seen) => break seen,
+                Err(e) => self.hold_for_redis(app, &e.to_string()).await,
+            }
+        };
+        self.recorded_before(job, seen).await
     }
 
     /// Waits until Redis answers again. Holding the delivery (rather than

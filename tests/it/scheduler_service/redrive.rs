@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use lapin::options::BasicGetOptions;
 use rolecall_common::config;
-use rolecall_tests::{SchedulerProcess, TestEnv, active_rows, temp_file};
+use rolecall_tests::{
+    AppSpec, CuttableProxy, SchedulerProcess, TestEnv, active_rows, redis_url, temp_file,
+};
 
 use super::{APP, inventory, lever_at, unlimited_sim, whole};
 
@@ -220,5 +222,96 @@ async fn a_run_that_cannot_be_re_driven_is_tried_three_times_and_no_more() {
     let run = env.run_hash(&run_id).await;
     assert_eq!(run.get("redrives").map(String::as_str), Some("3"));
     assert!(!run.contains_key("redriven_jobs"), "{run:?}");
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_redis_does_not_call_the_vendor_for_users_re_driven_meanwhile() {
+    // The first worker takes 5 (its prefetch), checks 2 and takes the
+    // last 2: at the cut it holds 5 unacked and none is left ready, so
+    // each re-driven copy is its user's only job in the queue.
+    const USERS: usize = 7;
+    const PREFETCH: u16 = 5;
+    let env = TestEnv::new().await;
+    let sim = unlimited_sim(USERS, 13).await;
+    // Slow enough that the first worker holds most of the run in the
+    // limiter when its Redis goes away.
+    let apps = [AppSpec {
+        name: "lever",
+        sim: &sim,
+        per_second: 4.0,
+        burst: 1,
+    }];
+    let text = env.config_text(&apps, "\n[scheduler]\nredrive_after_s = 0\n");
+    let settings = config::from_toml(&text).expect("valid");
+    let (_dir, path) = temp_file("users.csv", &active_rows(&sim, "lever", USERS));
+    let run_id = run_once(&settings, &path).await;
+
+    // The first worker reaches Redis through a proxy; the rest of the
+    // fleet, the scheduler and this test reach it directly.
+    let (proxy, via_proxy) = CuttableProxy::in_front_of(&redis_url()).await;
+    let mut cut_off = settings.clone();
+    cut_off.redis.url = via_proxy.into();
+    // A full prefetch window: the broker sends it nothing more, so the
+    // re-driven copies go to the other worker.
+    cut_off.amqp.prefetch = PREFETCH;
+    let held = env.spawn_worker(&cut_off).await;
+    // Cut once two users are recorded, well before the next slot (250 ms
+    // apart): no request is on the wire at the cut.
+    let ledger = env.ledger(&settings);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ledger.run(&run_id).await.expect("the run").outcomes() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut();
+    // Its jobs stay unacked, not ready: to the leader they are gone, and
+    // the run is re-driven (here by hand) to a worker that reaches Redis.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut by_hand = SchedulerProcess::spawn(&text, &["redrive", "--run-id", &run_id]);
+    assert!(
+        by_hand.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        by_hand.log()
+    );
+    let other = env.spawn_worker(&settings).await;
+    let counters = env
+        .wait_for_run(&settings, &run_id, Duration::from_secs(30))
+        .await;
+    other.stop().await;
+    assert_eq!(counters.outcomes(), USERS as u64, "{counters:?}");
+    let redriven: u64 = env.run_hash(&run_id).await["redriven_jobs"]
+        .parse()
+        .expect("a count");
+    assert_eq!(redriven, u64::from(PREFETCH), "the cut-off worker's jobs");
+
+    // Redis is back for the first worker: its held jobs are recorded
+    // already, so it acknowledges them without calling the vendor. (It
+    // retries Redis at most 5 s apart.)
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        assert_eq!(
+            sim.stats().requests,
+            USERS as u64,
+            "a user was checked twice"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = held.stop().await.metrics()["lever"];
+    assert!(metrics.held_for_redis > 0, "{metrics:?}");
+    assert_eq!(
+        metrics.requests + redriven,
+        USERS as u64,
+        "the re-driven users were checked by the other worker only: {metrics:?}"
+    );
+    // Acknowledged, not left for the broker to deliver again.
+    assert!(env.drain(&env.names.jobs_queue("lever")).await.is_empty());
+    let after = ledger.run(&run_id).await.expect("the run");
+    assert_eq!(after.outcomes(), USERS as u64, "{after:?}");
+    assert_eq!(after.duplicates, 0, "{after:?}");
     env.cleanup(&settings).await;
 }

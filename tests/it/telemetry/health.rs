@@ -108,68 +108,6 @@ async fn scheduler_serve_is_ready_once_connected_and_reports_queue_depths_and_le
     env.cleanup(&settings).await;
 }
 
-/// A TCP proxy in front of RabbitMQ that a test can cut: the worker behind
-/// it loses its AMQP connection as in a network failure, while the shared
-/// broker (and every other test) goes on undisturbed.
-struct CuttableProxy {
-    addr: SocketAddr,
-    open: Arc<std::sync::atomic::AtomicBool>,
-    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl CuttableProxy {
-    async fn start(upstream: String) -> CuttableProxy {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let accept = {
-            let (open, links) = (open.clone(), links.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !open.load(Ordering::SeqCst) {
-                        continue; // dropped: connection refused, in effect
-                    }
-                    let upstream = upstream.clone();
-                    links.lock().unwrap().push(tokio::spawn(async move {
-                        if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                        }
-                    }));
-                }
-            })
-        };
-        CuttableProxy {
-            addr,
-            open,
-            links,
-            accept,
-        }
-    }
-
-    /// Closes every proxied connection and refuses new ones.
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    /// Accepts connections again.
-    fn restore(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for CuttableProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_goes_unready_when_the_rabbitmq_connection_is_lost_and_ready_after_reconnecting() {
     let env = TestEnv::new().await;
@@ -177,15 +115,7 @@ async fn readyz_goes_unready_when_the_rabbitmq_connection_is_lost_and_ready_afte
     let apps = app(&sim);
     let text = env.config_text(&apps, "");
     let settings = env.settings(&apps);
-    let broker = reqwest::Url::parse(&rolecall_tests::amqp_url()).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        broker.host_str().unwrap(),
-        broker.port().unwrap_or(5672)
-    );
-    let proxy = CuttableProxy::start(upstream).await;
-    let mut via_proxy = broker.clone();
-    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let (proxy, via_proxy) = CuttableProxy::in_front_of(&rolecall_tests::amqp_url()).await;
     let ops = format!("127.0.0.1:{}", free_port());
     let worker = WorkerProcess::spawn_with_env(
         &text,

@@ -9,13 +9,12 @@ mod prometheus;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rolecall_sim::{SimConfig, SimHandle};
 use rolecall_tests::{
-    AppSpec, RedisProcess, SchedulerProcess, TestEnv, WorkerProcess, active_rows, free_port,
-    publish, temp_file,
+    AppSpec, CuttableProxy, RedisProcess, SchedulerProcess, TestEnv, WorkerProcess, active_rows,
+    free_port, publish, temp_file,
 };
 
 async fn sim(users: usize, seed: u64) -> SimHandle {

@@ -108,7 +108,7 @@ impl Lever {
             let page: UsersPage = self.client.send(request).await?.parse()?;
             for raw in page.data {
                 let found: LeverUser = serde_json::from_value(raw.clone())
-                    .map_err(|e| ConnectorError::Decode(format!("user object: {e}")))?;
+                    .map_err(|e| ConnectorError::undecodable(&e))?;
                 if found.email.eq_ignore_ascii_case(email) {
                     return Ok(Some((found, raw)));
                 }
@@ -144,8 +144,8 @@ impl Connector for Lever {
         let page: UsersPage = self.client.send(request).await?.parse()?;
         let mut users = Vec::with_capacity(page.data.len());
         for raw in page.data {
-            let user: LeverUser = serde_json::from_value(raw.clone())
-                .map_err(|e| ConnectorError::Decode(format!("user object: {e}")))?;
+            let user: LeverUser =
+                serde_json::from_value(raw.clone()).map_err(|e| ConnectorError::undecodable(&e))?;
             users.push(ListedUser {
                 vendor_id: user.id,
                 email: Some(user.email),

@@ -139,12 +139,12 @@ impl VendorReply {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&self.body).map_err(|e| ConnectorError::Decode(e.to_string()))
+        serde_json::from_slice(&self.body).map_err(|e| ConnectorError::undecodable(&e))
     }
 
     /// The body as a typed document.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConnectorError> {
-        serde_json::from_slice(&self.body).map_err(|e| ConnectorError::Decode(e.to_string()))
+        serde_json::from_slice(&self.body).map_err(|e| ConnectorError::undecodable(&e))
     }
 }
 
