@@ -11,5 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
-cargo build --locked --quiet -p rolecall-worker -p rolecall-bench --bin rolecall-worker --bin rolecall-chaos
+cargo build --locked --quiet -p rolecall-worker -p rolecall-scheduler -p rolecall-bench --bin rolecall-worker --bin rolecall-scheduler --bin rolecall-chaos
 exec "${CARGO_TARGET_DIR:-target}/debug/rolecall-chaos" "$@"

@@ -35,6 +35,8 @@ pub struct Ctx {
     pub workers: usize,
     /// The vendor's limit (requests per second): sets the run's length.
     pub per_second: f64,
+    /// `scheduler.redrive_after_s` of the fleet's `serve`.
+    pub redrive_after_s: u64,
 }
 
 /// Where a fleet's brokers and Redis are.
@@ -75,6 +77,9 @@ pub struct Report {
     /// Distinct alerts by kind.
     pub alerts: BTreeMap<String, usize>,
     pub finished: bool,
+    /// Jobs the scheduler's leader published again (`redriven_jobs`):
+    /// users whose jobs vanished from the broker.
+    pub redriven: u64,
     /// Seconds from the end of each fault to the next recorded outcome.
     pub recovered_s: Vec<f64>,
     /// What the scenario did, in a few words.
@@ -88,6 +93,9 @@ pub struct Fleet {
     pub names: Names,
     pub run_id: String,
     workers: Vec<Child>,
+    /// `rolecall-scheduler serve`, as a deployed fleet runs it: its leader
+    /// re-drives a run whose jobs vanished.
+    scheduler: Child,
     ledger: Ledger,
     redis: RedisConnection,
     samples: Arc<Mutex<Vec<(Instant, u64)>>>,
@@ -131,6 +139,8 @@ job_deadline_ms = 20000
 attempts_in_process = 3
 retry_delays_s = [1, 2, 5]
 shutdown_grace_s = 5
+[scheduler]
+redrive_after_s = {redrive}
 [telemetry]
 log_level = "warn"
 # Many processes on one machine: each takes a free port for /healthz.
@@ -147,6 +157,7 @@ rate = {{ per_second = {ps}, burst = 5 }}
                 cluster = infra.redis_cluster,
                 base = sim.base_url(),
                 ps = ctx.per_second,
+                redrive = ctx.redrive_after_s,
             )
         };
         let text = config(&infra.amqp_urls);
@@ -175,6 +186,17 @@ rate = {{ per_second = {ps}, burst = 5 }}
                 .context("starting rolecall-worker (build it next to rolecall-chaos)")?;
             workers.push(child);
         }
+        let log = std::fs::File::create(logs.join("scheduler.log"))?;
+        let scheduler = Command::new(ctx.bin_dir.join("rolecall-scheduler"))
+            .arg("--config")
+            .arg(logs.join("rolecall.toml"))
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting rolecall-scheduler (build it next to rolecall-chaos)")?;
 
         let mut csv = String::from("saas,user_id,email,status\n");
         for (i, user) in sim.population().users.iter().take(ctx.users).enumerate() {
@@ -209,6 +231,7 @@ rate = {{ per_second = {ps}, burst = 5 }}
             names,
             run_id: report.run_id,
             workers,
+            scheduler,
             ledger,
             redis,
             samples,
@@ -298,14 +321,14 @@ rate = {{ per_second = {ps}, burst = 5 }}
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        for child in &mut self.workers {
+        for child in self.workers.iter_mut().chain([&mut self.scheduler]) {
             if let Ok(None) = child.try_wait() {
                 let _ = Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
                     .status();
             }
         }
-        for child in &mut self.workers {
+        for child in self.workers.iter_mut().chain([&mut self.scheduler]) {
             let _ = child.wait();
         }
         self.sampler.abort();
@@ -316,6 +339,11 @@ rate = {{ per_second = {ps}, burst = 5 }}
             // through a fresh one, which knows every master.
             self.redis = rolecall_common::redis_conn::connect(&self.settings.redis).await?;
         }
+        let redriven: Option<u64> = redis::cmd("HGET")
+            .arg(self.names.run_key(&self.run_id))
+            .arg("redriven_jobs")
+            .query_async(&mut self.redis.clone())
+            .await?;
         let results = self.results().await?;
         let duplicate_events = self.duplicate_events().await?;
         let alerts = self.alerts().await?;
@@ -326,6 +354,7 @@ rate = {{ per_second = {ps}, burst = 5 }}
             results,
             finished: counters.finished_at.is_some(),
             counters,
+            redriven: redriven.unwrap_or(0),
             duplicate_events,
             left_in_queues: left,
             alerts,
@@ -482,9 +511,9 @@ rate = {{ per_second = {ps}, burst = 5 }}
 }
 
 impl Drop for Fleet {
-    /// A scenario that failed half-way leaves no worker behind.
+    /// A scenario that failed half-way leaves no process behind.
     fn drop(&mut self) {
-        for child in &mut self.workers {
+        for child in self.workers.iter_mut().chain([&mut self.scheduler]) {
             if let Ok(None) = child.try_wait() {
                 let _ = child.kill();
                 let _ = child.wait();

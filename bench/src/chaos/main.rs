@@ -4,7 +4,8 @@
 //! per incident) and the seconds until outcomes flow again after the fault.
 //!
 //! Real processes throughout: `rolecall-worker` binaries, the scheduler's
-//! library entry point, a simulated vendor over HTTP, the shared RabbitMQ
+//! library entry point (the run) and its `serve` (the leader that
+//! re-drives a run whose jobs vanished), a simulated vendor over HTTP, the shared RabbitMQ
 //! and Redis of `scripts/services.sh`, and private ones (a RabbitMQ node or
 //! cluster from `scripts/rabbit-cluster.sh`, a `redis-server` with AOF, a
 //! six-node Redis Cluster from `rolecall-tests`) for the scenarios that
@@ -39,7 +40,13 @@ struct Args {
     /// users / this).
     #[arg(long, default_value_t = 25.0)]
     per_second: f64,
-    /// Where `rolecall-worker` is (default: next to this binary).
+    /// `scheduler.redrive_after_s` of the fleet's `rolecall-scheduler
+    /// serve` (production's default is 300; short here so a run whose
+    /// jobs the broker lost heals within a scenario).
+    #[arg(long, default_value_t = 20)]
+    redrive_after_s: u64,
+    /// Where `rolecall-worker` and `rolecall-scheduler` are (default: next
+    /// to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Worker logs and configurations, per scenario.
@@ -65,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         users: args.users,
         workers: args.workers,
         per_second: args.per_second,
+        redrive_after_s: args.redrive_after_s,
     };
     let kinds = if args.scenarios.is_empty() {
         Kind::ALL.to_vec()

@@ -3,7 +3,7 @@
 use crate::harness::Report;
 use crate::scenarios::Outcome;
 
-const HEADER: &str = "| scenario | users | results (one each) | counters = inventory | run finished | duplicate events | left in queues (ready + unacked, or all messages if more) | alerts (distinct) | failed users | seconds to recover |\n|---|---|---|---|---|---|---|---|---|---|\n";
+const HEADER: &str = "| scenario | users | results (one each) | counters = inventory | run finished | duplicate events | left in queues (ready + unacked, or all messages if more) | alerts (distinct) | failed users | re-driven jobs | seconds to recover |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 fn yes(ok: bool) -> &'static str {
     if ok { "yes" } else { "**NO**" }
@@ -37,7 +37,7 @@ fn row(r: &Report) -> String {
             .join(" / ")
     };
     format!(
-        "| {} ({}) | {} | {}/{} {} | {} ({} published, {} outcomes) | {} | {} | {} | {} | {} | {} |\n",
+        "| {} ({}) | {} | {}/{} {} | {} ({} published, {} outcomes) | {} | {} | {} | {} | {} | {} | {} |\n",
         r.scenario,
         r.note,
         r.users,
@@ -52,6 +52,7 @@ fn row(r: &Report) -> String {
         r.left_in_queues,
         alerts,
         c.failed,
+        r.redriven,
         recover,
     )
 }
@@ -62,7 +63,7 @@ pub fn render(outcomes: &[Outcome]) -> String {
         match outcome {
             Outcome::Ran(report) => text.push_str(&row(report)),
             Outcome::NotRun(name, reason) => {
-                text.push_str(&format!("| {name} | {reason} | | | | | | | | |\n"))
+                text.push_str(&format!("| {name} | {reason} | | | | | | | | | |\n"))
             }
         }
     }
