@@ -569,6 +569,75 @@ fn check_config_names_a_broken_channel_and_never_prints_the_webhook_url() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_smtp_password_is_used_without_a_restart() {
+    let env = TestEnv::new().await;
+    let hook = Webhook::start().await;
+    // The SMTP server's password, and the notifier's credential (a
+    // mounted Secret's file): each rotated by rewriting it.
+    let secrets = tempfile::tempdir().unwrap();
+    let server_password = secrets.path().join("server-password");
+    std::fs::write(&server_password, "old-password").unwrap();
+    let credentials = secrets.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("smtp"), "old-password").unwrap();
+    let smtp = SmtpServer::start_with_login("rolecall", &server_password).await;
+    let login = "tls = \"none\"\nusername = \"rolecall\"\npassword_credential = \"smtp\"";
+    let extra = notifier_toml("1s", Some((smtp.port, login)), "")
+        + &format!("[credentials]\ndir = \"{}\"\n", credentials.display());
+    let settings = config::from_toml(&env.config_text(&[], &extra)).unwrap();
+    let notifier = spawn_notifier(&settings, &hook).await;
+
+    publish_alerts(
+        &env,
+        &settings,
+        &[job_failed("okta", 1, "vendor returned 502")],
+    )
+    .await;
+    wait_until("the first e-mail", Duration::from_secs(30), || {
+        smtp.messages().len() == 1
+    })
+    .await;
+
+    // The server's password changes first: the next e-mail is refused
+    // and waits, the webhook is not held up.
+    std::fs::write(&server_password, "new-password").unwrap();
+    publish_alerts(
+        &env,
+        &settings,
+        &[job_failed("miro", 1, "vendor returned 502")],
+    )
+    .await;
+    wait_until(
+        "the webhook's second message",
+        Duration::from_secs(30),
+        || hook.texts().len() == 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "refused with the old password");
+    assert_eq!(pending_groups(&env).await, 1, "the group waits for e-mail");
+
+    // Then the notifier's Secret: the waiting e-mail goes out on its next
+    // try, with no restart.
+    std::fs::write(credentials.join("smtp"), "new-password").unwrap();
+    wait_until("the second e-mail", Duration::from_secs(30), || {
+        smtp.messages().len() == 2
+    })
+    .await;
+    assert!(smtp.messages().iter().any(|m| m.contains("miro")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending_groups(&env).await > 0 {
+        assert!(Instant::now() < deadline, "the group stays pending");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = notifier.stop().await.metrics();
+    assert_eq!(m.delivered, 4, "{m:?}");
+    assert!(m.failed_attempts > 0, "{m:?}");
+    assert_eq!(hook.texts().len(), 2, "the webhook heard each once");
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_that_is_down_gets_its_copy_later_and_the_others_hear_once() {
     let env = TestEnv::new().await;
     let hook = Webhook::start().await;

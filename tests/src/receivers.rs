@@ -113,6 +113,39 @@ impl SmtpServer {
         }
         cmd.args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(maildir.path().join("mail"));
+        Self::spawn(cmd, port, maildir).await
+    }
+
+    /// `aiosmtpd` that takes mail only after `AUTH` (PLAIN or LOGIN, over
+    /// plain SMTP) as `user` with the password `password_file` holds when
+    /// the client logs in: rewriting the file rotates the password.
+    pub async fn start_with_login(user: &str, password_file: &Path) -> SmtpServer {
+        const SERVER: &str = r#"
+import pathlib, sys, threading
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+port, maildir, user, password_file = sys.argv[1:5]
+def authenticate(server, session, envelope, mechanism, data):
+    ok = (isinstance(data, LoginPassword) and data.login.decode() == user
+          and data.password.decode() == pathlib.Path(password_file).read_text().strip())
+    return AuthResult(success=ok)
+Controller(Mailbox(maildir), hostname="127.0.0.1", port=int(port),
+           authenticator=authenticate, auth_required=True,
+           auth_require_tls=False).start()
+threading.Event().wait()
+"#;
+        let port = free_port();
+        let maildir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(python());
+        cmd.args(["-c", SERVER, &port.to_string()])
+            .arg(maildir.path().join("mail"))
+            .arg(user)
+            .arg(password_file);
+        Self::spawn(cmd, port, maildir).await
+    }
+
+    async fn spawn(mut cmd: Command, port: u16, maildir: tempfile::TempDir) -> SmtpServer {
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -3,7 +3,8 @@
 //!
 //! The server's certificate is checked against the system's roots and, when
 //! `ca_file` is set, that CA too (a private relay). The password is a
-//! credential from the vault; lettre never logs it, and errors only carry
+//! credential from the vault, read again for each delivery (a rotated one
+//! is used without a restart); lettre never logs it, and errors only carry
 //! the server's reply.
 
 use std::time::Duration;
@@ -15,15 +16,64 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use rolecall_common::config::{EmailSettings, SmtpTls};
 use rolecall_common::credentials::Vault;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{BuildError, DeliveryError, Notification};
 
 /// An e-mail channel.
 pub struct Email {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    channel: String,
+    server: Server,
+    vault: Vault,
+    /// The transport logged in with the password last read (reused, so its
+    /// connection pool is too), rebuilt when a read finds another one.
+    current: std::sync::Mutex<Current>,
     from: Mailbox,
     to: Vec<Mailbox>,
+}
+
+/// Where and how the channel connects: all a transport needs but the
+/// password.
+struct Server {
+    host: String,
+    port: u16,
+    tls: Tls,
+    timeout: Duration,
+    login: Option<Login>,
+}
+
+impl Server {
+    fn transport(&self, password: &SecretString) -> AsyncSmtpTransport<Tokio1Executor> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
+            .port(self.port)
+            .tls(self.tls.clone())
+            .timeout(Some(self.timeout));
+        if let Some(login) = &self.login {
+            builder = builder.credentials(Credentials::new(
+                login.user.clone(),
+                password.expose_secret().to_string(),
+            ));
+        }
+        builder.build()
+    }
+
+    /// The vault credential holding the password, if the channel logs in
+    /// with one.
+    fn password_credential(&self) -> Option<&str> {
+        self.login.as_ref()?.password_credential.as_deref()
+    }
+}
+
+/// Who the channel logs in as.
+struct Login {
+    user: String,
+    /// The vault credential holding the password (none: an empty one).
+    password_credential: Option<String>,
+}
+
+struct Current {
+    password: SecretString,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
 }
 
 impl Email {
@@ -58,42 +108,79 @@ impl Email {
             SmtpTls::Tls => Tls::Wrapper(tls_parameters()?),
             SmtpTls::None => Tls::None,
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
-            .port(s.port)
-            .tls(tls)
-            .timeout(Some(timeout));
-        if let Some(user) = &s.username {
-            let password = match &s.password_credential {
-                Some(name) => vault
-                    .get(name)
-                    .await
-                    .map_err(|source| BuildError::Credential {
-                        channel: channel.to_string(),
-                        source,
-                    })?
-                    .expose_secret()
-                    .to_string(),
-                None => String::new(),
-            };
-            builder = builder.credentials(Credentials::new(user.clone(), password));
-        }
         let from: Mailbox = s.from.parse().map_err(|e| invalid(format!("from: {e}")))?;
         let to =
             s.to.iter()
                 .enumerate()
                 .map(|(i, t)| t.parse().map_err(|e| invalid(format!("to[{i}]: {e}"))))
                 .collect::<Result<Vec<Mailbox>, _>>()?;
+        let login = s.username.as_ref().map(|user| Login {
+            user: user.clone(),
+            password_credential: s.password_credential.clone(),
+        });
+        let server = Server {
+            host: s.host.clone(),
+            port: s.port,
+            tls,
+            timeout,
+            login,
+        };
+        let password = match server.password_credential() {
+            Some(name) => vault
+                .get(name)
+                .await
+                .map_err(|source| BuildError::Credential {
+                    channel: channel.to_string(),
+                    source,
+                })?,
+            None => SecretString::from(String::new()),
+        };
         Ok(Email {
-            transport: builder.build(),
+            channel: channel.to_string(),
+            current: std::sync::Mutex::new(Current {
+                transport: server.transport(&password),
+                password,
+            }),
+            server,
+            vault: vault.clone(),
             from,
             to,
         })
     }
 
+    /// The transport to send with. The password is read from the vault
+    /// again for each delivery, as the webhook's URL is: a rotated SMTP
+    /// password (a Secret updated in place) is used without a restart, so
+    /// a notification refused for the old login goes out on its next try.
+    /// If it cannot be read now, the last one read is used.
+    async fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        if let Some(name) = self.server.password_credential() {
+            match self.vault.get(name).await {
+                Ok(password) => {
+                    let changed = {
+                        let current = self.current.lock().expect("not poisoned");
+                        current.password.expose_secret() != password.expose_secret()
+                    };
+                    if changed {
+                        let transport = self.server.transport(&password);
+                        *self.current.lock().expect("not poisoned") = Current {
+                            password,
+                            transport,
+                        };
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(channel = self.channel, error = %e, "Could not read the SMTP password again; using the last one read.");
+                }
+            }
+        }
+        self.current.lock().expect("not poisoned").transport.clone()
+    }
+
     /// Connects, says EHLO, upgrades to TLS and logs in as configured,
     /// then quits: everything but sending (`check-config --connect`).
     pub async fn check(&self) -> Result<(), DeliveryError> {
-        match self.transport.test_connection().await {
+        match self.transport().await.test_connection().await {
             Ok(true) => Ok(()),
             Ok(false) => Err(DeliveryError::Transient(
                 "SMTP server did not accept the connection".into(),
@@ -116,7 +203,7 @@ impl Email {
         let message = message
             .body(n.text.clone())
             .map_err(|e| DeliveryError::Configuration(format!("cannot build the e-mail: {e}")))?;
-        match self.transport.send(message).await {
+        match self.transport().await.send(message).await {
             Ok(_) => Ok(()),
             // 5xx: the server refused us (login, sender, recipient).
             Err(e) if e.is_permanent() => Err(DeliveryError::Configuration(format!("SMTP: {e}"))),
