@@ -36,15 +36,17 @@ struct Hr {
     down: bool,
     /// The most users a page holds, whatever the request asks for.
     cap: Option<usize>,
+    /// The bearer token it takes (rotated by a test).
+    token: String,
 }
 
 type Shared = Arc<Mutex<Hr>>;
 
-fn authorized(headers: &HeaderMap) -> bool {
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {TOKEN}"))
+        .is_some_and(|v| v == format!("Bearer {token}"))
 }
 
 /// The system of record's API on a free port, serving `users`: its state
@@ -52,6 +54,7 @@ fn authorized(headers: &HeaderMap) -> bool {
 async fn serve_hr(users: Vec<Value>) -> (Shared, String) {
     let hr: Shared = Arc::new(Mutex::new(Hr {
         users,
+        token: TOKEN.into(),
         ..Default::default()
     }));
     let router = axum::Router::new()
@@ -119,7 +122,7 @@ async fn list(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, StatusCode> {
     let mut hr = hr.lock().unwrap();
-    if !authorized(&headers) {
+    if !authorized(&headers, &hr.token) {
         hr.unauthorized += 1;
         return Err(StatusCode::UNAUTHORIZED);
     }
@@ -150,7 +153,7 @@ async fn write_back(
     Json(body): Json<Value>,
 ) -> StatusCode {
     let mut hr = hr.lock().unwrap();
-    if !authorized(&headers) {
+    if !authorized(&headers, &hr.token) {
         hr.unauthorized += 1;
         return StatusCode::UNAUTHORIZED;
     }
@@ -379,4 +382,79 @@ async fn inventory_sync_with_offset_paging_reads_a_source_that_caps_its_pages_to
     // one retried 503.
     assert_eq!(hr.lock().unwrap().requests, 9);
     env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_back_token_rotated_in_its_secret_file_is_used_once_the_old_one_is_refused() {
+    use rolecall_scheduler::inventory::InventoryRow;
+    use rolecall_worker::writeback::{WriteBack, Written};
+    let env = TestEnv::new().await;
+    let (hr, base) = serve_hr(people(3)).await;
+    // The token comes from a mounted Secret's file, rotated in place.
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("hr"), TOKEN).unwrap();
+    let source = format!(
+        r#"
+[saas.lever]
+connector = "lever"
+base_url = "http://127.0.0.1:9"
+credential = "lever"
+rate = {{ per_second = 10 }}
+[inventory.sources.hr]
+url = "{base}/users"
+credential = "hr"
+saas = ["lever"]
+page_size_param = "limit"
+items = "/data"
+fields = {{ user_id = "/id", email = "/work_email", status = "/state" }}
+write_back = {{ method = "PATCH", url = "{base}/users/{{user_id}}", body = '{{"active": false, "id": "{{user_id}}"}}' }}
+[credentials]
+dir = "{dir}"
+"#,
+        dir = secrets.path().display()
+    );
+    let settings = config::from_toml(&env.config_text(&[], &source)).expect("valid");
+    let vault = Vault::new(settings.credentials.clone());
+    let store = InventoryStore::new(env.redis.clone(), &env.names);
+    HttpSource::open(&settings.inventory.sources, "hr", &vault)
+        .await
+        .unwrap()
+        .sync(&store, &sor::LoadOptions::default())
+        .await
+        .unwrap();
+    let write_back = WriteBack::build(&settings, &vault).await.unwrap();
+    let deactivate = |i: usize| {
+        let row = InventoryRow {
+            saas: "lever".into(),
+            user_id: format!("hr-{i}"),
+            email: format!("p{i}@example.com"),
+            status: "active".into(),
+            ..Default::default()
+        };
+        let job = rolecall_scheduler::publish::job_for("r-rotation", &row, true);
+        let conn = env.redis.clone();
+        let write_back = &write_back;
+        async move { write_back.deactivated(&conn, &job).await }
+    };
+    assert_eq!(deactivate(0).await.unwrap(), Written::Http);
+
+    // Rotated: the source takes only the new token, the file holds it.
+    hr.lock().unwrap().token = "hr-token-2".into();
+    std::fs::write(secrets.path().join("hr"), "hr-token-2").unwrap();
+    assert_eq!(deactivate(1).await.unwrap(), Written::Http);
+    assert_eq!(
+        hr.lock().unwrap().unauthorized,
+        1,
+        "refused once, then sent"
+    );
+
+    // Rotated at the source only: refused, once, saying so.
+    hr.lock().unwrap().token = "hr-token-3".into();
+    let refused = deactivate(2).await.unwrap_err().to_string();
+    assert!(refused.contains("401"), "{refused}");
+    assert!(!refused.contains("hr-token"), "{refused}");
+    let hr = hr.lock().unwrap();
+    assert_eq!(hr.unauthorized, 2);
+    let ids: Vec<&str> = hr.write_backs.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["hr-0", "hr-1"]);
 }

@@ -50,8 +50,12 @@ return 0
 });
 
 struct Target {
+    name: String,
     settings: WriteBackSettings,
-    token: SecretString,
+    /// The vault credential of the bearer token.
+    credential: String,
+    /// The token last read.
+    token: std::sync::Mutex<SecretString>,
 }
 
 /// Where deactivations go back to.
@@ -59,6 +63,7 @@ pub struct WriteBack {
     names: Names,
     sync_key: SyncKey,
     targets: HashMap<String, Target>,
+    vault: Vault,
     http: reqwest::Client,
 }
 
@@ -76,7 +81,9 @@ pub enum Written {
 }
 
 impl WriteBack {
-    /// Reads the bearer token of every source that takes write-backs.
+    /// Reads the bearer token of every source that takes write-backs. A
+    /// token is read again when the source refuses it (401, 403), as a
+    /// vendor credential is: a rotated one is used without a restart.
     pub async fn build(settings: &Settings, vault: &Vault) -> Result<Self, String> {
         let mut targets = HashMap::new();
         for (name, source) in &settings.inventory.sources {
@@ -90,8 +97,10 @@ impl WriteBack {
             targets.insert(
                 name.clone(),
                 Target {
+                    name: name.clone(),
                     settings: write_back.clone(),
-                    token,
+                    credential: source.credential.clone(),
+                    token: std::sync::Mutex::new(token),
                 },
             );
         }
@@ -99,6 +108,7 @@ impl WriteBack {
             names: Names::new(&settings.namespace),
             sync_key: settings.inventory.sync_key,
             targets,
+            vault: vault.clone(),
             http: crate::vendor::http_client(),
         })
     }
@@ -178,7 +188,38 @@ impl WriteBack {
         Ok(written)
     }
 
+    /// Sends the write-back; if the source refuses the token and the vault
+    /// now holds another one (rotated), once more with that one.
     async fn send(&self, target: &Target, job: &JobV1) -> Result<(), ConnectorError> {
+        let token = target.token.lock().expect("not poisoned").clone();
+        match self.send_with(target, job, &token).await {
+            Err(ConnectorError::Rejected { status, detail }) if matches!(status, 401 | 403) => {
+                match self.vault.get(&target.credential).await {
+                    Ok(new) if new.expose_secret() != token.expose_secret() => {
+                        tracing::info!(
+                            source = target.name,
+                            "The system of record refused its token; using the one read again from its credential."
+                        );
+                        *target.token.lock().expect("not poisoned") = new.clone();
+                        self.send_with(target, job, &new).await
+                    }
+                    Ok(_) => Err(ConnectorError::Rejected { status, detail }),
+                    Err(e) => {
+                        tracing::warn!(source = target.name, error = %e, "Could not read the write-back token again.");
+                        Err(ConnectorError::Rejected { status, detail })
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn send_with(
+        &self,
+        target: &Target,
+        job: &JobV1,
+        token: &SecretString,
+    ) -> Result<(), ConnectorError> {
         let external = job.user.external_id.clone().unwrap_or_default();
         let url = fill(&target.settings.url, job, &external, |v| {
             url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
@@ -194,7 +235,7 @@ impl WriteBack {
         let reply = self
             .http
             .request(method, url)
-            .bearer_auth(target.token.expose_secret())
+            .bearer_auth(token.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(
                 "Idempotency-Key",
