@@ -17,6 +17,13 @@ POD_ENV = {
     "K8S_NAMESPACE_NAME": "metadata.namespace",
     "K8S_NODE_NAME": "spec.nodeName",
 }
+# The alerts of helm/rolecall/files/prometheus-rules.yaml: a PrometheusRule
+# carries them all.
+SHIPPED_ALERTS = {
+    r["alert"]
+    for g in yaml.safe_load(open("helm/rolecall/files/prometheus-rules.yaml"))["groups"]
+    for r in g["rules"]
+}
 OTEL_ATTRIBUTES = ("k8s.pod.name=$(K8S_POD_NAME)", "k8s.namespace.name=$(K8S_NAMESPACE_NAME)",
                    "k8s.node.name=$(K8S_NODE_NAME)", "service.instance.id=$(K8S_POD_NAME)")
 
@@ -140,6 +147,15 @@ def check_file(path):
             bad(w, "apiVersion is not monitoring.coreos.com/v1")
         if not any(e.get("port") == "ops" and e.get("path") == "/metrics" for e in sm["spec"]["endpoints"]):
             bad(w, "no endpoint on port ops, path /metrics")
+    for pr in by_kind.get("PrometheusRule", []):
+        w = f"{path} PrometheusRule/{pr['metadata']['name']}"
+        if pr["apiVersion"] != "monitoring.coreos.com/v1":
+            bad(w, "apiVersion is not monitoring.coreos.com/v1")
+        alerts = {r.get("alert") for g in pr["spec"]["groups"] for r in g["rules"]}
+        if not SHIPPED_ALERTS <= alerts:
+            bad(w, f"lacks the shipped alerts {sorted(SHIPPED_ALERTS - alerts)}")
+    if path.endswith("full.yaml") and len(by_kind.get("PrometheusRule", [])) != 1:
+        bad(path, "the full example renders no PrometheusRule")
     # The full example's caps: ceil(8 x 0.5 / 16) = 1 and ceil(50 x 2 / 32) = 4.
     if path.endswith("full.yaml"):
         caps = {so["metadata"]["name"]: so["spec"]["maxReplicaCount"] for so in by_kind.get("ScaledObject", [])}

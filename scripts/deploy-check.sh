@@ -9,6 +9,9 @@
 #     (kubernetes-validate, strict; KEDA/Prometheus-operator objects by a
 #     field check here) and through checkov (skips are annotated in the chart);
 #   - the chart's invariants (probes, securityContext, grace period = drain);
+#   - the alerting rules (helm/rolecall/files/prometheus-rules.yaml, and the
+#     rendered PrometheusRule) with promtool: checked and unit-tested
+#     (deploy/check/prometheus-rules.test.yaml);
 #   - values that must fail (deploy/check/bad-*.yaml): inline secrets, a
 #     password in a URL, a bad type, root;
 #   - deploy/Dockerfile with hadolint; the deploy scripts with shellcheck.
@@ -91,13 +94,31 @@ for f in default full kustomize; do
   say "kubernetes-validate $f.yaml (Kubernetes $K8S_VERSION, strict)"
   "$venv/bin/kubernetes-validate" -k "$K8S_VERSION" --strict --quiet "$out/$f.yaml" >"$out/kv-$f.txt" 2>&1 \
     || { cat "$out/kv-$f.txt" >&2; die "kubernetes-validate $f.yaml"; }
-  # Only the two CRD kinds may lack a schema.
-  if grep -v -E "Couldn't find schema for kind (ScaledObject|ServiceMonitor) " "$out/kv-$f.txt" | grep -E 'WARN|ERROR'; then
+  # Only the three CRD kinds may lack a schema.
+  if grep -v -E "Couldn't find schema for kind (ScaledObject|ServiceMonitor|PrometheusRule) " "$out/kv-$f.txt" | grep -E 'WARN|ERROR'; then
     die "kubernetes-validate $f.yaml warned"
   fi
 done
 "$venv/bin/python" scripts/deploy-check-objects.py "$out/default.yaml" "$out/full.yaml" "$out/kustomize.yaml" \
   || die "the rendered objects break the chart's rules (above)"
+
+# --- alerting rules ---------------------------------------------------------
+# The shipped rules and the full example's rendered PrometheusRule (extra
+# groups included) through Prometheus' own promtool (Debian `prometheus`,
+# scripts/prometheus.sh), and the rules' unit tests.
+prometheus=$(bash scripts/prometheus.sh) || die "scripts/prometheus.sh failed"
+promtool="$(dirname "$prometheus")/promtool"
+[ -x "$promtool" ] || die "no promtool next to $prometheus"
+say "promtool check rules / test rules"
+"$venv/bin/python" - "$out/full.yaml" "$out/rules-full.yaml" <<'PY' || die "the full example renders no PrometheusRule"
+import sys, yaml
+rules = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "PrometheusRule"]
+yaml.safe_dump({"groups": rules[0]["spec"]["groups"]}, open(sys.argv[2], "w"))
+PY
+"$promtool" check rules "$chart/files/prometheus-rules.yaml" "$out/rules-full.yaml" >"$out/promtool.txt" 2>&1 \
+  || { cat "$out/promtool.txt" >&2; die "promtool check rules"; }
+(cd deploy/check && "$promtool" test rules prometheus-rules.test.yaml) >"$out/promtool-test.txt" 2>&1 \
+  || { cat "$out/promtool-test.txt" >&2; die "promtool test rules deploy/check/prometheus-rules.test.yaml"; }
 
 # --- checkov ----------------------------------------------------------------
 for f in default full kustomize; do

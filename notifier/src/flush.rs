@@ -31,6 +31,9 @@ use crate::store::{Group, Store, StoreError, now_ms};
 const TICK: Duration = Duration::from_millis(250);
 /// Groups claimed per look.
 const CLAIM_BATCH: usize = 16;
+/// How often the pending groups are counted for the gauge: a group waits
+/// `group_window` at least, so a few seconds is current enough.
+const PENDING_GAUGE_EVERY: Duration = Duration::from_secs(5);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The first retry's wait; it doubles per failed round up to `max_backoff`.
@@ -70,7 +73,16 @@ impl Flusher {
 
     /// Runs until `stop`; a round in progress finishes first.
     pub async fn run(&self, stop: CancellationToken) {
+        let mut gauge_due = tokio::time::Instant::now();
         loop {
+            let now = tokio::time::Instant::now();
+            if now >= gauge_due {
+                gauge_due = now + PENDING_GAUGE_EVERY;
+                match self.store.pending().await {
+                    Ok(n) => self.metrics.pending(n),
+                    Err(e) => warn!(error = %e, "Could not count the pending alert groups."),
+                }
+            }
             match self.round().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}

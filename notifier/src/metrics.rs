@@ -5,8 +5,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::Counter;
-use rolecall_common::telemetry::metrics::{NOTIFIER_ALERTS, NOTIFIER_DELIVERIES, meter};
+use opentelemetry::metrics::{Counter, Gauge};
+use rolecall_common::telemetry::metrics::{
+    NOTIFIER_ALERTS, NOTIFIER_DELIVERIES, NOTIFIER_PENDING, meter,
+};
 
 /// Counters shared by the consumer and the flusher.
 #[derive(Debug)]
@@ -17,6 +19,7 @@ pub struct Metrics {
     failed_attempts: AtomicU64,
     alerts: Counter<u64>,
     deliveries: Counter<u64>,
+    pending: Gauge<u64>,
 }
 
 impl Default for Metrics {
@@ -34,6 +37,12 @@ impl Default for Metrics {
             deliveries: meter
                 .u64_counter(NOTIFIER_DELIVERIES)
                 .with_description("Notification delivery attempts, by channel and result")
+                .build(),
+            pending: meter
+                .u64_gauge(NOTIFIER_PENDING)
+                .with_description(
+                    "Notification groups waiting to be delivered (shared by the replicas)",
+                )
                 .build(),
         }
     }
@@ -68,6 +77,11 @@ impl Metrics {
     pub(crate) fn failed_attempt(&self, channel: &str) {
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
         self.deliveries.add(1, &delivery(channel, "failed"));
+    }
+
+    /// Notification groups waiting now.
+    pub(crate) fn pending(&self, groups: u64) {
+        self.pending.record(groups, &[]);
     }
 
     /// The counters now.

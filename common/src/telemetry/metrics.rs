@@ -69,6 +69,9 @@ pub const WORKFLOW_LAST_RUN_STARTED: &str = "rolecall.workflow.last_run_started"
 pub const NOTIFIER_ALERTS: &str = "rolecall.notifier.alerts";
 /// Attempts to deliver a notification, by `channel`, `result` (`delivered`, `failed`) (notifier).
 pub const NOTIFIER_DELIVERIES: &str = "rolecall.notifier.deliveries";
+/// Notification groups waiting: being gathered, due, or retried after a
+/// failed delivery (notifier; every replica reads the same shared count).
+pub const NOTIFIER_PENDING: &str = "rolecall.notifier.pending";
 
 /// Histogram boundaries in seconds, from a fast vendor call to a job that
 /// waited out a long hold.

@@ -16,10 +16,15 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(target: SocketAddr) -> Prometheus {
-        let config = format!(
+    /// Scrapes `target` every second and, with `rules`, evaluates that rules
+    /// file every second.
+    fn start(target: SocketAddr, rules: Option<&std::path::Path>) -> Prometheus {
+        let mut config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: rolecall-worker\n    static_configs:\n      - targets: ['{target}']\n"
         );
+        if let Some(rules) = rules {
+            config.push_str(&format!("rule_files:\n  - '{}'\n", rules.display()));
+        }
         let (dir, path) = temp_file("prometheus.yml", &config);
         let port = free_port();
         let child = std::process::Command::new(prometheus_binary())
@@ -60,6 +65,15 @@ impl Prometheus {
         }
         out
     }
+
+    /// A GET of the HTTP API's `path`: its `data` (null when it does not answer).
+    async fn api(&self, path: &str) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/api/v1/{path}", self.port);
+        match reqwest::get(url).await {
+            Ok(reply) => reply.json::<serde_json::Value>().await.unwrap_or_default()["data"].take(),
+            Err(_) => serde_json::Value::Null,
+        }
+    }
 }
 
 impl Drop for Prometheus {
@@ -90,7 +104,7 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_and_the
         Duration::from_secs(30),
     )
     .await;
-    let prometheus = Prometheus::start(ops);
+    let prometheus = Prometheus::start(ops, None);
 
     // 50 users the vendor knows (some deactivated there) and 10 it does not.
     let mut csv = active_rows(&sim, "lever", 50);
@@ -282,5 +296,94 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_and_the
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     fresh.stop();
+    env.cleanup(&settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_alert_rules_run_in_a_real_prometheus_and_a_dead_letter_raises_its_alert() {
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
+    let env = TestEnv::new().await;
+    let sim = sim(5, 9).await;
+    let apps = app(&sim);
+    let text = env.config_text(&apps, "");
+    let settings = env.settings(&apps);
+    let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = ops.to_string();
+    let worker = WorkerProcess::spawn_with_env(
+        &text,
+        &settings,
+        &[("ROLECALL__TELEMETRY__HTTP_LISTEN", listen.as_str())],
+    );
+    wait_for_status(
+        &format!("http://{ops}/readyz"),
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../helm/rolecall/files/prometheus-rules.yaml");
+    let prometheus = Prometheus::start(ops, Some(&rules));
+
+    // A message no worker can read: the worker dead-letters it, and the
+    // dead-letter queue's depth is what the alert watches.
+    let channel = env.amqp.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            env.names.jobs_queue("lever").as_str().into(),
+            BasicPublishOptions::default(),
+            b"this is not json",
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let alert = loop {
+        let alerts = prometheus.api("alerts").await;
+        let found = alerts["alerts"].as_array().into_iter().flatten().find(|a| {
+            a["labels"]["alertname"] == "RolecallDeadLetters" && a["labels"]["saas"] == "lever"
+        });
+        if let Some(a) = found {
+            break a.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no RolecallDeadLetters alert: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Pending: its `for` is 5 minutes.
+    assert_eq!(alert["state"], "pending", "{alert}");
+    assert_eq!(alert["labels"]["severity"], "warning", "{alert}");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "1 jobs of lever are in the dead-letter queue in : see rolecall-worker dlq list, then dlq replay.",
+        "{alert}"
+    );
+    // Every shipped rule evaluates against the worker's real series without
+    // an error, and nothing else is alerting (the jobs queue is empty).
+    let groups = prometheus.api("rules").await;
+    let rules: Vec<&serde_json::Value> = groups["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(rules.len(), 7, "{groups}");
+    for rule in &rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+    let firing: Vec<&serde_json::Value> = rules
+        .iter()
+        .filter(|r| r["state"] != "inactive")
+        .map(|r| &r["name"])
+        .collect();
+    assert_eq!(firing, [&serde_json::json!("RolecallDeadLetters")]);
+    drop(prometheus);
+    worker.stop();
     env.cleanup(&settings).await;
 }
