@@ -779,6 +779,22 @@ async fn the_binary_delivers_even_an_unreadable_alert_serves_health_and_metrics_
             .contains(r#"rolecall_notifier_deliveries_total{channel="hook",result="delivered"} 2"#),
         "{metrics}"
     );
+    // Both groups delivered: none pending (the gauge is read every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = get("/metrics").await.1;
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("rolecall_notifier_pending") && l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pending gauge at 0:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     let _ = Command::new("kill")
         .arg("-TERM")
