@@ -83,19 +83,17 @@ impl Drop for Prometheus {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_and_the_ledgers_seats() {
-    let _shared = rolecall_tests::TIMING.read().await;
-    let env = TestEnv::new().await;
-    let sim = sim(60, 7).await;
-    let apps = app(&sim);
-    let text = env.config_text(&apps, "");
-    let settings = env.settings(&apps);
+/// A worker process serving `/metrics` on a free port, once ready: it and
+/// that address.
+async fn ready_worker(
+    text: &str,
+    settings: &rolecall_common::config::Settings,
+) -> (WorkerProcess, SocketAddr) {
     let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let listen = ops.to_string();
     let worker = WorkerProcess::spawn_with_env(
-        &text,
-        &settings,
+        text,
+        settings,
         &[("ROLECALL__TELEMETRY__HTTP_LISTEN", listen.as_str())],
     );
     wait_for_status(
@@ -104,6 +102,18 @@ async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_and_the
         Duration::from_secs(30),
     )
     .await;
+    (worker, ops)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scraping_a_worker_reports_the_runs_job_counts_and_the_ledgers_seats() {
+    let _shared = rolecall_tests::TIMING.read().await;
+    let env = TestEnv::new().await;
+    let sim = sim(60, 7).await;
+    let apps = app(&sim);
+    let text = env.config_text(&apps, "");
+    let settings = env.settings(&apps);
+    let (worker, ops) = ready_worker(&text, &settings).await;
     let prometheus = Prometheus::start(ops, None);
 
     // 50 users the vendor knows (some deactivated there) and 10 it does not.
@@ -308,19 +318,7 @@ async fn the_shipped_alert_rules_run_in_a_real_prometheus_and_a_dead_letter_rais
     let apps = app(&sim);
     let text = env.config_text(&apps, "");
     let settings = env.settings(&apps);
-    let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let listen = ops.to_string();
-    let worker = WorkerProcess::spawn_with_env(
-        &text,
-        &settings,
-        &[("ROLECALL__TELEMETRY__HTTP_LISTEN", listen.as_str())],
-    );
-    wait_for_status(
-        &format!("http://{ops}/readyz"),
-        200,
-        Duration::from_secs(30),
-    )
-    .await;
+    let (worker, ops) = ready_worker(&text, &settings).await;
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../helm/rolecall/files/prometheus-rules.yaml");
     let prometheus = Prometheus::start(ops, Some(&rules));
