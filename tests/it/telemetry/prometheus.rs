@@ -359,7 +359,7 @@ async fn the_shipped_alert_rules_run_in_a_real_prometheus_and_a_dead_letter_rais
     assert_eq!(alert["labels"]["severity"], "warning", "{alert}");
     assert_eq!(
         alert["annotations"]["summary"],
-        "1 jobs of lever are in the dead-letter queue in : see rolecall-worker dlq list, then dlq replay.",
+        "The dead-letter queue of lever holds 1 failed job(s): see rolecall-worker dlq list, then dlq replay.",
         "{alert}"
     );
     // Every shipped rule evaluates against the worker's real series without
