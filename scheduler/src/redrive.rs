@@ -310,6 +310,11 @@ async fn republish(
 pub struct Watch {
     last_look: Option<Instant>,
     looking: Option<tokio::task::JoinHandle<()>>,
+    /// The broker and Redis connections of the looks, opened by the first
+    /// look that finds a due run and kept while they work: a run whose jobs
+    /// wait out a long vendor pause is due at every look, and a connection
+    /// per look would churn the broker's connections (and its log).
+    kept: Arc<tokio::sync::Mutex<Option<Connections>>>,
 }
 
 /// What the watch reads of each run.
@@ -347,8 +352,9 @@ impl Watch {
         self.last_look = Some(Instant::now());
         let settings = settings.clone();
         let redis = redis.clone();
+        let kept = self.kept.clone();
         self.looking = Some(tokio::spawn(async move {
-            if let Err(e) = look(&settings, &redis, after).await {
+            if let Err(e) = look(&settings, &redis, after, &kept).await {
                 warn!(
                     error = format!("{e:#}"),
                     "Could not look for runs to re-drive; looking again later."
@@ -359,22 +365,49 @@ impl Watch {
 
     /// Stops a look under way (the replica stops leading or shuts down);
     /// a re-drive cut short leaves its claim to expire.
-    pub fn stop(&mut self) {
+    pub async fn stop(&mut self) {
         if let Some(looking) = self.looking.take() {
             looking.abort();
+        }
+        if let Some(conns) = self.kept.lock().await.take() {
+            conns.close().await;
         }
     }
 }
 
-async fn look(settings: &Settings, redis: &RedisConnection, after: Duration) -> anyhow::Result<()> {
+async fn look(
+    settings: &Settings,
+    redis: &RedisConnection,
+    after: Duration,
+    kept: &tokio::sync::Mutex<Option<Connections>>,
+) -> anyhow::Result<()> {
     let names = Names::new(&settings.namespace);
     let due = due_runs(redis, &names, after, settings.redis.done_ttl, Utc::now()).await?;
+    let mut kept = kept.lock().await;
     if due.is_empty() {
+        // Nothing due any more: let the connections go until something is.
+        if let Some(conns) = kept.take() {
+            conns.close().await;
+        }
         return Ok(());
     }
-    let conns = Connections::open(settings, &names).await?;
-    let result = redrive_due(settings, &conns, &names, redis, after, due).await;
-    conns.close().await;
+    let usable = kept
+        .as_ref()
+        .is_some_and(|c| c.conn.status().connected() && c.channel.status().connected());
+    if !usable {
+        if let Some(stale) = kept.take() {
+            stale.close().await;
+        }
+        *kept = Some(Connections::open(settings, &names).await?);
+    }
+    let conns = kept.as_ref().expect("opened above");
+    let result = redrive_due(settings, conns, &names, redis, after, due).await;
+    if result.is_err() {
+        // A broker or Redis error may have left them broken: open afresh.
+        if let Some(conns) = kept.take() {
+            conns.close().await;
+        }
+    }
     result
 }
 

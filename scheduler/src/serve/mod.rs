@@ -491,7 +491,7 @@ impl Server {
     }
 
     async fn stop(mut self) {
-        self.redrive.stop();
+        self.redrive.stop().await;
         // Publishers settle their confirms and checkpoint before they give
         // their leases back, so the successor resends nothing confirmed;
         // one that cannot within the grace is cut off (its successor then
