@@ -363,16 +363,23 @@ impl Watch {
         }));
     }
 
-    /// Stops a look under way (the replica stops leading or shuts down);
-    /// a re-drive cut short leaves its claim to expire.
+    /// Stops a look under way and lets the kept connections go (the
+    /// replica stops leading or shuts down); a re-drive cut short leaves
+    /// its claim to expire.
     pub async fn stop(&mut self) {
         if let Some(looking) = self.looking.take() {
             looking.abort();
         }
         if let Some(conns) = self.kept.lock().await.take() {
-            conns.close().await;
+            close_kept(conns).await;
         }
     }
+}
+
+/// Closes the watch's connections, giving up after a moment: a broker
+/// that stopped answering must not hold up the leader's stop.
+async fn close_kept(conns: Connections) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), conns.close()).await;
 }
 
 async fn look(
@@ -387,7 +394,7 @@ async fn look(
     if due.is_empty() {
         // Nothing due any more: let the connections go until something is.
         if let Some(conns) = kept.take() {
-            conns.close().await;
+            close_kept(conns).await;
         }
         return Ok(());
     }
@@ -396,7 +403,7 @@ async fn look(
         .is_some_and(|c| c.conn.status().connected() && c.channel.status().connected());
     if !usable {
         if let Some(stale) = kept.take() {
-            stale.close().await;
+            close_kept(stale).await;
         }
         *kept = Some(Connections::open(settings, &names).await?);
     }
@@ -405,7 +412,7 @@ async fn look(
     if result.is_err() {
         // A broker or Redis error may have left them broken: open afresh.
         if let Some(conns) = kept.take() {
-            conns.close().await;
+            close_kept(conns).await;
         }
     }
     result

@@ -453,8 +453,11 @@ dir = "{dir}"
     let refused = deactivate(2).await.unwrap_err().to_string();
     assert!(refused.contains("401"), "{refused}");
     assert!(!refused.contains("hr-token"), "{refused}");
-    let hr = hr.lock().unwrap();
-    assert_eq!(hr.unauthorized, 2);
-    let ids: Vec<&str> = hr.write_backs.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, ["hr-0", "hr-1"]);
+    {
+        let hr = hr.lock().unwrap();
+        assert_eq!(hr.unauthorized, 2);
+        let ids: Vec<&str> = hr.write_backs.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["hr-0", "hr-1"]);
+    }
+    env.cleanup(&settings).await;
 }

@@ -288,7 +288,13 @@ impl JobContext {
         let result = if enabled {
             match self.call_vendor(app, &job, request).await? {
                 Called::Answered(result) => result,
-                Called::RecordedMeanwhile => return Ok(JobOutcome::Duplicate),
+                Called::RecordedMeanwhile => {
+                    // A probe with no verdict: another job may probe at once.
+                    if probing.is_some() {
+                        let _ = app.breaker.release_probe().await;
+                    }
+                    return Ok(JobOutcome::Duplicate);
+                }
             }
         } else {
             Err(ConnectorError::NotEnabled(job.action.as_str()))

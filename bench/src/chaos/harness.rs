@@ -187,7 +187,7 @@ rate = {{ per_second = {ps}, burst = 5 }}
             workers.push(child);
         }
         let log = std::fs::File::create(logs.join("scheduler.log"))?;
-        let scheduler = Command::new(ctx.bin_dir.join("rolecall-scheduler"))
+        let mut scheduler = Command::new(ctx.bin_dir.join("rolecall-scheduler"))
             .arg("--config")
             .arg(logs.join("rolecall.toml"))
             .arg("serve")
@@ -204,21 +204,36 @@ rate = {{ per_second = {ps}, burst = 5 }}
         }
         let inventory = dir.path().join("inventory.csv");
         std::fs::write(&inventory, csv)?;
-        let redis = rolecall_common::ledger::connect(&settings.redis).await?;
-        let ledger = Ledger::new(redis.clone(), names.clone(), &settings.redis);
-        let report = run_once(
-            &settings,
-            RunOnceOptions {
-                inventory,
-                format: None,
-                saas: vec![],
-                run_id: None,
-            },
-        )
-        .await?;
-        if report.published != ctx.users as u64 {
-            bail!("published {} of {} users", report.published, ctx.users);
+        let published = async {
+            let redis = rolecall_common::ledger::connect(&settings.redis).await?;
+            let report = run_once(
+                &settings,
+                RunOnceOptions {
+                    inventory,
+                    format: None,
+                    saas: vec![],
+                    run_id: None,
+                },
+            )
+            .await?;
+            if report.published != ctx.users as u64 {
+                bail!("published {} of {} users", report.published, ctx.users);
+            }
+            anyhow::Ok((redis, report))
         }
+        .await;
+        let (redis, report) = match published {
+            Ok(published) => published,
+            Err(e) => {
+                // No fleet to drop: stop the processes started for it.
+                for child in workers.iter_mut().chain([&mut scheduler]) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return Err(e);
+            }
+        };
+        let ledger = Ledger::new(redis.clone(), names.clone(), &settings.redis);
         let samples = Arc::new(Mutex::new(Vec::new()));
         let sampler = tokio::spawn(sample(
             ledger.clone(),
@@ -320,6 +335,13 @@ rate = {{ per_second = {ps}, burst = 5 }}
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // A `serve` that died would show as "0 re-driven" without this.
+        let mut note = note;
+        if let Ok(Some(status)) = self.scheduler.try_wait() {
+            note.push_str(&format!(
+                "; **rolecall-scheduler serve exited early ({status})**"
+            ));
         }
         for child in self.workers.iter_mut().chain([&mut self.scheduler]) {
             if let Ok(None) = child.try_wait() {

@@ -379,7 +379,17 @@ impl QueueDepths {
                 ("jobs", names.jobs_queue(app)),
                 ("dead", names.dead_queue(app)),
             ] {
-                let depth = crate::amqp::queue_depth(channel, &queue).await?;
+                let depth = match crate::amqp::queue_depth(channel, &queue).await {
+                    Ok(depth) => depth,
+                    Err(e) => {
+                        // Gone (expired, deleted): no depth, not its last one.
+                        self.depths
+                            .lock()
+                            .expect("never poisoned")
+                            .remove(&(app.clone(), kind));
+                        return Err(e);
+                    }
+                };
                 self.depths
                     .lock()
                     .expect("never poisoned")

@@ -25,9 +25,9 @@ pub struct Email {
     channel: String,
     server: Server,
     vault: Vault,
-    /// The transport logged in with the password last read (reused, so its
-    /// connection pool is too), rebuilt when a read finds another one.
-    current: std::sync::Mutex<Current>,
+    /// The transport logging in with the password last read, rebuilt when
+    /// a read finds another one.
+    current: tokio::sync::Mutex<Current>,
     from: Mailbox,
     to: Vec<Mailbox>,
 }
@@ -137,7 +137,7 @@ impl Email {
         };
         Ok(Email {
             channel: channel.to_string(),
-            current: std::sync::Mutex::new(Current {
+            current: tokio::sync::Mutex::new(Current {
                 transport: server.transport(&password),
                 password,
             }),
@@ -154,27 +154,22 @@ impl Email {
     /// a notification refused for the old login goes out on its next try.
     /// If it cannot be read now, the last one read is used.
     async fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        // Held across the read, so a delivery that read the old password
+        // cannot put the old transport back after another installed the new.
+        let mut current = self.current.lock().await;
         if let Some(name) = self.server.password_credential() {
             match self.vault.get(name).await {
-                Ok(password) => {
-                    let changed = {
-                        let current = self.current.lock().expect("not poisoned");
-                        current.password.expose_secret() != password.expose_secret()
-                    };
-                    if changed {
-                        let transport = self.server.transport(&password);
-                        *self.current.lock().expect("not poisoned") = Current {
-                            password,
-                            transport,
-                        };
-                    }
+                Ok(password) if password.expose_secret() != current.password.expose_secret() => {
+                    current.transport = self.server.transport(&password);
+                    current.password = password;
                 }
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(channel = self.channel, error = %e, "Could not read the SMTP password again; using the last one read.");
                 }
             }
         }
-        self.current.lock().expect("not poisoned").transport.clone()
+        current.transport.clone()
     }
 
     /// Connects, says EHLO, upgrades to TLS and logs in as configured,

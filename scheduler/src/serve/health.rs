@@ -71,8 +71,10 @@ async fn session(
     )
     .await?;
     readiness.set(checks::TOPOLOGY, true);
-    // Its own channel: a failed passive declare closes it.
-    let depth_channel = conn.create_channel().await?;
+    // Its own channel: a failed passive declare (a queue the broker let
+    // expire, or one deleted by hand) closes it, and the next read opens
+    // another, so the depths never freeze at their last value.
+    let mut depth_channel = conn.create_channel().await?;
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checks_done: u32 = 0;
@@ -82,11 +84,13 @@ async fn session(
         if !conn.status().connected() {
             anyhow::bail!("the connection closed");
         }
-        if depth_channel.status().connected()
-            && checks_done.is_multiple_of(DEPTH_EVERY_CHECKS)
-            && let Err(e) = depths.poll(&depth_channel, names, saas).await
-        {
-            debug!(error = %e, "Could not read queue depths.");
+        if checks_done.is_multiple_of(DEPTH_EVERY_CHECKS) {
+            if !depth_channel.status().connected() {
+                depth_channel = conn.create_channel().await?;
+            }
+            if let Err(e) = depths.poll(&depth_channel, names, saas).await {
+                debug!(error = %e, "Could not read queue depths.");
+            }
         }
         checks_done = checks_done.wrapping_add(1);
     }

@@ -192,6 +192,7 @@ impl Server {
                     warn!("Lost the scheduler leadership (the lease expired); following.");
                     self.leader = None;
                     self.said_following = true;
+                    self.redrive.stop().await;
                 }
             }
         }

@@ -319,10 +319,6 @@ async fn the_shipped_alert_rules_run_in_a_real_prometheus_and_a_dead_letter_rais
     let text = env.config_text(&apps, "");
     let settings = env.settings(&apps);
     let (worker, ops) = ready_worker(&text, &settings).await;
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../helm/rolecall/files/prometheus-rules.yaml");
-    let prometheus = Prometheus::start(ops, Some(&rules));
-
     // A message no worker can read: the worker dead-letters it, and the
     // dead-letter queue's depth is what the alert watches.
     let channel = env.amqp.create_channel().await.unwrap();
@@ -338,6 +334,31 @@ async fn the_shipped_alert_rules_run_in_a_real_prometheus_and_a_dead_letter_rais
         .unwrap()
         .await
         .unwrap();
+    // Prometheus starts once the worker's gauges show it dead-lettered (so
+    // no scrape sees it waiting in the jobs queue, which is another alert).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = http_get(&format!("http://{ops}/metrics")).await.unwrap().1;
+        let depth = |queue: &str| {
+            body.lines().any(|l| {
+                l.starts_with("rolecall_queue_depth{")
+                    && l.contains(&format!("queue=\"{queue}\""))
+                    && l.contains("saas=\"lever\"")
+                    && l.ends_with(if queue == "dead" { " 1" } else { " 0" })
+            })
+        };
+        if depth("dead") && depth("jobs") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter in:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../helm/rolecall/files/prometheus-rules.yaml");
+    let prometheus = Prometheus::start(ops, Some(&rules));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let alert = loop {
