@@ -189,16 +189,7 @@ http_listen = "127.0.0.1:0"
 
     let halving = (scenario.kind == Kind::Halved).then(|| halve_later(sim.clone(), scenario));
     let started = Instant::now();
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await?;
+    let report = run_once(&settings, RunOnceOptions::whole(inventory)).await?;
     let conn = rolecall_common::ledger::connect(&settings.redis).await?;
     let ledger = rolecall_common::ledger::Ledger::new(
         conn,

@@ -51,6 +51,19 @@ pub struct RunOnceOptions {
     pub run_id: Option<String>,
 }
 
+impl RunOnceOptions {
+    /// Every configured app's users in `inventory` (format from its
+    /// extension), under a new run id: what `run-once --inventory` does.
+    pub fn whole(inventory: impl Into<PathBuf>) -> Self {
+        Self {
+            inventory: inventory.into(),
+            format: None,
+            saas: vec![],
+            run_id: None,
+        }
+    }
+}
+
 /// What a run published.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {

@@ -88,17 +88,9 @@ async fn rows_naming_a_saas_app_the_configuration_lacks_are_counted_by_name_and_
         vec![("lever-t".to_string(), 1), ("levr".to_string(), 2)]
     );
     let (_dir, path) = temp_file("inventory.csv", csv);
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory: path,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = run_once(&settings, RunOnceOptions::whole(path))
+        .await
+        .unwrap();
     assert!(
         report.line().ends_with(
             "skipped 3 rows (3 of them name SaaS apps the configuration does not have: lever-t (1), levr (2))"
@@ -219,17 +211,9 @@ async fn json_lines_inventories_work_the_same() {
     text.push_str("{\"saas\":\"lever\",\"user_id\":\"broken\"\n");
     let (_dir, inventory) = temp_file("inventory.jsonl", &text);
     let worker = env.spawn_worker(&settings).await;
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    let report = run_once(&settings, RunOnceOptions::whole(inventory))
+        .await
+        .unwrap();
     assert_eq!(report.published, 10);
     assert_eq!(report.rejected_count, 1);
     assert_eq!(report.rejected[0].line, 11);

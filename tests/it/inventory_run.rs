@@ -101,17 +101,9 @@ async fn inventory_run_from_redis_publishes_exactly_the_active_users_and_resumes
 
     // The lease expires; the same command again resumes the run.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let report = run_once(
-        &settings,
-        RunOnceOptions {
-            inventory: REDIS_INVENTORY.into(),
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
-    )
-    .await
-    .expect("the run resumes");
+    let report = run_once(&settings, RunOnceOptions::whole(REDIS_INVENTORY))
+        .await
+        .expect("the run resumes");
     assert_eq!(report.run_id, run_id, "resumed, not started again");
     assert_eq!(report.published, expected.len() as u64);
     assert_eq!(

@@ -523,12 +523,7 @@ pub async fn publish(settings: &Settings, csv: &str) -> rolecall_scheduler::RunR
     let (_dir, inventory) = temp_file("inventory.csv", csv);
     rolecall_scheduler::run_once(
         settings,
-        rolecall_scheduler::RunOnceOptions {
-            inventory,
-            format: None,
-            saas: vec![],
-            run_id: None,
-        },
+        rolecall_scheduler::RunOnceOptions::whole(inventory),
     )
     .await
     .expect("the run publishes")

@@ -206,16 +206,7 @@ rate = {{ per_second = {ps}, burst = 5 }}
         std::fs::write(&inventory, csv)?;
         let published = async {
             let redis = rolecall_common::ledger::connect(&settings.redis).await?;
-            let report = run_once(
-                &settings,
-                RunOnceOptions {
-                    inventory,
-                    format: None,
-                    saas: vec![],
-                    run_id: None,
-                },
-            )
-            .await?;
+            let report = run_once(&settings, RunOnceOptions::whole(inventory)).await?;
             if report.published != ctx.users as u64 {
                 bail!("published {} of {} users", report.published, ctx.users);
             }

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use rolecall_common::config;
+use rolecall_scheduler::RunOnceOptions;
 use rolecall_scheduler::lease::Lease;
 use rolecall_scheduler::publish::job_id;
 use rolecall_tests::{RedisProcess, SchedulerProcess, TestEnv, consume_all, temp_file};
@@ -21,16 +22,6 @@ base_url = "http://127.0.0.1:9"
 credential = "lever"
 rate = { per_second = 10 }
 "#;
-
-/// `run-once` over every app of the inventory at `path`.
-fn whole(path: &std::path::Path) -> rolecall_scheduler::RunOnceOptions {
-    rolecall_scheduler::RunOnceOptions {
-        inventory: path.to_path_buf(),
-        format: None,
-        saas: vec![],
-        run_id: None,
-    }
-}
 
 /// A Lever sim of `users` users that never throttles.
 async fn unlimited_sim(users: usize, seed: u64) -> rolecall_sim::SimHandle {
@@ -230,7 +221,7 @@ async fn criteria_select_exactly_the_expected_users_of_ten_thousand() {
     );
     let text = env.config_text(&[], &extra);
     let settings = config::from_toml(&text).expect("valid");
-    let report = rolecall_scheduler::run_once(&settings, whole(&path))
+    let report = rolecall_scheduler::run_once(&settings, RunOnceOptions::whole(&path))
         .await
         .expect("the run publishes");
     assert_eq!(report.published, expected.len() as u64);
@@ -309,7 +300,7 @@ async fn a_rule_naming_a_column_the_inventory_lacks_fails_at_start_naming_the_ru
     let (_dir, path) = temp_file("users.csv", &inventory(10));
     let extra = format!("{APP}criteria = [\"status == active\", \"cost_center == 42\"]\n");
     let settings = config::from_toml(&env.config_text(&[], &extra)).expect("valid");
-    let err = rolecall_scheduler::run_once(&settings, whole(&path))
+    let err = rolecall_scheduler::run_once(&settings, RunOnceOptions::whole(&path))
         .await
         .expect_err("the run must not start");
     let err = format!("{err:#}");
@@ -416,7 +407,7 @@ impl KilledRunOnce {
     /// The same `run-once` again, once the dead publisher's lease expired.
     async fn run_again(&self) -> anyhow::Result<rolecall_scheduler::RunReport> {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
-        rolecall_scheduler::run_once(&self.settings, whole(&self.path)).await
+        rolecall_scheduler::run_once(&self.settings, RunOnceOptions::whole(&self.path)).await
     }
 }
 
@@ -551,7 +542,7 @@ async fn a_resumed_run_finishes_with_exactly_one_result_per_user_when_workers_co
     assert!(published < USERS as u64, "the run finished before the kill");
     let worker = env.spawn_worker(&settings).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let report = rolecall_scheduler::run_once(&settings, whole(&path))
+    let report = rolecall_scheduler::run_once(&settings, RunOnceOptions::whole(&path))
         .await
         .expect("the run resumes");
     assert_eq!(report.run_id, run_id);

@@ -10,7 +10,9 @@ use rolecall_tests::{
     AppSpec, CuttableProxy, SchedulerProcess, TestEnv, active_rows, redis_url, temp_file,
 };
 
-use super::{APP, inventory, lever_at, unlimited_sim, whole};
+use rolecall_scheduler::RunOnceOptions;
+
+use super::{APP, inventory, lever_at, unlimited_sim};
 
 /// Takes `n` jobs off `queue` for good, as a broker that lost them would.
 async fn lose(env: &TestEnv, queue: &str, n: usize) {
@@ -26,7 +28,7 @@ async fn lose(env: &TestEnv, queue: &str, n: usize) {
 }
 
 async fn run_once(settings: &config::Settings, path: &std::path::Path) -> String {
-    rolecall_scheduler::run_once(settings, whole(path))
+    rolecall_scheduler::run_once(settings, RunOnceOptions::whole(path))
         .await
         .expect("the run is published")
         .run_id
