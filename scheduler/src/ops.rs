@@ -444,21 +444,29 @@ pub fn render_status(status: &Status) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_runs_table_shows_each_runs_state_and_counters() {
-        let rows = vec![RunRow {
+    /// Run `r1` of `lever`, in progress, nothing counted yet.
+    fn in_progress() -> RunRow {
+        RunRow {
             run_id: "r1".into(),
             apps: vec!["lever".into()],
             workflow: None,
             state: RunState::InProgress,
             paused: None,
             redriven: None,
+            counters: RunCounters::default(),
+        }
+    }
+
+    #[test]
+    fn the_runs_table_shows_each_runs_state_and_counters() {
+        let rows = vec![RunRow {
             counters: RunCounters {
                 published: 10,
                 succeeded: 4,
                 failed: 1,
                 ..Default::default()
             },
+            ..in_progress()
         }];
         let text = render_runs(&rows);
         assert!(text.contains("| r1 "), "{text}");
@@ -469,13 +477,8 @@ mod tests {
     #[test]
     fn the_runs_table_says_how_often_a_run_was_re_driven() {
         let rows = vec![RunRow {
-            run_id: "r1".into(),
-            apps: vec!["lever".into()],
-            workflow: None,
-            state: RunState::InProgress,
-            paused: None,
             redriven: Some((2, 64)),
-            counters: RunCounters::default(),
+            ..in_progress()
         }];
         let text = render_runs(&rows);
         assert!(

@@ -173,30 +173,17 @@ rate = {{ per_second = {ps}, burst = 5 }}
             urls.rotate_left(i % n);
             let path = dir.path().join(format!("worker-{i}.toml"));
             std::fs::write(&path, config(&urls))?;
-            let log = std::fs::File::create(logs.join(format!("worker-{i}.log")))?;
-            let child = Command::new(ctx.bin_dir.join("rolecall-worker"))
-                .arg("--config")
+            let mut cmd = Command::new(ctx.bin_dir.join("rolecall-worker"));
+            cmd.arg("--config")
                 .arg(&path)
-                .env("ROLECALL_SECRET_CHAOS", &api_key)
-                .env_remove("RUST_LOG")
-                .env("NO_COLOR", "1")
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("starting rolecall-worker (build it next to rolecall-chaos)")?;
-            workers.push(child);
+                .env("ROLECALL_SECRET_CHAOS", &api_key);
+            workers.push(spawn_logged(cmd, &logs.join(format!("worker-{i}.log")))?);
         }
-        let log = std::fs::File::create(logs.join("scheduler.log"))?;
-        let mut scheduler = Command::new(ctx.bin_dir.join("rolecall-scheduler"))
-            .arg("--config")
+        let mut cmd = Command::new(ctx.bin_dir.join("rolecall-scheduler"));
+        cmd.arg("--config")
             .arg(logs.join("rolecall.toml"))
-            .arg("serve")
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting rolecall-scheduler (build it next to rolecall-chaos)")?;
+            .arg("serve");
+        let mut scheduler = spawn_logged(cmd, &logs.join("scheduler.log"))?;
 
         let mut csv = String::from("saas,user_id,email,status\n");
         for (i, user) in sim.population().users.iter().take(ctx.users).enumerate() {
@@ -549,6 +536,19 @@ async fn sample(ledger: Ledger, run_id: String, samples: Arc<Mutex<Vec<(Instant,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Starts one of the fleet's binaries (next to `rolecall-chaos`) with its
+/// output, uncoloured and at its configured level, in `log`.
+fn spawn_logged(mut cmd: Command, log: &std::path::Path) -> anyhow::Result<Child> {
+    let file = std::fs::File::create(log)?;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("starting {program} (build it next to rolecall-chaos)"))
 }
 
 pub fn sbin_path() -> String {
