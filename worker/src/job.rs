@@ -252,7 +252,10 @@ impl JobContext {
         }
         // A refused credential is an incident for the whole SaaS app: while
         // it lasts, jobs wait for the probe instead of calling the vendor.
-        let probing = match self.gate(app).await {
+        let Some(gate) = self.gate(app, &job).await? else {
+            return Ok(JobOutcome::Duplicate);
+        };
+        let probing = match gate {
             Gate::Closed => None,
             Gate::Probe { incident } => {
                 if let Err(e) = app.connector.reload().await {
@@ -391,12 +394,20 @@ impl JobContext {
         Ok(JobOutcome::Recorded(recorded, what))
     }
 
-    /// The breaker's word for this job (holding it while Redis is away).
-    async fn gate(&self, app: &App) -> Gate {
+    /// The breaker's word for this job, holding it while Redis is away.
+    /// `None` when the job was recorded during a hold: like a call held for
+    /// the limiter (`call_vendor`), a job held here may have been re-driven
+    /// to a worker that reached Redis and checked its user meanwhile.
+    async fn gate(&self, app: &App, job: &JobV1) -> Result<Option<Gate>, InfraError> {
         loop {
             match app.breaker.gate().await {
-                Ok(gate) => return gate,
-                Err(e) => self.hold_for_redis(app, &e.to_string()).await,
+                Ok(gate) => return Ok(Some(gate)),
+                Err(e) => {
+                    self.hold_for_redis(app, &e.to_string()).await;
+                    if self.already_recorded(app, job).await? {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
